@@ -1,0 +1,1 @@
+//! stampede-agent (being written).

@@ -1,0 +1,217 @@
+//! The network-namespace lab for stampede's tests.
+//!
+//! Kernel-facing tests (backlog overflow, SYN retransmits, counters) run against the real
+//! kernel inside namespaces the test creates: [`Netns::new`] makes one with its loopback up
+//! and a name no other test (or test run) shares, and its `Drop` deletes it even when the
+//! test panics. Code runs inside it in two ways:
+//! - in-process: [`Netns::run`] / [`Netns::block_on`] run a closure or future on a thread
+//!   that entered the namespace with setns(2); sockets and tokio worker threads created
+//!   there belong to it;
+//! - as a child process: [`Netns::command`] is `ip netns exec NAME PROGRAM`, and
+//!   [`ChildGuard`] kills the child when the test ends, however it ends.
+//!
+//! Such tests need root. [`kernel_tests_enabled`] skips them with a loud message outside CI
+//! and fails them when `CI=true`, so CI can never silently skip the kernel tests.
+
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use stampede_proto::netstat::{Counters, Netstat};
+
+/// True when kernel tests can run (root). Outside CI without root, prints a loud skip notice
+/// and returns false; with `CI=true` and no root, panics: CI must run these tests.
+pub fn kernel_tests_enabled(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+    if root && ip_available() {
+        return true;
+    }
+    let why = if root {
+        "the `ip` command (iproute2) is missing"
+    } else {
+        "not running as root"
+    };
+    if ci {
+        panic!("{test}: kernel test cannot run in CI: {why}");
+    }
+    eprintln!(
+        "\n*** SKIPPED kernel test {test}: {why}; it needs root and network namespaces \
+         (run as root, or in CI where CI=true makes it mandatory) ***\n"
+    );
+    false
+}
+
+fn ip_available() -> bool {
+    Command::new("ip")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A network namespace owned by one test; deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a uniquely named namespace (`stp<pid>x<n><tag>`) with loopback up.
+    pub fn new(tag: &str) -> io::Result<Netns> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let tag: String = tag
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(24)
+            .collect();
+        let name = format!("stp{}x{n}{tag}", std::process::id());
+        run_ip(&["netns", "add", &name])?;
+        // From here on Drop removes it, even if bringing lo up fails.
+        let ns = Netns { name };
+        run_ip(&["-n", &ns.name, "link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    /// The namespace's name (as `ip netns list` shows it).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Moves the calling thread into this namespace. Threads it spawns afterwards start there.
+    pub fn enter_current_thread(&self) -> io::Result<()> {
+        let file = File::open(format!("/var/run/netns/{}", self.name))?;
+        // SAFETY: the fd is a valid open namespace file for the duration of the call; setns
+        // only changes the calling thread's network namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on a fresh thread inside the namespace and returns its result (a panic in
+    /// `f` propagates).
+    pub fn run<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                self.enter_current_thread()
+                    .unwrap_or_else(|e| panic!("entering netns {}: {e}", self.name));
+                f()
+            })
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p))
+        })
+    }
+
+    /// Runs a future to completion on a 2-worker tokio runtime whose threads live in the
+    /// namespace.
+    pub fn block_on<F: Future + Send>(&self, fut: F) -> F::Output
+    where
+        F::Output: Send,
+    {
+        self.run(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("building a tokio runtime")
+                .block_on(fut)
+        })
+    }
+
+    /// Sets a sysctl inside the namespace (`net.core.somaxconn`, `net.ipv4.*` are per netns).
+    pub fn sysctl(&self, name: &str, value: &str) -> io::Result<()> {
+        self.run(|| stampede_proto::sysctl::write(name, value))
+    }
+
+    /// Reads the namespace's TCP counters.
+    pub fn counters(&self) -> io::Result<Counters> {
+        self.run(|| Netstat::open()?.read())
+    }
+
+    /// `ip netns exec NAME program`: a command that runs inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        if let Err(e) = run_ip(&["netns", "del", &self.name]) {
+            eprintln!("warning: could not delete netns {}: {e}", self.name);
+        }
+    }
+}
+
+fn run_ip(args: &[&str]) -> io::Result<()> {
+    let out = Command::new("ip").args(args).output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(io::Error::other(format!(
+            "ip {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// A child process that is killed and reaped when the guard drops, so a failing test never
+/// leaves its processes behind.
+#[derive(Debug)]
+pub struct ChildGuard(pub Child);
+
+impl ChildGuard {
+    /// Spawns `cmd` and guards the child.
+    pub fn spawn(cmd: &mut Command) -> io::Result<ChildGuard> {
+        cmd.spawn().map(ChildGuard)
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespace_is_isolated_and_removed() {
+        if !kernel_tests_enabled("namespace_is_isolated_and_removed") {
+            return;
+        }
+        let name;
+        {
+            let ns = Netns::new("lab").unwrap();
+            name = ns.name().to_owned();
+            ns.sysctl("net.core.somaxconn", "7").unwrap();
+            let inside = ns.run(|| stampede_proto::sysctl::read_u64("net.core.somaxconn"));
+            assert_eq!(inside.unwrap(), 7);
+            // The test's own namespace is untouched.
+            assert_ne!(
+                stampede_proto::sysctl::read_u64("net.core.somaxconn").unwrap(),
+                7,
+                "host somaxconn happens to be 7 or the sysctl leaked"
+            );
+            let listed = Command::new("ip").args(["netns", "list"]).output().unwrap();
+            assert!(String::from_utf8_lossy(&listed.stdout).contains(&name));
+        }
+        let listed = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        assert!(!String::from_utf8_lossy(&listed.stdout).contains(&name));
+    }
+}

@@ -1,0 +1,111 @@
+//! The duration syntax of every stampede flag and scenario file: a number and a unit, as in
+//! `500ms`, `2s`, `1.5s`, `1m`. Units: `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`. A bare `0`
+//! means zero; any other bare number is refused, because `--timeout 5` is ambiguous.
+
+use std::time::Duration;
+
+/// A duration string that could not be parsed; the message names the value and the syntax.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration \"{input}\": {reason} (expected a number and a unit, e.g. 500ms, 2s, 1m)")]
+pub struct ParseDurationError {
+    input: String,
+    reason: &'static str,
+}
+
+/// Parses `500ms`, `2s`, `1.5s`, `1m`, `0`.
+pub fn parse_duration(input: &str) -> Result<Duration, ParseDurationError> {
+    let err = |reason| ParseDurationError {
+        input: input.to_owned(),
+        reason,
+    };
+    let s = input.trim();
+    if s.is_empty() {
+        return Err(err("empty"));
+    }
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    if number.is_empty() {
+        return Err(err("no number"));
+    }
+    let value: f64 = number.parse().map_err(|_| err("not a number"))?;
+    let nanos_per_unit: f64 = match unit.trim() {
+        "" if value == 0.0 => 0.0,
+        "" => return Err(err("missing unit")),
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        "m" => 60e9,
+        "h" => 3600e9,
+        _ => return Err(err("unknown unit")),
+    };
+    let nanos = value * nanos_per_unit;
+    if !nanos.is_finite() || nanos > u64::MAX as f64 {
+        return Err(err("too large"));
+    }
+    Ok(Duration::from_nanos(nanos.round() as u64))
+}
+
+/// Formats a duration the way [`parse_duration`] reads it back, with the largest unit that
+/// keeps it exact to the microsecond (`1.5s`, `250ms`, `0`).
+pub fn format_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0".into();
+    }
+    let (div, unit) = match ns {
+        n if n % 60_000_000_000 == 0 => (60e9, "m"),
+        n if n >= 1_000_000_000 => (1e9, "s"),
+        n if n >= 1_000_000 => (1e6, "ms"),
+        n if n >= 1_000 => (1e3, "us"),
+        _ => (1.0, "ns"),
+    };
+    let v = ns as f64 / div;
+    let mut text = format!("{v:.3}");
+    while text.ends_with('0') {
+        text.pop();
+    }
+    if text.ends_with('.') {
+        text.pop();
+    }
+    format!("{text}{unit}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_forms() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("250us"), Ok(Duration::from_micros(250)));
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration(" 3h "), Ok(Duration::from_secs(3 * 3600)));
+    }
+
+    #[test]
+    fn refuses_ambiguous_and_malformed_input() {
+        for bad in ["", "5", "abc", "ms", "1x", "-1s", "1..2s", "1e400s"] {
+            let err = parse_duration(bad).expect_err(bad);
+            assert!(err.to_string().contains(&format!("\"{bad}\"")), "{err}");
+        }
+    }
+
+    #[test]
+    fn format_round_trips() {
+        for d in [
+            Duration::ZERO,
+            Duration::from_millis(1500),
+            Duration::from_millis(250),
+            Duration::from_secs(120),
+            Duration::from_micros(17),
+        ] {
+            assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{d:?}");
+        }
+    }
+}

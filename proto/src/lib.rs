@@ -1,0 +1,24 @@
+//! stampede's wire contract and shared vocabulary.
+//!
+//! - [`pb`]: the `stampede.v1` gRPC services and messages, generated from `proto/` at build time.
+//! - [`duration`]: the duration syntax every binary accepts (`500ms`, `2s`, `1m`).
+//! - [`tcp_info`]: `TCP_INFO` on a socket: SYN retransmits of a client, queue length and
+//!   effective backlog of a listener (KERNEL.md §2, §5).
+//! - [`netstat`]: the kernel's TcpExt counters of the caller's network namespace.
+//! - [`sysctl`]: the sysctls that shape a burst's outcome.
+//!
+//! Agents, the target server and the coordinator all depend on this crate and on nothing of
+//! each other, so anything two of them must agree on lives here.
+
+pub mod duration;
+pub mod histogram;
+pub mod netstat;
+pub mod outcome;
+pub mod sysctl;
+pub mod tcp_info;
+
+/// Generated `stampede.v1` types and services. Never edit: change `proto/` instead.
+#[allow(missing_docs, unreachable_pub, clippy::all)]
+pub mod pb {
+    tonic::include_proto!("stampede.v1");
+}

@@ -1,0 +1,1 @@
+//! Outcome classes of a connect attempt (DESIGN.md "Outcome classes", KERNEL.md §4).

@@ -1,0 +1,1 @@
+//! stampede-target (being written).
