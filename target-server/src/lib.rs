@@ -239,12 +239,14 @@ impl Target {
             stop.clone(),
             conn_cancel.clone(),
         ));
-        if let Some(listener) = control {
+        // The control server runs outside `tasks`: a client may keep its channel open
+        // forever, so shutdown gives it a short grace and then aborts it.
+        let control_task = control.map(|listener| {
             let service = control::service(TargetHandle {
                 shared: shared.clone(),
             });
             let stop = stop.clone();
-            tasks.spawn(async move {
+            tokio::spawn(async move {
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
                 if let Err(e) = tonic::transport::Server::builder()
                     .add_service(service)
@@ -253,8 +255,8 @@ impl Target {
                 {
                     tracing::error!(cause = %e, "control service failed");
                 }
-            });
-        }
+            })
+        });
         match config.duration {
             Some(d) => {
                 tokio::select! {
@@ -266,8 +268,6 @@ impl Target {
         }
         stop.cancel();
         tasks.close();
-        // One last sample so the stats include the final queue state.
-        sampler::sample(&shared);
         let handle = TargetHandle { shared };
         let stats = handle
             .snapshot(true)
@@ -282,6 +282,13 @@ impl Target {
         .is_err()
         {
             tracing::warn!("some tasks did not stop within 5s");
+        }
+        if let Some(mut task) = control_task
+            && tokio::time::timeout(Duration::from_millis(500), &mut task)
+                .await
+                .is_err()
+        {
+            task.abort();
         }
         if let Some(path) = &config.stats_json {
             stats::write_json_atomic(path, &stats).map_err(Error::io("writing --stats-json"))?;
@@ -323,7 +330,6 @@ impl TargetHandle {
                 since: Instant::now(),
             });
         }
-        sampler::sample(s);
         self.stats()
     }
 
@@ -364,7 +370,6 @@ impl TargetHandle {
             s.queue_max
                 .store(s.queue_len.load(Ordering::Relaxed), Ordering::Relaxed);
         }
-        sampler::sample(s);
         self.stats()
     }
 
@@ -377,6 +382,8 @@ impl TargetHandle {
     /// A snapshot, with the timeline if asked.
     pub fn snapshot(&self, with_timeline: bool) -> io::Result<TargetStats> {
         let s = &self.shared;
+        // The queue as of now, not as of the last tick.
+        sampler::sample(s);
         let counters = {
             let mut c = s.counters.lock().expect("counters lock poisoned");
             let now = c.0.read()?;

@@ -185,9 +185,15 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         let _ = e.print();
         return ExitCode::SUCCESS;
     }
+    // Clap's message can span lines ("required arguments were not provided:\n  --port");
+    // keep its first paragraph, on one line.
     let text = e.render().to_string();
-    let first = text.lines().next().unwrap_or("invalid usage");
-    eprintln!("stampede-target: {first} (see --help)");
+    let first: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    eprintln!("stampede-target: {} (see --help)", first.join(" "));
     ExitCode::from(EX_USAGE)
 }
 
