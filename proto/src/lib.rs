@@ -6,16 +6,22 @@
 //!   effective backlog of a listener (KERNEL.md §2, §5).
 //! - [`netstat`]: the kernel's TcpExt counters of the caller's network namespace.
 //! - [`sysctl`]: the sysctls that shape a burst's outcome.
+//! - [`clock`]: NTP-style offset math for synchronized starts.
 //!
 //! Agents, the target server and the coordinator all depend on this crate and on nothing of
 //! each other, so anything two of them must agree on lives here.
 
+pub mod clock;
 pub mod duration;
 pub mod histogram;
 pub mod netstat;
 pub mod outcome;
 pub mod sysctl;
 pub mod tcp_info;
+
+/// The `stampede.v1` protocol version agents and the coordinator must share; raise it on
+/// any change that an older peer would misread.
+pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Generated `stampede.v1` types and services. Never edit: change `proto/` instead.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

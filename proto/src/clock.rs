@@ -1,0 +1,123 @@
+//! Clock-offset math for synchronized starts (DESIGN.md "A run", step 3).
+//!
+//! An agent sends a probe at t0 (its clock); the coordinator stamps arrival t1 and departure
+//! t2 (its clock); the agent notes t3 on receipt. Then
+//! `offset = ((t1 - t0) + (t2 - t3)) / 2` (coordinator minus agent) and
+//! `rtt = (t3 - t0) - (t2 - t1)`. Asymmetric paths bias the offset by at most rtt/2, so
+//! the lowest-RTT of ~16 probes is kept and rtt/2 is its stated uncertainty.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How many probes an agent sends per synchronization.
+pub const PROBES: usize = 16;
+
+/// Now, in ns since the Unix epoch (the clock every `*_unix_nanos` field uses).
+pub fn unix_nanos_now() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i64,
+        Err(e) => -(e.duration().as_nanos() as i64),
+    }
+}
+
+/// One probe's four timestamps, ns since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockSample {
+    /// Agent clock, probe sent.
+    pub t0: i64,
+    /// Coordinator clock, probe received.
+    pub t1: i64,
+    /// Coordinator clock, reply sent.
+    pub t2: i64,
+    /// Agent clock, reply received.
+    pub t3: i64,
+}
+
+impl ClockSample {
+    /// Coordinator clock minus agent clock, ns.
+    pub fn offset_ns(&self) -> i64 {
+        ((self.t1 - self.t0) + (self.t2 - self.t3)) / 2
+    }
+
+    /// Network round trip, ns (the coordinator's processing time excluded).
+    pub fn rtt_ns(&self) -> u64 {
+        ((self.t3 - self.t0) - (self.t2 - self.t1)).max(0) as u64
+    }
+}
+
+/// The kept estimate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockEstimate {
+    /// Coordinator clock minus agent clock, ns.
+    pub offset_ns: i64,
+    /// RTT of the sample it came from, ns.
+    pub rtt_ns: u64,
+}
+
+impl ClockEstimate {
+    /// The offset's error bound: half the RTT.
+    pub fn uncertainty_ns(&self) -> u64 {
+        self.rtt_ns / 2
+    }
+
+    /// Converts a coordinator-clock instant into this agent's clock.
+    pub fn to_agent(&self, coordinator_unix_nanos: i64) -> i64 {
+        coordinator_unix_nanos - self.offset_ns
+    }
+
+    /// Converts an agent-clock instant into the coordinator's clock.
+    pub fn to_coordinator(&self, agent_unix_nanos: i64) -> i64 {
+        agent_unix_nanos + self.offset_ns
+    }
+}
+
+/// The lowest-RTT sample's estimate; `None` without samples.
+pub fn best(samples: &[ClockSample]) -> Option<ClockEstimate> {
+    samples
+        .iter()
+        .min_by_key(|s| s.rtt_ns())
+        .map(|s| ClockEstimate {
+            offset_ns: s.offset_ns(),
+            rtt_ns: s.rtt_ns(),
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A probe over a path with one-way delays `up` and `down`, against a coordinator clock
+    /// `offset` ahead of the agent's, processing for `proc_ns`.
+    fn probe(t0: i64, offset: i64, up: i64, down: i64, proc_ns: i64) -> ClockSample {
+        let t1 = t0 + up + offset;
+        let t2 = t1 + proc_ns;
+        ClockSample {
+            t0,
+            t1,
+            t2,
+            t3: t2 - offset + down,
+        }
+    }
+
+    #[test]
+    fn symmetric_path_gives_the_exact_offset() {
+        let s = probe(1_000, 5_000_000, 40_000, 40_000, 3_000);
+        assert_eq!(s.offset_ns(), 5_000_000);
+        assert_eq!(s.rtt_ns(), 80_000);
+    }
+
+    #[test]
+    fn lowest_rtt_wins_and_bounds_the_error() {
+        let offset = -123_456_789;
+        let samples = [
+            probe(0, offset, 900_000, 100_000, 1_000),
+            probe(10, offset, 30_000, 50_000, 1_000),
+            probe(20, offset, 400_000, 400_000, 1_000),
+        ];
+        let e = best(&samples).unwrap();
+        assert_eq!(e.rtt_ns, 80_000);
+        // Asymmetry (30 vs 50 us) biases the offset, within the stated uncertainty.
+        assert!((e.offset_ns - offset).unsigned_abs() <= e.uncertainty_ns());
+        assert_eq!(e.to_coordinator(e.to_agent(42)), 42);
+        assert_eq!(best(&[]), None);
+    }
+}
