@@ -6,7 +6,9 @@ use std::time::Duration;
 
 /// A duration string that could not be parsed; the message names the value and the syntax.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid duration \"{input}\": {reason} (expected a number and a unit, e.g. 500ms, 2s, 1m)")]
+#[error(
+    "invalid duration \"{input}\": {reason} (expected a number and a unit, e.g. 500ms, 2s, 1m)"
+)]
 pub struct ParseDurationError {
     input: String,
     reason: &'static str,

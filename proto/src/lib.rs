@@ -7,6 +7,7 @@
 //! - [`netstat`]: the kernel's TcpExt counters of the caller's network namespace.
 //! - [`sysctl`]: the sysctls that shape a burst's outcome.
 //! - [`clock`]: NTP-style offset math for synchronized starts.
+//! - [`pattern`]: `burst`, `ramp:RATE:DUR`, `waves:K:PERIOD`.
 //!
 //! Agents, the target server and the coordinator all depend on this crate and on nothing of
 //! each other, so anything two of them must agree on lives here.
@@ -16,6 +17,7 @@ pub mod duration;
 pub mod histogram;
 pub mod netstat;
 pub mod outcome;
+pub mod pattern;
 pub mod sysctl;
 pub mod tcp_info;
 
