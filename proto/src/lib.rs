@@ -8,6 +8,8 @@
 //! - [`sysctl`]: the sysctls that shape a burst's outcome.
 //! - [`clock`]: NTP-style offset math for synchronized starts.
 //! - [`pattern`]: `burst`, `ramp:RATE:DUR`, `waves:K:PERIOD`.
+//! - [`outcome`], [`histogram`], [`report`]: outcome classes, the histogram codec and the report
+//!   types shared by `stampede-agent fire` and the coordinator.
 //!
 //! Agents, the target server and the coordinator all depend on this crate and on nothing of
 //! each other, so anything two of them must agree on lives here.
@@ -18,6 +20,7 @@ pub mod histogram;
 pub mod netstat;
 pub mod outcome;
 pub mod pattern;
+pub mod report;
 pub mod sysctl;
 pub mod tcp_info;
 
