@@ -1,0 +1,240 @@
+//! The `stampede-agent` command line (DESIGN.md "Command line"): raw clap [`Cli`] arguments,
+//! their conversion to a [`FireConfig`], and [`run`], which fires and reports.
+//!
+//! Exit codes: 0 done, 1 failed, 64 bad usage or a refused plan. Every flag also reads
+//! `STAMPEDE_<FLAG>` from the environment.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use stampede_proto::duration::parse_duration;
+use stampede_proto::pattern::Pattern;
+use tokio_util::sync::CancellationToken;
+
+use crate::arm::{ArmError, arm};
+use crate::cidr::Cidr;
+use crate::plan::{CloseMode, DEFAULT_MAX_CONNECTIONS, FireConfig, Plan};
+
+/// Exit code for bad usage or configuration (EX_USAGE).
+pub const EXIT_USAGE: u8 = 64;
+
+/// stampede-agent: the load host of stampede.
+#[derive(Debug, Parser)]
+#[command(name = "stampede-agent", version, about, subcommand_required = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Fire connects at a target from this host alone and report what happened to each.
+    Fire(FireArgs),
+}
+
+fn parse_target(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bad = || format!("invalid target \"{s}\": expected HOST:PORT, e.g. 127.0.0.1:9000");
+    if !s.contains(':') {
+        return Err(bad());
+    }
+    let addrs: Vec<SocketAddr> = s.to_socket_addrs().map_err(|_| bad())?.collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(bad)
+}
+
+fn parse_connections(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("invalid connections 0: at least 1 is needed".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "invalid connections \"{s}\": expected a whole number"
+        )),
+    }
+}
+
+fn parse_dur(s: &str) -> Result<Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+/// `stampede-agent fire` flags.
+#[derive(Debug, Args)]
+pub struct FireArgs {
+    /// Where to connect: HOST:PORT.
+    #[arg(long, env = "STAMPEDE_TARGET", value_parser = parse_target)]
+    pub target: SocketAddr,
+    /// How many connect attempts.
+    #[arg(long, env = "STAMPEDE_CONNECTIONS", value_parser = parse_connections)]
+    pub connections: u64,
+    /// When to issue them: burst | ramp:RATE:DUR | waves:K:PERIOD.
+    #[arg(long, env = "STAMPEDE_PATTERN", default_value = "burst")]
+    pub pattern: Pattern,
+    /// Deadline of each attempt (connect, then greeting), from its intended send time.
+    #[arg(long, env = "STAMPEDE_TIMEOUT", default_value = "10s", value_parser = parse_dur)]
+    pub timeout: Duration,
+    /// Keep each admitted connection open this long before closing it.
+    #[arg(long, env = "STAMPEDE_HOLD", default_value = "0", value_parser = parse_dur)]
+    pub hold: Duration,
+    /// Close with rst (zero linger: no TIME_WAIT on the agent) or fin.
+    #[arg(long, env = "STAMPEDE_CLOSE", default_value = "rst")]
+    pub close: CloseMode,
+    /// The target greets on accept: measure time to first byte; no greeting by the deadline
+    /// means the connection was never admitted (ghost).
+    #[arg(long, env = "STAMPEDE_EXPECT_GREETING")]
+    pub expect_greeting: bool,
+    /// Write the report as JSON to this file.
+    #[arg(long, env = "STAMPEDE_JSON")]
+    pub json: Option<PathBuf>,
+    /// Source IPs to spread connections over (bound with IP_BIND_ADDRESS_NO_PORT).
+    #[arg(long = "source-ip", env = "STAMPEDE_SOURCE_IP", value_delimiter = ',')]
+    pub source_ips: Vec<IpAddr>,
+    /// Targets this agent may connect to, as CIDRs [default: loopback only].
+    #[arg(
+        long = "allow-target",
+        env = "STAMPEDE_ALLOW_TARGET",
+        value_delimiter = ','
+    )]
+    pub allow_targets: Vec<Cidr>,
+    /// Refuse runs with more connections than this.
+    #[arg(long, env = "STAMPEDE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: u64,
+    /// Worker threads [default: one per core, fewer for small runs].
+    #[arg(long, env = "STAMPEDE_WORKERS")]
+    pub workers: Option<usize>,
+}
+
+impl FireArgs {
+    /// The run these flags ask for.
+    pub fn config(&self) -> FireConfig {
+        FireConfig {
+            target: self.target,
+            connections: self.connections,
+            pattern: self.pattern,
+            timeout: self.timeout,
+            hold: self.hold,
+            close: self.close,
+            expect_greeting: self.expect_greeting,
+            source_ips: self.source_ips.clone(),
+            allow_targets: if self.allow_targets.is_empty() {
+                Cidr::loopback()
+            } else {
+                self.allow_targets.clone()
+            },
+            max_connections: self.max_connections,
+            workers: self.workers,
+        }
+    }
+}
+
+/// Parses the command line; on a clap error prints one line (or the help/version) and
+/// returns the exit code to use.
+pub fn parse() -> Result<Cli, ExitCode> {
+    match Cli::try_parse() {
+        Ok(cli) => Ok(cli),
+        Err(e) => {
+            use clap::error::ErrorKind;
+            match e.kind() {
+                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+                    let _ = e.print();
+                    Err(ExitCode::SUCCESS)
+                }
+                _ => {
+                    let text = e.render().to_string();
+                    let line = text.lines().next().unwrap_or("error: bad usage");
+                    eprintln!("{line}");
+                    Err(ExitCode::from(EXIT_USAGE))
+                }
+            }
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Fire(args) => fire(&args),
+    }
+}
+
+fn fire(args: &FireArgs) -> ExitCode {
+    let plan = match Plan::new(args.config()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let armed = match arm(&plan) {
+        Ok(a) => a,
+        Err(e @ (ArmError::FdLimit { .. } | ArmError::PortBudget { .. })) => {
+            eprintln!("error: plan refused: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        Err(e) => {
+            eprintln!("error: arming: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match fire_and_report(args, armed) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the signal runtime")?;
+    let result = runtime.block_on(async {
+        let firing = {
+            let cancel = cancel.clone();
+            tokio::task::spawn_blocking(move || {
+                // A few ms of lead so every worker thread is waiting when the instant comes.
+                armed.fire(Instant::now() + Duration::from_millis(3), &cancel, None)
+            })
+        };
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::pin!(firing);
+        tokio::select! {
+            r = &mut firing => return r.context("firing task"),
+            _ = tokio::signal::ctrl_c() => tracing::warn!(signal = "SIGINT", "stopping the run"),
+            _ = term.recv() => tracing::warn!(signal = "SIGTERM", "stopping the run"),
+        }
+        cancel.cancel();
+        firing.await.context("firing task")
+    })??;
+    let target = args.target.to_string();
+    let pattern = args.pattern.to_string();
+    print!("{}", result.summary(&target, &pattern));
+    if let Some(path) = &args.json {
+        let report = result.report(&target, &pattern);
+        let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    if result.cancelled {
+        anyhow::bail!(
+            "run interrupted: {} attempts unfinished (report marked partial)",
+            result.unfinished
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! `stampede-agent`: parse the command line, set up logging, call the library.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = match stampede_agent::cli::parse() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    stampede_agent::cli::run(cli)
+}

@@ -1,0 +1,348 @@
+//! What a run records: per-worker [`Tally`]s (outcome counts, counts per k, errno counts,
+//! connect and first-byte histograms) merged exactly into [`Interval`]s (about 1 s each) and
+//! the whole-run [`RunResult`], plus their report, wire and terminal forms.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::Histogram;
+use stampede_proto::histogram::{self, HistogramError};
+use stampede_proto::outcome::{Outcome, OutcomeClass, errno_name};
+use stampede_proto::pb;
+use stampede_proto::report::{FireReport, Kernel, Latency, Outcomes};
+
+/// Counts and histograms of a set of attempts; merging two is exact.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tally {
+    /// Attempts by class.
+    pub outcomes: Outcomes,
+    /// `syn_retransmitted` attempts by k.
+    pub syn_retransmits: BTreeMap<u32, u64>,
+    /// Ghosts by the k their connect() took.
+    pub ghost_syn_retransmits: BTreeMap<u32, u64>,
+    /// Pending attempts by SYN retransmits so far.
+    pub pending_syn_retransmits: BTreeMap<u32, u64>,
+    /// `error` attempts by errno.
+    pub errors: BTreeMap<i32, u64>,
+    /// Intended send time → connect() success or failure, µs.
+    pub connect_latency: Histogram<u64>,
+    /// Intended send time → server's first byte, µs.
+    pub ttfb: Histogram<u64>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Tally {
+            outcomes: Outcomes::default(),
+            syn_retransmits: BTreeMap::new(),
+            ghost_syn_retransmits: BTreeMap::new(),
+            pending_syn_retransmits: BTreeMap::new(),
+            errors: BTreeMap::new(),
+            connect_latency: histogram::new_latency(),
+            ttfb: histogram::new_latency(),
+        }
+    }
+}
+
+fn add_counts<K: Ord + Copy>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {
+    for (k, n) in from {
+        *into.entry(*k).or_default() += n;
+    }
+}
+
+impl Tally {
+    /// Counts one classified attempt.
+    pub fn record(&mut self, outcome: Outcome) {
+        self.outcomes.count(outcome);
+        match outcome {
+            Outcome::SynRetransmitted { k } => *self.syn_retransmits.entry(k).or_default() += 1,
+            Outcome::Ghost { k } => *self.ghost_syn_retransmits.entry(k).or_default() += 1,
+            Outcome::Pending { k } => *self.pending_syn_retransmits.entry(k).or_default() += 1,
+            Outcome::Error { errno } => *self.errors.entry(errno).or_default() += 1,
+            _ => {}
+        }
+    }
+
+    /// Adds another tally (histograms with `Histogram::add`: exact).
+    pub fn merge(&mut self, other: &Tally) -> Result<(), HistogramError> {
+        self.outcomes.add(&other.outcomes);
+        add_counts(&mut self.syn_retransmits, &other.syn_retransmits);
+        add_counts(
+            &mut self.ghost_syn_retransmits,
+            &other.ghost_syn_retransmits,
+        );
+        add_counts(
+            &mut self.pending_syn_retransmits,
+            &other.pending_syn_retransmits,
+        );
+        add_counts(&mut self.errors, &other.errors);
+        histogram::merge(&mut self.connect_latency, &other.connect_latency)?;
+        histogram::merge(&mut self.ttfb, &other.ttfb)
+    }
+
+    /// Errors keyed by errno name.
+    pub fn errors_by_name(&self) -> BTreeMap<String, u64> {
+        self.errors
+            .iter()
+            .map(|(e, n)| (errno_name(*e), *n))
+            .collect()
+    }
+}
+
+/// What all workers recorded during one interval (attempts classified in it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interval {
+    /// 0, 1, 2 …: interval `seq` covers `[seq, seq + 1)` seconds after the start instant (the
+    /// last one also holds whatever completed after its end).
+    pub seq: u32,
+    /// The counts.
+    pub tally: Tally,
+}
+
+impl Interval {
+    /// The wire form for the coordinator.
+    pub fn to_pb(&self, run_id: &str) -> Result<pb::IntervalResult, HistogramError> {
+        Ok(pb::IntervalResult {
+            run_id: run_id.to_owned(),
+            seq: self.seq,
+            outcomes: Some((&self.tally.outcomes).into()),
+            syn_retransmits: self.tally.syn_retransmits.clone().into_iter().collect(),
+            connect_latency_hist: histogram::encode(&self.tally.connect_latency)?,
+            ttfb_hist: histogram::encode(&self.tally.ttfb)?,
+        })
+    }
+}
+
+/// A whole run's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunResult {
+    /// Connections in the plan.
+    pub connections: u64,
+    /// Everything classified.
+    pub tally: Tally,
+    /// Intended send time → connect() call, µs.
+    pub issue_lag: Histogram<u64>,
+    /// From the first to the last connect() call.
+    pub issue_duration: Duration,
+    /// Wall-clock time of the first connect() call.
+    pub first_connect: Option<SystemTime>,
+    /// First connect() call minus the start instant.
+    pub first_connect_offset: Option<Duration>,
+    /// Last connect completion (success or failure) after the start instant: for a burst,
+    /// the time until every connect finished.
+    pub last_completion: Option<Duration>,
+    /// Attempts never classified because the run was cancelled.
+    pub unfinished: u64,
+    /// True if the run was cancelled.
+    pub cancelled: bool,
+    /// Start instant to the end of the run.
+    pub elapsed: Duration,
+    /// Kernel settings and counters over the run.
+    pub kernel: Kernel,
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    let d = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    let secs = d.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_micros()
+    )
+}
+
+impl RunResult {
+    /// The single-host report (`--json`).
+    pub fn report(&self, target: &str, pattern: &str) -> FireReport {
+        FireReport {
+            target: target.to_owned(),
+            connections: self.connections,
+            pattern: pattern.to_owned(),
+            started_at: self.first_connect.map(rfc3339),
+            partial: self.cancelled,
+            outcomes: self.tally.outcomes,
+            syn_retransmits: self.tally.syn_retransmits.clone(),
+            ghost_syn_retransmits: self.tally.ghost_syn_retransmits.clone(),
+            pending_syn_retransmits: self.tally.pending_syn_retransmits.clone(),
+            errors: self.tally.errors_by_name(),
+            connect_latency_us: Latency::from(&self.tally.connect_latency),
+            ttfb_us: Latency::from(&self.tally.ttfb),
+            issue_lag_us: Latency::from(&self.issue_lag),
+            issue_duration_us: self.issue_duration.as_micros() as u64,
+            kernel: self.kernel.clone(),
+        }
+    }
+
+    /// The wire form for the coordinator.
+    pub fn to_pb(&self, run_id: &str) -> Result<pb::FinalResult, HistogramError> {
+        Ok(pb::FinalResult {
+            run_id: run_id.to_owned(),
+            outcomes: Some((&self.tally.outcomes).into()),
+            syn_retransmits: self.tally.syn_retransmits.clone().into_iter().collect(),
+            connect_latency_hist: histogram::encode(&self.tally.connect_latency)?,
+            ttfb_hist: histogram::encode(&self.tally.ttfb)?,
+            first_connect_unix_nanos: self
+                .first_connect
+                .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_nanos() as i64),
+            issue_duration_us: self.issue_duration.as_micros() as u64,
+            issue_lag_max_us: if self.issue_lag.is_empty() {
+                0
+            } else {
+                self.issue_lag.max()
+            },
+            kernel: Some((&self.kernel).into()),
+            errors: self.tally.errors_by_name().into_iter().collect(),
+            connections: self.connections,
+        })
+    }
+
+    /// The terminal summary: outcomes, k breakdown, percentiles, issue duration.
+    pub fn summary(&self, target: &str, pattern: &str) -> String {
+        let mut s = String::new();
+        let o = &self.tally.outcomes;
+        let _ = writeln!(
+            s,
+            "{} connections to {target}, pattern {pattern}{}",
+            self.connections,
+            if self.cancelled {
+                format!(" (cancelled: {} unfinished)", self.unfinished)
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(s, "outcomes:");
+        for c in OutcomeClass::ALL {
+            let n = o.get(c);
+            if n == 0 && !matches!(c, OutcomeClass::Established) {
+                continue;
+            }
+            let detail = match c {
+                OutcomeClass::SynRetransmitted => by_k(&self.tally.syn_retransmits),
+                OutcomeClass::Ghost => by_k(&self.tally.ghost_syn_retransmits),
+                OutcomeClass::Pending => by_k(&self.tally.pending_syn_retransmits),
+                OutcomeClass::Error => {
+                    let parts: Vec<String> = self
+                        .tally
+                        .errors_by_name()
+                        .iter()
+                        .map(|(e, n)| format!("{e} {n}"))
+                        .collect();
+                    format!("  ({})", parts.join(", "))
+                }
+                _ => String::new(),
+            };
+            let _ = writeln!(s, "  {:<18} {n:>8}{detail}", c.name());
+        }
+        for (name, h) in [
+            ("connect", &self.tally.connect_latency),
+            ("first byte", &self.tally.ttfb),
+        ] {
+            if h.is_empty() {
+                continue;
+            }
+            let l = Latency::from(h);
+            let _ = writeln!(
+                s,
+                "{name:<11} n={} p50={} p90={} p99={} p99.9={} max={}",
+                l.count,
+                us(l.p50),
+                us(l.p90),
+                us(l.p99),
+                us(l.p999),
+                us(l.max)
+            );
+        }
+        let lag_max = if self.issue_lag.is_empty() {
+            0
+        } else {
+            self.issue_lag.max()
+        };
+        let _ = writeln!(
+            s,
+            "issue duration {} (max issue lag {}); agent TCPRetransFail {}",
+            us(self.issue_duration.as_micros() as u64),
+            us(lag_max),
+            self.kernel.retrans_fail
+        );
+        s
+    }
+}
+
+fn by_k(map: &BTreeMap<u32, u64>) -> String {
+    if map.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = map.iter().map(|(k, n)| format!("k={k}: {n}")).collect();
+    format!("  ({})", parts.join(", "))
+}
+
+/// Formats µs for humans: `850µs`, `12.3ms`, `3.07s`.
+fn us(v: u64) -> String {
+    match v {
+        0..=9_999 => format!("{v}µs"),
+        10_000..=9_999_999 => format!("{:.1}ms", v as f64 / 1e3),
+        _ => format!("{:.2}s", v as f64 / 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tallies_merge_exactly() {
+        let mut a = Tally::default();
+        let mut b = Tally::default();
+        a.record(Outcome::Established);
+        a.record(Outcome::SynRetransmitted { k: 3 });
+        b.record(Outcome::SynRetransmitted { k: 3 });
+        b.record(Outcome::Ghost { k: 3 });
+        b.record(Outcome::Error {
+            errno: libc::EADDRNOTAVAIL,
+        });
+        a.connect_latency.record(10).unwrap();
+        b.connect_latency.record(3_070_000).unwrap();
+        let mut all = Tally::default();
+        all.merge(&a).unwrap();
+        all.merge(&b).unwrap();
+        assert_eq!(all.outcomes.total(), 5);
+        assert_eq!(all.syn_retransmits, BTreeMap::from([(3, 2)]));
+        assert_eq!(all.ghost_syn_retransmits, BTreeMap::from([(3, 1)]));
+        assert_eq!(
+            all.errors_by_name(),
+            BTreeMap::from([("EADDRNOTAVAIL".to_owned(), 1)])
+        );
+        assert_eq!(all.connect_latency.len(), 2);
+        assert!(
+            all.connect_latency
+                .equivalent(all.connect_latency.max(), 3_070_000)
+        );
+    }
+
+    #[test]
+    fn dates_are_rfc3339() {
+        let t = SystemTime::UNIX_EPOCH + Duration::from_micros(1_764_036_000_123_456);
+        assert_eq!(rfc3339(t), "2025-11-25T02:00:00.123456Z");
+        assert_eq!(
+            rfc3339(SystemTime::UNIX_EPOCH),
+            "1970-01-01T00:00:00.000000Z"
+        );
+    }
+}
