@@ -10,6 +10,7 @@
 //! - [`pattern`]: `burst`, `ramp:RATE:DUR`, `waves:K:PERIOD`.
 //! - [`outcome`], [`histogram`], [`report`]: outcome classes, the histogram codec and the report
 //!   types shared by `stampede-agent fire` and the coordinator.
+//! - [`tls`]: rustls configuration of the agent-coordinator channel from PEM files.
 //!
 //! Agents, the target server and the coordinator all depend on this crate and on nothing of
 //! each other, so anything two of them must agree on lives here.
@@ -23,6 +24,7 @@ pub mod pattern;
 pub mod report;
 pub mod sysctl;
 pub mod tcp_info;
+pub mod tls;
 
 /// The `stampede.v1` protocol version agents and the coordinator must share; raise it on
 /// any change that an older peer would misread.

@@ -211,6 +211,33 @@ pub struct FireReport {
     pub kernel: Kernel,
 }
 
+impl From<&Kernel> for pb::KernelInfo {
+    fn from(k: &Kernel) -> Self {
+        pb::KernelInfo {
+            tcp_syn_retries: k.tcp_syn_retries,
+            tcp_syn_linear_timeouts: k.tcp_syn_linear_timeouts,
+            ip_local_port_range: k.ip_local_port_range.clone().unwrap_or_default(),
+            fd_limit: k.fd_limit,
+            retrans_fail: k.retrans_fail,
+            syn_retrans: k.syn_retrans,
+        }
+    }
+}
+
+impl From<&pb::KernelInfo> for Kernel {
+    fn from(k: &pb::KernelInfo) -> Self {
+        Kernel {
+            tcp_syn_retries: k.tcp_syn_retries,
+            tcp_syn_linear_timeouts: k.tcp_syn_linear_timeouts,
+            ip_local_port_range: (!k.ip_local_port_range.is_empty())
+                .then(|| k.ip_local_port_range.clone()),
+            fd_limit: k.fd_limit,
+            retrans_fail: k.retrans_fail,
+            syn_retrans: k.syn_retrans,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
