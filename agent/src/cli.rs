@@ -22,13 +22,22 @@ use crate::plan::{CloseMode, DEFAULT_MAX_CONNECTIONS, FireConfig, Plan};
 /// Exit code for bad usage or configuration (EX_USAGE).
 pub const EXIT_USAGE: u8 = 64;
 
-/// stampede-agent: the load host of stampede.
+/// stampede-agent: the load host of stampede. With `--coordinator URL` it runs as a daemon
+/// obeying an authenticated coordinator; `fire` works alone on this host.
 #[derive(Debug, Parser)]
-#[command(name = "stampede-agent", version, about, subcommand_required = true)]
+#[command(
+    name = "stampede-agent",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
-    /// What to do.
+    /// What to do (none: daemon mode, attached to --coordinator).
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Daemon-mode flags.
+    #[command(flatten)]
+    pub daemon: crate::daemon::DaemonArgs,
 }
 
 /// Subcommands.
@@ -150,10 +159,20 @@ pub fn parse() -> Result<Cli, ExitCode> {
                     let _ = e.print();
                     Err(ExitCode::SUCCESS)
                 }
+                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                    let _ = e.print();
+                    Err(ExitCode::from(EXIT_USAGE))
+                }
                 _ => {
+                    // clap spreads one error over several lines (and adds usage); keep
+                    // the lines before the first blank one, joined.
                     let text = e.render().to_string();
-                    let line = text.lines().next().unwrap_or("error: bad usage");
-                    eprintln!("{line}");
+                    let line: Vec<&str> = text
+                        .lines()
+                        .map(str::trim)
+                        .take_while(|l| !l.is_empty())
+                        .collect();
+                    eprintln!("{}", line.join(" "));
                     Err(ExitCode::from(EXIT_USAGE))
                 }
             }
@@ -164,7 +183,8 @@ pub fn parse() -> Result<Cli, ExitCode> {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Fire(args) => fire(&args),
+        Some(Command::Fire(args)) => fire(&args),
+        None => crate::daemon::run(&cli.daemon),
     }
 }
 

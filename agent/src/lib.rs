@@ -27,9 +27,11 @@
 pub mod arm;
 pub mod cidr;
 pub mod cli;
+pub mod daemon;
 pub mod engine;
 pub mod plan;
 pub mod result;
+pub mod session;
 
 pub use arm::{ArmError, Armed, FdLimit, arm, raise_fd_limit};
 pub use engine::FireError;

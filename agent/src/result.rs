@@ -210,6 +210,8 @@ impl RunResult {
             kernel: Some((&self.kernel).into()),
             errors: self.tally.errors_by_name().into_iter().collect(),
             connections: self.connections,
+            cancelled: self.cancelled,
+            unfinished: self.unfinished,
         })
     }
 

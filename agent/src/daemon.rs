@@ -1,0 +1,174 @@
+//! `stampede-agent --coordinator URL`: the daemon's flags and its main loop around
+//! [`crate::session`]. Exit codes: 0 stopped by a signal, 1 refused by the coordinator or
+//! unreachable, 64 bad flags.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::cidr::Cidr;
+use crate::cli::EXIT_USAGE;
+use crate::plan::DEFAULT_MAX_CONNECTIONS;
+use crate::session::{self, SessionConfig};
+
+/// Daemon-mode flags (DESIGN.md "Command line").
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// The coordinator to attach to: http://HOST:PORT, or https://HOST:PORT with --tls-ca.
+    #[arg(long, env = "STAMPEDE_COORDINATOR", value_name = "URL")]
+    pub coordinator: Option<String>,
+    /// File holding the bearer token the coordinator expects.
+    #[arg(long, env = "STAMPEDE_TOKEN_FILE", value_name = "F")]
+    pub token_file: Option<PathBuf>,
+    /// Targets the coordinator may send this agent against, as CIDRs [default: loopback only].
+    #[arg(
+        long = "allow-target",
+        env = "STAMPEDE_ALLOW_TARGET",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub allow_targets: Vec<Cidr>,
+    /// Refuse plans with more connections than this.
+    #[arg(long = "max-connections", env = "STAMPEDE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS, value_name = "N")]
+    pub max_connections: u64,
+    /// Source IPs to spread connections over.
+    #[arg(
+        long = "source-ip",
+        env = "STAMPEDE_SOURCE_IP",
+        value_delimiter = ',',
+        value_name = "IP"
+    )]
+    pub source_ips: Vec<IpAddr>,
+    /// This agent's name, unique among the coordinator's agents [default: host name].
+    #[arg(long, env = "STAMPEDE_ID", value_name = "NAME")]
+    pub id: Option<String>,
+    /// CA that signed the coordinator's certificate (enables TLS).
+    #[arg(long, env = "STAMPEDE_TLS_CA", value_name = "F")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate for mutual TLS.
+    #[arg(
+        long,
+        env = "STAMPEDE_TLS_CERT",
+        value_name = "F",
+        requires = "tls_key",
+        requires = "tls_ca"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key for mutual TLS.
+    #[arg(
+        long,
+        env = "STAMPEDE_TLS_KEY",
+        value_name = "F",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl DaemonArgs {
+    /// The session these flags ask for; the error is a usage message.
+    pub fn config(&self) -> Result<SessionConfig, String> {
+        let coordinator = self.coordinator.clone().ok_or_else(|| {
+            "nothing to do: give --coordinator URL (daemon mode) or use `stampede-agent fire`"
+                .to_owned()
+        })?;
+        let token = match &self.token_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("reading token file {}: {e}", path.display()))?;
+                let token = text.trim().to_owned();
+                if token.is_empty() {
+                    return Err(format!("token file {} is empty", path.display()));
+                }
+                if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(format!(
+                        "token file {} holds characters a bearer token cannot carry",
+                        path.display()
+                    ));
+                }
+                Some(token)
+            }
+            None => None,
+        };
+        let tls = match &self.tls_ca {
+            Some(ca) => {
+                let host = coordinator
+                    .split("://")
+                    .nth(1)
+                    .and_then(|rest| rest.split(['/', ':']).next())
+                    .filter(|h| !h.is_empty())
+                    .ok_or_else(|| format!("invalid coordinator URL {coordinator:?}"))?;
+                let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+                Some(
+                    stampede_proto::tls::client_config(ca, host, identity)
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+            None => None,
+        };
+        let defaults = SessionConfig::loopback();
+        Ok(SessionConfig {
+            coordinator,
+            token,
+            id: self.id.clone().unwrap_or(defaults.id),
+            allow: if self.allow_targets.is_empty() {
+                defaults.allow
+            } else {
+                self.allow_targets.clone()
+            },
+            max_connections: self.max_connections,
+            source_ips: self.source_ips.clone(),
+            tls,
+            max_retries: None,
+        })
+    }
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub fn run(args: &DaemonArgs) -> ExitCode {
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    return;
+                };
+                let name = tokio::select! {
+                    _ = int.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                };
+                tracing::info!(signal = name, "shutting down");
+                shutdown.cancel();
+            });
+        }
+        session::run(config, shutdown).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! `stampede demo`: the whole system in one process on loopback, over real gRPC and real
+//! sockets. A target with a small backlog that accepts slowly (50/s), N agents attached to
+//! a coordinator with a fresh token, one synchronized burst with greetings expected: the
+//! report shows connections delayed by SYN retransmits and ghosts (connected, never
+//! accepted), as KERNEL.md §2–§3 describe. Needs no root.
+
+use std::time::Duration;
+
+use stampede_agent::session::{self, SessionConfig};
+use stampede_proto::pb;
+use stampede_target::Target;
+use stampede_target::config::{AcceptPolicy, Config as TargetConfig, OnAccept};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Token;
+use crate::report::Report;
+use crate::run::RunPlan;
+
+/// The demo's knobs.
+#[derive(Debug, Clone)]
+pub struct DemoConfig {
+    /// Agents.
+    pub agents: usize,
+    /// Connections in total.
+    pub connections: u64,
+    /// The target's backlog.
+    pub backlog: i32,
+}
+
+impl DemoConfig {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=64).contains(&self.agents) {
+            return Err(format!(
+                "invalid agents \"{}\": expected 1 to 64",
+                self.agents
+            ));
+        }
+        if !(1..=10_000).contains(&self.connections) {
+            return Err(format!(
+                "invalid connections \"{}\": expected 1 to 10000 for the demo",
+                self.connections
+            ));
+        }
+        if self.backlog < 0 {
+            return Err(format!(
+                "invalid backlog \"{}\": expected 0 or more",
+                self.backlog
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs the demo and returns its report.
+pub async fn run(
+    config: &DemoConfig,
+    shutdown: &CancellationToken,
+    progress: &(dyn Fn(&str) + Sync),
+) -> anyhow::Result<Report> {
+    let stop = shutdown.child_token();
+    let _stop_all = stop.clone().drop_guard();
+
+    let target = Target::bind(&TargetConfig {
+        listen: "127.0.0.1:0".parse().expect("literal address"),
+        backlog: config.backlog,
+        accept: AcceptPolicy {
+            rate_per_sec: Some(50.0),
+            ..Default::default()
+        },
+        on_accept: OnAccept::Greet,
+        control: Some("127.0.0.1:0".parse().expect("literal address")),
+        ..TargetConfig::default()
+    })?;
+    let target_addr = target.local_addr();
+    let control = target.control_addr().expect("control was asked for");
+    tokio::spawn(target.run(stop.clone()));
+
+    // A per-demo secret: loopback only, but the agents still authenticate.
+    let secret = format!(
+        "demo-{:x}-{}",
+        stampede_proto::clock::unix_nanos_now(),
+        std::process::id()
+    );
+    let token = Token::new(&secret).expect("non-empty");
+    let coordinator = crate::serve(
+        crate::ServeConfig::new("127.0.0.1:0".parse().expect("literal address"), Some(token)),
+        stop.clone(),
+    )
+    .await?;
+    for i in 0..config.agents {
+        let session = SessionConfig {
+            coordinator: format!("http://{}", coordinator.addr),
+            token: Some(secret.clone()),
+            id: format!("agent-{}", i + 1),
+            ..SessionConfig::loopback()
+        };
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(e) = session::run(session, stop).await {
+                tracing::error!(cause = %e, "demo agent failed");
+            }
+        });
+    }
+
+    let plan = RunPlan {
+        agents: config.agents,
+        agent_wait: Duration::from_secs(10),
+        connections: config.connections,
+        target: target_addr,
+        pattern: pb::Pattern {
+            kind: pb::PatternKind::Burst as i32,
+            ..Default::default()
+        },
+        timeout: Duration::from_secs(4),
+        hold: Duration::ZERO,
+        close: pb::CloseMode::Rst,
+        expect_greeting: true,
+        lead: Duration::from_millis(300),
+        target_control: Some(format!("http://{control}")),
+        backlog: Some(config.backlog),
+        scenario: serde_json::json!({
+            "demo": true,
+            "agents": config.agents,
+            "connections": config.connections,
+            "backlog": config.backlog,
+            "target_accept_rate_per_sec": 50,
+            "pattern": "burst",
+            "expect_greeting": true,
+            "timeout": "4s",
+        }),
+    };
+    Ok(
+        crate::run::execute(&coordinator.registry, &plan, shutdown, progress)
+            .await?
+            .report,
+    )
+}

@@ -1,0 +1,106 @@
+//! stampede, the coordinator: agents dial in and authenticate ([`service`], [`auth`]); a run
+//! ([`run`]) waits for them, has them arm, starts them at one instant in coordinator time,
+//! collects their results and merges them exactly ([`merge`]) into a report ([`report`]).
+//! [`scenario`] reads scenario files and flags; [`demo`] runs target, agents and
+//! coordinator in one process on loopback.
+
+pub mod auth;
+pub mod demo;
+pub mod merge;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod service;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Token;
+use crate::service::{CoordinatorService, Registry};
+
+/// Largest gRPC message accepted from agents (interval histograms are a few KiB; this
+/// leaves room for final results of very wide histograms without inviting abuse).
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A running coordinator endpoint.
+#[derive(Debug)]
+pub struct Coordinator {
+    /// Where agents dial.
+    pub addr: SocketAddr,
+    /// The attached agents and their events.
+    pub registry: Arc<Registry>,
+    /// The gRPC server task; ends when the shutdown token fires.
+    pub task: JoinHandle<()>,
+}
+
+/// How the coordinator's endpoint is set up.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Address agents dial.
+    pub addr: SocketAddr,
+    /// Token agents must present (`None`: anyone; loopback demos and tests only).
+    pub token: Option<Token>,
+    /// Heartbeat interval asked of agents.
+    pub heartbeat: Duration,
+    /// TLS (and mutual TLS when it names a client CA).
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
+impl ServeConfig {
+    /// Plain-text endpoint with a token and a 1 s heartbeat.
+    pub fn new(addr: SocketAddr, token: Option<Token>) -> ServeConfig {
+        ServeConfig {
+            addr,
+            token,
+            heartbeat: Duration::from_secs(1),
+            tls: None,
+        }
+    }
+}
+
+/// Binds and serves `stampede.v1.Coordinator` until `shutdown`.
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<Coordinator> {
+    let ServeConfig {
+        addr,
+        token,
+        heartbeat,
+        tls,
+    } = config;
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| std::io::Error::other(format!("TLS configuration: {e}")))?;
+    }
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let addr = listener.local_addr()?;
+    let registry = Arc::new(Registry::new(token, heartbeat));
+    let service =
+        CoordinatorService::new(registry.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let task = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        if let Err(e) = builder
+            .http2_keepalive_interval(Some(Duration::from_secs(5)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+            .await
+        {
+            tracing::error!(cause = %e, "coordinator service failed");
+        }
+    });
+    Ok(Coordinator {
+        addr,
+        registry,
+        task,
+    })
+}

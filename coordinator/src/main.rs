@@ -1,0 +1,301 @@
+//! `stampede`: parse flags, build a plan, run it, write the report, map the outcome to an
+//! exit code (0 done, 1 failed, 64 bad usage or config).
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use stampede::auth::Token;
+use stampede::report::Report;
+use stampede::scenario::{Scenario, ScenarioError};
+use tokio_util::sync::CancellationToken;
+
+const EX_USAGE: u8 = 64;
+
+/// Distributed TCP connection load tester: synchronized connect() bursts from many agents,
+/// every attempt classified, histograms merged exactly.
+#[derive(Debug, Parser)]
+#[command(name = "stampede", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+// Parsed once per process: the size difference between variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Wait for agents, run a scenario across them, write report.json.
+    Run(RunArgs),
+    /// Target, agents and coordinator in this one process on loopback: a real burst that
+    /// overflows a small backlog, to see what stampede reports.
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Scenario file (TOML); flags override its values.
+    scenario: Option<PathBuf>,
+    /// Address agents dial.
+    #[arg(long, env = "STAMPEDE_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Agents to wait for.
+    #[arg(long, env = "STAMPEDE_AGENTS")]
+    agents: Option<usize>,
+    /// How long to wait for the agents.
+    #[arg(long, env = "STAMPEDE_AGENT_WAIT", value_name = "DUR")]
+    agent_wait: Option<String>,
+    /// Target HOST:PORT.
+    #[arg(long, env = "STAMPEDE_TARGET")]
+    target: Option<SocketAddr>,
+    /// The target's control service (http://HOST:PORT).
+    #[arg(long, env = "STAMPEDE_TARGET_CONTROL", value_name = "URL")]
+    target_control: Option<String>,
+    /// Connections in total, split across agents.
+    #[arg(long, env = "STAMPEDE_CONNECTIONS")]
+    connections: Option<u64>,
+    /// Backlog to configure on the target first (needs --target-control).
+    #[arg(long, env = "STAMPEDE_BACKLOG", allow_negative_numbers = true)]
+    backlog: Option<i32>,
+    /// burst | ramp:RATE:DUR | waves:K:PERIOD.
+    #[arg(long, env = "STAMPEDE_PATTERN")]
+    pattern: Option<String>,
+    /// Per-attempt deadline.
+    #[arg(long, env = "STAMPEDE_TIMEOUT", value_name = "DUR")]
+    timeout: Option<String>,
+    /// The target greets on accept: measure time to first byte and detect ghosts.
+    #[arg(long, env = "STAMPEDE_EXPECT_GREETING")]
+    expect_greeting: bool,
+    /// Directory for report.json.
+    #[arg(long, env = "STAMPEDE_OUT")]
+    out: Option<PathBuf>,
+    /// File holding the bearer token agents must present.
+    #[arg(long, env = "STAMPEDE_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM) presented to agents.
+    #[arg(long, env = "STAMPEDE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "STAMPEDE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require agents to present a client certificate signed by this CA (mutual TLS).
+    #[arg(long, env = "STAMPEDE_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Agents (each with its own gRPC stream, in this process).
+    #[arg(long, default_value_t = 3)]
+    agents: usize,
+    /// Connections in total.
+    #[arg(long, default_value_t = 60)]
+    connections: u64,
+    /// The target's listen() backlog: small, so the burst overflows it.
+    #[arg(long, default_value_t = 8)]
+    backlog: i32,
+    /// Directory for report.json.
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    #[error(transparent)]
+    Usage(#[from] ScenarioError),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let _ = e.print();
+                return ExitCode::SUCCESS;
+            }
+            let text = e.render().to_string();
+            let first: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            eprintln!("stampede: {} (see --help)", first.join(" "));
+            return ExitCode::from(EX_USAGE);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,stampede=info".into()),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("stampede: error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shutdown = CancellationToken::new();
+    let result = runtime.block_on(async {
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        match cli.command {
+            Command::Run(args) => run_main(args, shutdown.clone()).await,
+            Command::Demo(args) => demo_main(args, shutdown.clone()).await,
+        }
+    });
+    match result {
+        Ok(report) => {
+            print!("{}", report.summary());
+            if report.aborted || report.partial {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(Failure::Usage(e)) => {
+            eprintln!("stampede: error: {e}");
+            ExitCode::from(EX_USAGE)
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("stampede: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A progress line: rewritten in place on a terminal, one log line otherwise.
+fn progress(line: &str) {
+    if std::io::stderr().is_terminal() {
+        eprint!("\r{line}\x1b[K");
+    } else {
+        tracing::info!("{line}");
+    }
+}
+
+async fn run_main(args: RunArgs, shutdown: CancellationToken) -> Result<Report, Failure> {
+    let file = match &args.scenario {
+        Some(path) => Scenario::load(path)?,
+        None => Scenario::default(),
+    };
+    let flags = Scenario {
+        listen: args.listen,
+        agents: args.agents,
+        agent_wait: args.agent_wait,
+        target: args.target,
+        target_control: args.target_control,
+        connections: args.connections,
+        backlog: args.backlog,
+        pattern: args.pattern,
+        timeout: args.timeout,
+        expect_greeting: args.expect_greeting.then_some(true),
+        out: args.out,
+        token_file: args.token_file,
+        ..Default::default()
+    };
+    let scenario = flags.over(file);
+    let plan = scenario.plan()?;
+    if plan.backlog.is_some() && plan.target_control.is_none() {
+        return Err(ScenarioError(
+            "--backlog needs --target-control to configure the target".into(),
+        )
+        .into());
+    }
+    let token = match &scenario.token_file {
+        Some(path) => Some(Token::from_file(path).map_err(|e| ScenarioError(format!("{e:#}")))?),
+        None => None,
+    };
+    let listen = scenario
+        .listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7700)));
+    if token.is_none() && !listen.ip().is_loopback() {
+        return Err(ScenarioError(format!(
+            "listening on {listen} without --token-file would let anyone on the network drive \
+             the agents; give a token file (or listen on loopback)"
+        ))
+        .into());
+    }
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            stampede_proto::tls::server_config(cert, key, args.tls_client_ca.as_deref())
+                .map_err(|e| ScenarioError(e.to_string()))?,
+        ),
+        (None, None) if args.tls_client_ca.is_none() => None,
+        _ => {
+            return Err(ScenarioError(
+                "TLS needs both --tls-cert and --tls-key (and --tls-client-ca only with them)"
+                    .into(),
+            )
+            .into());
+        }
+    };
+    let coordinator = stampede::serve(
+        stampede::ServeConfig {
+            tls,
+            ..stampede::ServeConfig::new(listen, token)
+        },
+        shutdown.clone(),
+    )
+    .await
+    .map_err(anyhow::Error::from)?;
+    tracing::info!(addr = %coordinator.addr, "waiting for agents");
+    let report = stampede::run::execute(&coordinator.registry, &plan, &shutdown, &progress)
+        .await
+        .map(|f| f.report)
+        .map_err(anyhow::Error::from);
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    let report = report?;
+    write_report(scenario.out.as_deref(), &report)?;
+    Ok(report)
+}
+
+async fn demo_main(args: DemoArgs, shutdown: CancellationToken) -> Result<Report, Failure> {
+    let config = stampede::demo::DemoConfig {
+        agents: args.agents,
+        connections: args.connections,
+        backlog: args.backlog,
+    };
+    config.validate().map_err(ScenarioError)?;
+    let report = stampede::demo::run(&config, &shutdown, &progress).await?;
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    write_report(args.out.as_deref(), &report)?;
+    Ok(report)
+}
+
+fn write_report(out: Option<&Path>, report: &Report) -> anyhow::Result<()> {
+    let Some(dir) = out else { return Ok(()) };
+    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+    let path = dir.join("report.json");
+    stampede_target::stats::write_json_atomic(&path, report)?;
+    tracing::info!(path = %path.display(), "report written");
+    Ok(())
+}
+
+/// SIGINT and SIGTERM both stop the run (agents get Abort, a partial report is written);
+/// the log says which arrived.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    let name = tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    };
+    tracing::warn!(signal = name, "stopping: aborting the run");
+    shutdown.cancel();
+}

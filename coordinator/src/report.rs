@@ -1,0 +1,251 @@
+//! The run report: `report.json` (the contract in DESIGN.md "Reports": keys are added
+//! freely, never renamed) and the terminal summary.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+pub use stampede_proto::report::{Kernel, Latency, Outcomes};
+
+/// One agent's part of the run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AgentReport {
+    /// Agent id.
+    pub id: String,
+    /// Its host name.
+    pub host: String,
+    /// Connections planned for it.
+    pub connections: u64,
+    /// Attempts it reported.
+    pub attempts: u64,
+    /// Coordinator clock minus agent clock, µs.
+    pub clock_offset_us: i64,
+    /// Error bound of that offset (RTT/2), µs.
+    pub clock_uncertainty_us: u64,
+    /// Its first connect() minus the agreed start, in coordinator time, µs.
+    pub start_error_us: Option<i64>,
+    /// From its first to its last connect() call, µs.
+    pub issue_duration_us: Option<u64>,
+    /// Its outcomes.
+    pub outcomes: Outcomes,
+    /// False if it was lost before its final result (its intervals are still counted).
+    pub complete: bool,
+    /// Its kernel settings and counters (TCPRetransFail: its own congestion).
+    pub kernel: Kernel,
+    /// Errors by errno name.
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// Unique run id.
+    pub run_id: String,
+    /// The agreed start instant, RFC 3339 UTC.
+    pub started_at: String,
+    /// The scenario as run.
+    pub scenario: serde_json::Value,
+    /// True if any agent was lost or the run was aborted.
+    pub partial: bool,
+    /// True if the run was aborted (Ctrl-C).
+    pub aborted: bool,
+    /// Agents lost during the run.
+    pub lost_agents: Vec<String>,
+    /// Why each lost agent was lost.
+    pub lost_reasons: BTreeMap<String, String>,
+    /// Per agent.
+    pub agents: Vec<AgentReport>,
+    /// Merged outcomes.
+    pub outcomes: Outcomes,
+    /// Merged counts by SYN-retransmit count k.
+    pub syn_retransmits: BTreeMap<String, u64>,
+    /// Merged connect latency, µs.
+    pub connect_latency_us: Latency,
+    /// Merged time to first byte, µs.
+    pub ttfb_us: Latency,
+    /// Latest minus earliest first connect() across agents, coordinator time, µs.
+    pub start_spread_us: Option<u64>,
+    /// From the earliest first connect() to the latest last one, µs.
+    pub issue_duration_us: Option<u64>,
+    /// Kernel settings of the first agent (each agent's are in `agents[]`).
+    pub kernel: Kernel,
+    /// The target's view, if a target control address was given.
+    pub target: Option<serde_json::Value>,
+}
+
+impl Report {
+    /// The terminal summary.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let o = &self.outcomes;
+        let total = o.total();
+        let _ = writeln!(
+            s,
+            "run {} at {}{}",
+            self.run_id,
+            self.started_at,
+            if self.aborted {
+                " (ABORTED)"
+            } else if self.partial {
+                " (PARTIAL)"
+            } else {
+                ""
+            }
+        );
+        if !self.lost_agents.is_empty() {
+            let _ = writeln!(s, "lost agents: {}", self.lost_agents.join(", "));
+        }
+        let _ = writeln!(
+            s,
+            "{:<12} {:>6} {:>9} {:>10} {:>12} {:>12}",
+            "agent", "conns", "attempts", "offset", "uncertainty", "start err"
+        );
+        for a in &self.agents {
+            let _ = writeln!(
+                s,
+                "{:<12} {:>6} {:>9} {:>8}us {:>10}us {:>10}{}",
+                a.id,
+                a.connections,
+                a.attempts,
+                a.clock_offset_us,
+                a.clock_uncertainty_us,
+                a.start_error_us
+                    .map_or_else(|| "-".to_owned(), |e| format!("{e}us")),
+                if a.complete { "" } else { "  (lost)" }
+            );
+        }
+        let _ = writeln!(s, "attempts {total}:");
+        for (name, n) in [
+            ("established", o.established),
+            ("syn_retransmitted", o.syn_retransmitted),
+            ("ghost", o.ghost),
+            ("refused", o.refused),
+            ("reset", o.reset),
+            ("timeout", o.timeout),
+            ("pending", o.pending),
+            ("error", o.error),
+        ] {
+            if n > 0 {
+                let _ = writeln!(s, "  {name:<18} {n:>8}");
+            }
+        }
+        if !self.syn_retransmits.is_empty() {
+            let ks: Vec<String> = self
+                .syn_retransmits
+                .iter()
+                .map(|(k, n)| format!("k={k}: {n}"))
+                .collect();
+            let _ = writeln!(s, "  SYN retransmits    {}", ks.join(", "));
+        }
+        for (name, l) in [
+            ("connect", &self.connect_latency_us),
+            ("first byte", &self.ttfb_us),
+        ] {
+            if l.count > 0 {
+                let _ = writeln!(
+                    s,
+                    "{name:<10} us  p50 {} p90 {} p99 {} p99.9 {} max {} (n={})",
+                    l.p50, l.p90, l.p99, l.p999, l.max, l.count
+                );
+            }
+        }
+        if let Some(spread) = self.start_spread_us {
+            let _ = writeln!(s, "start spread {spread}us across agents");
+        }
+        if let Some(t) = &self.target {
+            let g = |k: &str| t.get(k).map_or_else(|| "-".to_owned(), |v| v.to_string());
+            let _ = writeln!(
+                s,
+                "target: backlog {} (effective {}), queue max {}, accepted {}, overflows {}, cookies {}",
+                g("backlog_requested"),
+                g("backlog_effective"),
+                g("accept_queue_max"),
+                g("accepted"),
+                g("listen_overflows"),
+                g("syncookies_sent")
+            );
+        }
+        s
+    }
+}
+
+/// RFC 3339 UTC for ns since the Unix epoch (civil-from-days, no time zone database).
+pub fn rfc3339(unix_nanos: i64) -> String {
+    let secs = unix_nanos.div_euclid(1_000_000_000);
+    let micros = unix_nanos.rem_euclid(1_000_000_000) / 1_000;
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
+        // 2026-11-25T01:22:54.5Z
+        assert_eq!(
+            rfc3339(1_795_569_774_500_000_000),
+            "2026-11-25T01:22:54.500000Z"
+        );
+        assert_eq!(
+            rfc3339(951_782_400_000_000_000),
+            "2000-02-29T00:00:00.000000Z"
+        );
+    }
+
+    #[test]
+    fn contract_keys_are_present() {
+        let v = serde_json::to_value(Report::default()).unwrap();
+        for key in [
+            "run_id",
+            "started_at",
+            "scenario",
+            "partial",
+            "lost_agents",
+            "agents",
+            "outcomes",
+            "syn_retransmits",
+            "connect_latency_us",
+            "ttfb_us",
+            "start_spread_us",
+            "issue_duration_us",
+            "kernel",
+            "target",
+        ] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        for key in [
+            "established",
+            "syn_retransmitted",
+            "refused",
+            "reset",
+            "timeout",
+            "pending",
+            "error",
+            "ghost",
+        ] {
+            assert!(v["outcomes"].get(key).is_some(), "missing outcomes.{key}");
+        }
+        for key in ["count", "min", "p50", "p90", "p99", "p999", "max"] {
+            assert!(v["connect_latency_us"].get(key).is_some(), "missing {key}");
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The whole system in one process on loopback, over real gRPC and real sockets:
+//! coordinator, three agent sessions and a target. Checks the merge against the agents'
+//! own histograms, the clock and start figures, allow-list refusals and lost agents.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use stampede::auth::Token;
+use stampede::run::{Finished, RunError, RunPlan};
+use stampede_agent::cidr::Cidr;
+use stampede_agent::session::{self, SessionConfig};
+use stampede_proto::pb;
+use stampede_target::Target;
+use stampede_target::config::{Config as TargetConfig, OnAccept};
+use tokio_util::sync::CancellationToken;
+
+struct System {
+    stop: CancellationToken,
+    coordinator: stampede::Coordinator,
+    target: std::net::SocketAddr,
+    control: std::net::SocketAddr,
+    agent_stops: BTreeMap<String, CancellationToken>,
+}
+
+async fn system(agents: usize, allow: Vec<Cidr>) -> System {
+    let stop = CancellationToken::new();
+    let target = Target::bind(&TargetConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        backlog: 1024,
+        on_accept: OnAccept::Greet,
+        control: Some("127.0.0.1:0".parse().unwrap()),
+        ..TargetConfig::default()
+    })
+    .unwrap();
+    let (addr, control) = (target.local_addr(), target.control_addr().unwrap());
+    tokio::spawn(target.run(stop.clone()));
+    let coordinator = stampede::serve(
+        stampede::ServeConfig::new("127.0.0.1:0".parse().unwrap(), Token::new("t0ken")),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let mut agent_stops = BTreeMap::new();
+    for i in 1..=agents {
+        let id = format!("agent-{i}");
+        let agent_stop = stop.child_token();
+        agent_stops.insert(id.clone(), agent_stop.clone());
+        let config = SessionConfig {
+            coordinator: format!("http://{}", coordinator.addr),
+            token: Some("t0ken".into()),
+            id,
+            allow: allow.clone(),
+            ..SessionConfig::loopback()
+        };
+        tokio::spawn(session::run(config, agent_stop));
+    }
+    System {
+        stop,
+        coordinator,
+        target: addr,
+        control,
+        agent_stops,
+    }
+}
+
+fn plan(s: &System, agents: usize, connections: u64, pattern: pb::Pattern) -> RunPlan {
+    RunPlan {
+        agents,
+        agent_wait: Duration::from_secs(10),
+        connections,
+        target: s.target,
+        pattern,
+        timeout: Duration::from_secs(3),
+        hold: Duration::ZERO,
+        close: pb::CloseMode::Rst,
+        expect_greeting: true,
+        lead: Duration::from_millis(200),
+        target_control: Some(format!("http://{}", s.control)),
+        backlog: None,
+        scenario: serde_json::Value::Null,
+    }
+}
+
+fn burst() -> pb::Pattern {
+    pb::Pattern {
+        kind: pb::PatternKind::Burst as i32,
+        ..Default::default()
+    }
+}
+
+async fn execute(s: &System, plan: &RunPlan) -> Result<Finished, RunError> {
+    stampede::run::execute(
+        &s.coordinator.registry,
+        plan,
+        &CancellationToken::new(),
+        &|_| {},
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_agents_merge_exactly() {
+    let s = system(3, Cidr::loopback()).await;
+    let done = execute(&s, &plan(&s, 3, 301, burst())).await.unwrap();
+    let r = &done.report;
+    assert!(!r.partial && r.lost_agents.is_empty(), "{r:?}");
+    assert_eq!(r.agents.len(), 3);
+    // Every attempt accounted for, and the merge is the sum of the agents.
+    assert_eq!(r.outcomes.total(), 301);
+    let mut sum = stampede_proto::report::Outcomes::default();
+    for a in &r.agents {
+        assert_eq!(a.attempts, a.connections, "{a:?}");
+        assert!(a.complete);
+        sum.add(&a.outcomes);
+    }
+    assert_eq!(sum, r.outcomes);
+    assert_eq!(
+        r.agents.iter().map(|a| a.connections).collect::<Vec<_>>(),
+        vec![101, 100, 100]
+    );
+    // The merged percentiles equal those of the union of the agents' samples, rebuilt
+    // here value by value from each agent's histogram (not with Histogram::add).
+    let mut union = stampede_proto::histogram::new_latency();
+    for t in done.tallies.values() {
+        for v in t.connect_us.iter_recorded() {
+            union
+                .record_n(v.value_iterated_to(), v.count_at_value())
+                .unwrap();
+        }
+    }
+    assert_eq!(union.len(), 301);
+    for q in [0.0, 0.5, 0.9, 0.99, 0.999, 1.0] {
+        let merged = stampede::report::Latency::from(&union);
+        let _ = merged;
+        assert_eq!(
+            done.tallies
+                .values()
+                .fold(stampede::merge::Tally::default(), |mut acc, t| {
+                    acc.merge(t);
+                    acc
+                })
+                .connect_us
+                .value_at_quantile(q),
+            union.value_at_quantile(q),
+            "quantile {q}"
+        );
+    }
+    assert_eq!(
+        r.connect_latency_us,
+        stampede::report::Latency::from(&union)
+    );
+    // A big backlog on loopback: everything established and greeted.
+    assert_eq!(r.outcomes.established, 301, "{r:?}");
+    assert_eq!(r.ttfb_us.count, 301);
+    let target = r.target.as_ref().unwrap();
+    assert_eq!(target["accepted"], 301);
+    // Clocks: one host, so each offset lies within its stated uncertainty; the spread is
+    // what the agents' own first connects say.
+    let mut starts = Vec::new();
+    for a in &r.agents {
+        assert!(
+            a.clock_offset_us.unsigned_abs() <= a.clock_uncertainty_us + 1,
+            "{a:?}"
+        );
+        starts.push(a.start_error_us.unwrap());
+    }
+    let spread = r.start_spread_us.unwrap() as i64;
+    let (lo, hi) = (starts.iter().min().unwrap(), starts.iter().max().unwrap());
+    assert!((spread - (hi - lo)).abs() <= 2, "{spread} vs {starts:?}");
+    assert!(r.kernel.fd_limit > 0);
+    s.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_list_refusal_reaches_the_coordinator() {
+    // The agents may only target the benchmarking range; the target is on loopback.
+    let s = system(2, vec!["198.18.0.0/15".parse().unwrap()]).await;
+    let err = execute(&s, &plan(&s, 2, 10, burst())).await.unwrap_err();
+    match &err {
+        RunError::Rejected { agent, reason } => {
+            assert!(agent.starts_with("agent-"));
+            assert!(reason.contains("127.0.0.1"), "{reason}");
+        }
+        other => panic!("expected a rejection, got {other}"),
+    }
+    let msg = err.to_string();
+    assert!(msg.contains("rejected the plan"), "{msg}");
+    s.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_agent_makes_the_run_partial_and_the_rest_complete() {
+    let s = system(3, Cidr::loopback()).await;
+    // An open-loop ramp of 2 s, so the run is in progress when agent-2 dies.
+    let ramp = pb::Pattern {
+        kind: pb::PatternKind::Ramp as i32,
+        rate_per_sec: 150.0,
+        duration_ms: 2_000,
+        ..Default::default()
+    };
+    let plan = plan(&s, 3, 300, ramp);
+    let victim = s.agent_stops["agent-2"].clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        victim.cancel();
+    });
+    let t = std::time::Instant::now();
+    let done = execute(&s, &plan).await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(20));
+    let r = done.report;
+    assert!(r.partial);
+    assert_eq!(r.lost_agents, vec!["agent-2".to_owned()]);
+    for a in &r.agents {
+        if a.id == "agent-2" {
+            assert!(!a.complete);
+            // Its delivered intervals still count.
+            assert!(a.attempts < a.connections, "{a:?}");
+        } else {
+            assert!(a.complete, "{a:?}");
+            assert_eq!(a.attempts, a.connections, "{a:?}");
+        }
+    }
+    s.stop.cancel();
+}

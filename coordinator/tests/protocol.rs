@@ -1,0 +1,162 @@
+//! The `stampede.v1.Coordinator` service seen by a raw gRPC client: authentication,
+//! version check, duplicate ids, clock probes. Every refusal is a clear status, never a hang.
+
+use std::time::Duration;
+
+use stampede::auth::Token;
+use stampede_proto::PROTOCOL_VERSION;
+use stampede_proto::pb::{
+    self, agent_message, coordinator_client::CoordinatorClient, coordinator_message,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::Request;
+
+fn hello(id: &str, version: u32) -> pb::AgentMessage {
+    pb::AgentMessage {
+        msg: Some(agent_message::Msg::Hello(pb::Hello {
+            agent_id: id.into(),
+            protocol_version: version,
+            host: "test".into(),
+            ..Default::default()
+        })),
+    }
+}
+
+fn with_token<T>(msg: T, token: &str) -> Request<T> {
+    let mut req = Request::new(msg);
+    req.metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    req
+}
+
+async fn attach(
+    addr: std::net::SocketAddr,
+    token: &str,
+    first: pb::AgentMessage,
+) -> Result<
+    (
+        tonic::Streaming<pb::CoordinatorMessage>,
+        tokio::sync::mpsc::Sender<pb::AgentMessage>,
+    ),
+    tonic::Status,
+> {
+    let mut client = CoordinatorClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(first).await.unwrap();
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        client.attach(with_token(stream, token)),
+    )
+    .await
+    .expect("an answer, not a hang")
+    .map(|r| (r.into_inner(), tx))
+}
+
+async fn coordinator(stop: &CancellationToken) -> stampede::Coordinator {
+    stampede::serve(
+        stampede::ServeConfig::new("127.0.0.1:0".parse().unwrap(), Token::new("right")),
+        stop.clone(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn wrong_token_is_unauthenticated() {
+    let stop = CancellationToken::new();
+    let c = coordinator(&stop).await;
+    let err = attach(c.addr, "wrong", hello("a1", PROTOCOL_VERSION))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert!(c.registry.agents().is_empty());
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn version_mismatch_names_both_versions() {
+    let stop = CancellationToken::new();
+    let c = coordinator(&stop).await;
+    let err = attach(c.addr, "right", hello("a1", PROTOCOL_VERSION + 98))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    let msg = err.message();
+    assert!(msg.contains(&(PROTOCOL_VERSION + 98).to_string()), "{msg}");
+    assert!(msg.contains(&format!("speaks {PROTOCOL_VERSION}")), "{msg}");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn welcome_then_duplicate_id_is_refused() {
+    let stop = CancellationToken::new();
+    let c = coordinator(&stop).await;
+    let (mut stream, tx) = attach(c.addr, "right", hello("a1", PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    let first = stream.message().await.unwrap().unwrap();
+    match first.msg {
+        Some(coordinator_message::Msg::Welcome(w)) => {
+            assert_eq!(w.protocol_version, PROTOCOL_VERSION);
+            assert_eq!(w.heartbeat_interval_ms, 1000);
+        }
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+    assert_eq!(c.registry.agents().len(), 1);
+    let err = attach(c.addr, "right", hello("a1", PROTOCOL_VERSION))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+    let err = attach(c.addr, "right", pb::AgentMessage { msg: None })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    // Ending the agent's side of the stream detaches it.
+    drop(tx);
+    drop(stream);
+    let mut ok = false;
+    for _ in 0..100 {
+        if c.registry.agents().is_empty() {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ok, "agent still registered after its stream closed");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn clock_probe_needs_the_token_and_stamps_in_order() {
+    let stop = CancellationToken::new();
+    let c = coordinator(&stop).await;
+    let mut client = CoordinatorClient::connect(format!("http://{}", c.addr))
+        .await
+        .unwrap();
+    let t0 = stampede_proto::clock::unix_nanos_now();
+    let r = client
+        .clock(with_token(pb::ClockProbe { t0_unix_nanos: t0 }, "right"))
+        .await
+        .unwrap()
+        .into_inner();
+    let t3 = stampede_proto::clock::unix_nanos_now();
+    assert_eq!(r.t0_unix_nanos, t0);
+    assert!(r.t1_unix_nanos <= r.t2_unix_nanos);
+    // Same host, same clock: the offset is within the round trip.
+    let s = stampede_proto::clock::ClockSample {
+        t0,
+        t1: r.t1_unix_nanos,
+        t2: r.t2_unix_nanos,
+        t3,
+    };
+    assert!(s.offset_ns().unsigned_abs() <= (t3 - t0) as u64, "{s:?}");
+    let err = client
+        .clock(with_token(pb::ClockProbe { t0_unix_nanos: t0 }, "nope"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    stop.cancel();
+}
