@@ -252,7 +252,8 @@ fn ramp_and_waves_run_on_schedule_and_stream_intervals() {
         let r = fire(c);
         assert_eq!(r.tally.outcomes.established, 30);
         let issue = r.issue_duration.as_secs_f64();
-        assert!((0.6..0.75).contains(&issue), "waves issued over {issue} s");
+        // Last wave at 600 ms; the first connect may itself leave a little late.
+        assert!((0.58..0.75).contains(&issue), "waves issued over {issue} s");
     });
 }
 

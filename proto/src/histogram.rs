@@ -108,7 +108,10 @@ mod tests {
             assert_eq!(&back, w);
             merge(&mut merged, &back).unwrap();
         }
-        assert_eq!(merged, one, "merging worker histograms equals recording once");
+        assert_eq!(
+            merged, one,
+            "merging worker histograms equals recording once"
+        );
         assert_eq!(merged.len(), all.len() as u64);
 
         let mut sorted = all.clone();

@@ -188,8 +188,14 @@ mod tests {
             Outcome::from_completion(libc::ECONNREFUSED, 0),
             Outcome::Refused
         );
-        assert_eq!(Outcome::from_completion(libc::ECONNRESET, 1), Outcome::Reset);
-        assert_eq!(Outcome::from_completion(libc::ETIMEDOUT, 6), Outcome::Timeout);
+        assert_eq!(
+            Outcome::from_completion(libc::ECONNRESET, 1),
+            Outcome::Reset
+        );
+        assert_eq!(
+            Outcome::from_completion(libc::ETIMEDOUT, 6),
+            Outcome::Timeout
+        );
         assert_eq!(
             Outcome::from_completion(libc::EADDRNOTAVAIL, 0),
             Outcome::Error {

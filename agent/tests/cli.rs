@@ -1,0 +1,132 @@
+//! `stampede-agent` as a black box: bad input exits 64 with one line, a refused plan exits 64
+//! naming the numbers, and a real `fire` on loopback prints a summary and writes the report.
+
+use std::process::{Command, Output};
+
+fn agent(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_stampede-agent"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("running stampede-agent")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_64() {
+    for (args, needle) in [
+        (
+            &["fire", "--target", "127.0.0.1:9", "--connections", "0"][..],
+            "invalid connections 0",
+        ),
+        (
+            &["fire", "--target", "nonsense", "--connections", "5"][..],
+            "invalid target \"nonsense\"",
+        ),
+        (
+            &[
+                "fire",
+                "--target",
+                "127.0.0.1:9",
+                "--connections",
+                "5",
+                "--pattern",
+                "zigzag",
+            ][..],
+            "invalid pattern \"zigzag\"",
+        ),
+        (
+            &[
+                "fire",
+                "--target",
+                "127.0.0.1:9",
+                "--connections",
+                "5",
+                "--timeout",
+                "5",
+            ][..],
+            "invalid duration \"5\"",
+        ),
+        (&["fire", "--connections", "5"][..], "--target"),
+        (
+            &["fire", "--target", "10.9.8.7:80", "--connections", "5"][..],
+            "not allowed",
+        ),
+    ] {
+        let out = agent(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(64), "{args:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {needle:?} not in {err}");
+    }
+    // Neither `fire` nor --coordinator: nothing to do.
+    let bare = agent(&[]);
+    assert_eq!(bare.status.code(), Some(64));
+    assert!(stderr(&bare).contains("fire"), "{}", stderr(&bare));
+    let help = agent(&["fire", "--help"]);
+    assert_eq!(help.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&help.stdout).contains("--expect-greeting"));
+}
+
+#[test]
+fn plan_over_the_fd_limit_is_refused_with_numbers() {
+    let limit = stampede_agent::raise_fd_limit().unwrap();
+    let n = (limit.hard + 1).to_string();
+    let out = agent(&[
+        "fire",
+        "--target",
+        "127.0.0.1:9",
+        "--connections",
+        &n,
+        "--max-connections",
+        &n,
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(
+        err.contains("RLIMIT_NOFILE") && err.contains(&limit.hard.to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn fire_on_loopback_writes_the_report_contract() {
+    // The kernel completes loopback handshakes into the accept queue without accept().
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let dir = std::env::temp_dir().join(format!("stampede-agent-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let json = dir.join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_stampede-agent"))
+        .args(["fire", "--connections", "20", "--json"])
+        .arg(&json)
+        // Flags also come from the environment.
+        .env("STAMPEDE_TARGET", &target)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(summary.contains("established"), "{summary}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(report["outcomes"]["established"], 20, "{report}");
+    for key in [
+        "outcomes",
+        "syn_retransmits",
+        "connect_latency_us",
+        "ttfb_us",
+        "issue_duration_us",
+        "kernel",
+    ] {
+        assert!(report.get(key).is_some(), "{key} missing: {report}");
+    }
+    assert_eq!(report["connect_latency_us"]["count"], 20);
+    for key in ["count", "min", "p50", "p90", "p99", "p999", "max"] {
+        assert!(report["connect_latency_us"].get(key).is_some(), "{key}");
+    }
+    assert!(report["kernel"]["fd_limit"].as_u64().unwrap() > 20);
+}
