@@ -465,6 +465,10 @@ fn handle_event(
                     }
                     st.result = Some(r);
                 }
+                In::Rejected(r) if r.run_id == run_id => {
+                    // E.g. the start instant had already passed when Start arrived.
+                    lost.insert(agent.clone(), format!("refused to fire: {}", r.reason));
+                }
                 In::Heartbeat(h) if h.run_id == run_id => {
                     st.completed = st.completed.max(h.completed)
                 }
