@@ -571,27 +571,12 @@ fn build_report(
         start_spread_us: spread,
         issue_duration_us: issue,
         kernel: kernel.unwrap_or_default(),
-        target: target.map(|t| target_json(&t)),
+        target: target.map(|t| {
+            serde_json::to_value(stampede_target::stats::TargetStats::from(&t))
+                .expect("stats serialize")
+        }),
     };
     Ok(Finished { report, tallies })
-}
-
-/// The target's stats as report.json's `target{}` object.
-fn target_json(t: &pb::TargetStats) -> serde_json::Value {
-    serde_json::json!({
-        "listen_addr": t.listen_addr,
-        "backlog_requested": t.backlog_requested,
-        "backlog_effective": t.backlog_effective,
-        "somaxconn": t.somaxconn,
-        "accept_queue_max": t.accept_queue_max,
-        "accepted": t.accepted,
-        "listen_overflows": t.listen_overflows,
-        "listen_drops": t.listen_drops,
-        "req_qfull_drops": t.req_qfull_drops,
-        "syncookies_sent": t.syncookies_sent,
-        "req_qfull_do_cookies": t.req_qfull_do_cookies,
-        "embryonic_rsts": t.embryonic_rsts,
-    })
 }
 
 #[cfg(test)]

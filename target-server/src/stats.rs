@@ -97,6 +97,33 @@ impl From<&TargetStats> for pb::TargetStats {
     }
 }
 
+impl From<&pb::TargetStats> for TargetStats {
+    /// A snapshot as received over `TargetControl` (no timeline travels there).
+    fn from(s: &pb::TargetStats) -> Self {
+        TargetStats {
+            listen_addr: s.listen_addr.clone(),
+            backlog_requested: Some(s.backlog_requested),
+            backlog_effective: s.backlog_effective,
+            somaxconn: s.somaxconn,
+            accept_queue_max: s.accept_queue_max,
+            accept_queue_len: s.accept_queue_len,
+            accepted: Some(s.accepted),
+            counters: CounterDeltas {
+                listen_overflows: s.listen_overflows,
+                listen_drops: s.listen_drops,
+                req_qfull_drops: s.req_qfull_drops,
+                syncookies_sent: s.syncookies_sent,
+                req_qfull_do_cookies: s.req_qfull_do_cookies,
+                embryonic_rsts: s.embryonic_rsts,
+            },
+            paused: s.paused,
+            elapsed_us: s.elapsed_us,
+            samples: s.samples,
+            timeline: None,
+        }
+    }
+}
+
 impl TargetStats {
     /// A one-line human summary for the terminal.
     pub fn summary(&self) -> String {
