@@ -10,6 +10,9 @@
 //! - as a child process: [`Netns::command`] is `ip netns exec NAME PROGRAM`, and
 //!   [`ChildGuard`] kills the child when the test ends, however it ends.
 //!
+//! [`Lab`] joins several such namespaces into "hosts" on a bridge, with addresses from
+//! 198.18.0.0/24, for whole-system tests across real network paths.
+//!
 //! Such tests need root. [`kernel_tests_enabled`] skips them with a loud message outside CI
 //! and fails them when `CI=true`, so CI can never silently skip the kernel tests.
 
@@ -21,6 +24,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use stampede_proto::netstat::{Counters, Netstat};
+
+mod bridge;
+pub use bridge::Lab;
 
 /// True when kernel tests can run (root). Outside CI without root, prints a loud skip notice
 /// and returns false; with `CI=true` and no root, panics: CI must run these tests.
@@ -152,7 +158,7 @@ impl Drop for Netns {
     }
 }
 
-fn run_ip(args: &[&str]) -> io::Result<()> {
+pub(crate) fn run_ip(args: &[&str]) -> io::Result<()> {
     let out = Command::new("ip").args(args).output()?;
     if out.status.success() {
         Ok(())
