@@ -137,6 +137,14 @@ impl Scenario {
         let pattern: Pattern = self.pattern.as_deref().unwrap_or("burst").parse().map_err(
             |e: stampede_proto::pattern::ParsePatternError| ScenarioError(e.to_string()),
         )?;
+        if let Some(most) = pattern.max_connections()
+            && connections > most
+        {
+            return Err(ScenarioError(format!(
+                "pattern {pattern} issues at most {most} connections, not {connections}: \
+                 raise the rate or the duration, or lower the connections"
+            )));
+        }
         let close = match self.close.as_deref().unwrap_or("rst") {
             "rst" => pb::CloseMode::Rst,
             "fin" => pb::CloseMode::Fin,
@@ -214,6 +222,10 @@ mod tests {
             ("target = \"127.0.0.1:9\"\npattern = \"spray\"", "spray"),
             ("target = \"127.0.0.1:9\"\nclose = \"slam\"", "slam"),
             ("target = \"127.0.0.1:9\"\nagents = 0", "agents"),
+            (
+                "target = \"127.0.0.1:9\"\nconnections = 500\npattern = \"ramp:100:4s\"",
+                "at most 400",
+            ),
             ("connections = 5", "no target"),
             ("target = \"localhost\"", "s.toml:1"),
         ] {

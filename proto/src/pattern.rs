@@ -36,6 +36,19 @@ pub enum Pattern {
     },
 }
 
+impl Pattern {
+    /// The most connections this pattern can issue: a ramp issues one every 1/rate for its
+    /// duration, so ceil(rate × duration) (at least 1); bursts and waves take any number.
+    pub fn max_connections(&self) -> Option<u64> {
+        match self {
+            Pattern::Ramp { rate, duration } => {
+                Some((rate * duration.as_secs_f64()).ceil().max(1.0) as u64)
+            }
+            Pattern::Burst | Pattern::Waves { .. } => None,
+        }
+    }
+}
+
 impl std::str::FromStr for Pattern {
     type Err = ParsePatternError;
 
