@@ -8,7 +8,7 @@
 //! Absolute times drift on shared machines; the ratios are what to compare.
 //!
 //! Run (needs root for the namespace): `cargo bench -p stampede-agent --bench burst`
-//! Environment: `BENCH_N` (default 10000), `BENCH_REPS` (default 5).
+//! Environment: `BENCH_N` (default 10000), `BENCH_REPS` (default 9).
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -273,7 +273,7 @@ fn main() {
     let reps: usize = std::env::var("BENCH_REPS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(9);
     let limit = stampede_agent::raise_fd_limit().unwrap();
     let ns = Netns::new("bench").expect("creating a network namespace");
     ns.sysctl("net.core.somaxconn", "65535").unwrap();

@@ -103,6 +103,14 @@ pub struct FireArgs {
     /// means the connection was never admitted (ghost).
     #[arg(long, env = "STAMPEDE_EXPECT_GREETING")]
     pub expect_greeting: bool,
+    /// The client speaks first: send one byte after connecting; if the kernel never
+    /// acknowledges it by the deadline the connection was never admitted (ghost).
+    #[arg(
+        long,
+        env = "STAMPEDE_PROBE_ADMISSION",
+        conflicts_with = "expect_greeting"
+    )]
+    pub probe_admission: bool,
     /// Write the report as JSON to this file.
     #[arg(long, env = "STAMPEDE_JSON")]
     pub json: Option<PathBuf>,
@@ -135,6 +143,7 @@ impl FireArgs {
             hold: self.hold,
             close: self.close,
             expect_greeting: self.expect_greeting,
+            probe_admission: self.probe_admission,
             source_ips: self.source_ips.clone(),
             allow_targets: if self.allow_targets.is_empty() {
                 Cidr::loopback()

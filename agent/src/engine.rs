@@ -14,7 +14,7 @@
 //! [`Schedule`]: crate::plan::Schedule
 
 use std::collections::{BTreeMap, VecDeque};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
@@ -35,6 +35,8 @@ pub const INTERVAL: Duration = Duration::from_secs(1);
 const MAX_SLEEP_MS: u64 = 50;
 /// Events taken per epoll_wait.
 const EVENTS: usize = 1024;
+/// How often an unacknowledged admission probe is checked again.
+const PROBE_INTERVAL_NS: u64 = 20_000_000;
 /// A start this far in the past is refused rather than fired late.
 pub const LATE_START_TOLERANCE: Duration = Duration::from_millis(5);
 
@@ -61,6 +63,7 @@ enum Phase {
     Armed,
     Connecting,
     Greeting,
+    Probing,
     Holding,
     Done,
 }
@@ -87,6 +90,7 @@ struct Settings {
     timeout_ns: u64,
     hold_ns: u64,
     expect_greeting: bool,
+    probe_admission: bool,
 }
 
 /// What a worker sends to the firing thread.
@@ -115,6 +119,8 @@ struct Worker<'a> {
     last_issue_ns: u64,
     last_completion_ns: Option<u64>,
     holds: VecDeque<(u64, usize)>,
+    /// Admission probes to check, in time order (now + a constant interval).
+    probes: VecDeque<(u64, usize)>,
     done: usize,
 }
 
@@ -138,8 +144,8 @@ impl<'a> Worker<'a> {
         unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut ev) };
     }
 
-    fn issue(&mut self, idx: usize) {
-        let t = now_ns(self.start);
+    /// Calls connect() for attempt `idx`; `t` is now (read just before, ns after start).
+    fn issue(&mut self, idx: usize, t: u64) {
         let slot = &mut self.slots[idx];
         self.issue_lag
             .saturating_record(t.saturating_sub(slot.offset_ns) / 1_000);
@@ -240,9 +246,55 @@ impl<'a> Worker<'a> {
                 (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
                 idx,
             );
+        } else if self.settings.probe_admission {
+            let Some(mut writer) = self.slots[idx].socket.as_ref() else {
+                return;
+            };
+            match writer.write_all(&[0u8]) {
+                Ok(()) => {
+                    self.slots[idx].phase = Phase::Probing;
+                    // Only errors and the server's FIN matter while probing.
+                    self.epoll_ctl(libc::EPOLL_CTL_MOD, fd, libc::EPOLLRDHUP as u32, idx);
+                    self.probes.push_back((now + PROBE_INTERVAL_NS, idx));
+                }
+                Err(e) => {
+                    let outcome = match errno_of(&e) {
+                        libc::ECONNRESET | libc::EPIPE => Outcome::Reset,
+                        errno => Outcome::from_completion(errno, k),
+                    };
+                    self.finish(idx, outcome);
+                }
+            }
         } else {
             self.admitted(idx, now);
         }
+    }
+
+    /// An event while probing: a reset, or the server closed (it had accepted).
+    fn on_probe_event(&mut self, idx: usize, bits: u32, now: u64) {
+        let Some(socket) = self.slots[idx].socket.as_ref() else {
+            return;
+        };
+        match socket.take_error() {
+            Ok(Some(e)) => {
+                let outcome = match errno_of(&e) {
+                    libc::ECONNRESET | libc::EPIPE => Outcome::Reset,
+                    errno => Outcome::from_completion(errno, self.slots[idx].k),
+                };
+                self.finish(idx, outcome);
+            }
+            _ if bits & libc::EPOLLRDHUP as u32 != 0 => self.admitted(idx, now),
+            _ => {}
+        }
+    }
+
+    /// True if the probe byte was acknowledged: the kernel holds a real connection.
+    fn probe_acked(&self, idx: usize) -> bool {
+        self.slots[idx]
+            .socket
+            .as_ref()
+            .and_then(|s| tcp_info(s.as_fd()).ok())
+            .is_some_and(|i| i.unacked == 0)
     }
 
     fn on_greeting_event(&mut self, idx: usize, now: u64) {
@@ -290,6 +342,14 @@ impl<'a> Worker<'a> {
                 }
                 // A greeting cannot be awaited past the deadline.
                 if self.slots[idx].phase == Phase::Greeting {
+                    let k = self.slots[idx].k;
+                    self.finish(idx, Outcome::ghost(k));
+                }
+            }
+            Phase::Probing => {
+                if self.probe_acked(idx) {
+                    self.admitted(idx, now);
+                } else {
                     let k = self.slots[idx].k;
                     self.finish(idx, Outcome::ghost(k));
                 }
@@ -342,8 +402,12 @@ impl<'a> Worker<'a> {
         loop {
             // Issue everything that is due: for a burst, the whole share back to back.
             let mut issued = 0usize;
-            while next < n && self.slots[next].offset_ns <= now_ns(self.start) {
-                self.issue(next);
+            while next < n {
+                let t = now_ns(self.start);
+                if self.slots[next].offset_ns > t {
+                    break;
+                }
+                self.issue(next, t);
                 next += 1;
                 issued += 1;
                 if issued.is_multiple_of(POLL_EVERY) {
@@ -359,6 +423,7 @@ impl<'a> Worker<'a> {
                 match self.slots[idx].phase {
                     Phase::Connecting => self.on_connect_event(idx, bits, now),
                     Phase::Greeting => self.on_greeting_event(idx, now),
+                    Phase::Probing => self.on_probe_event(idx, bits, now),
                     _ => {}
                 }
             }
@@ -371,6 +436,9 @@ impl<'a> Worker<'a> {
                 wake = wake.min(self.slots[cursor].offset_ns + self.settings.timeout_ns);
             }
             if let Some((t, _)) = self.holds.front() {
+                wake = wake.min(*t);
+            }
+            if let Some((t, _)) = self.probes.front() {
                 wake = wake.min(*t);
             }
             // Whole milliseconds only: under 1 ms to go, poll without sleeping (spin), so a
@@ -391,20 +459,21 @@ impl<'a> Worker<'a> {
                 match self.slots[idx].phase {
                     Phase::Connecting => self.on_connect_event(idx, bits, now),
                     Phase::Greeting => self.on_greeting_event(idx, now),
+                    Phase::Probing => self.on_probe_event(idx, bits, now),
                     _ => {}
                 }
             }
             // Deadlines come in issue order (offset + the same timeout).
             while cursor < next {
                 match self.slots[cursor].phase {
-                    Phase::Connecting | Phase::Greeting => {
+                    Phase::Connecting | Phase::Greeting | Phase::Probing => {
                         if self.slots[cursor].offset_ns + self.settings.timeout_ns > now {
                             break;
                         }
                         self.expire(cursor, now);
                         if matches!(
                             self.slots[cursor].phase,
-                            Phase::Connecting | Phase::Greeting
+                            Phase::Connecting | Phase::Greeting | Phase::Probing
                         ) {
                             // Unreachable by construction; never let the loop spin on it.
                             self.finish(cursor, Outcome::Pending { k: 0 });
@@ -414,6 +483,22 @@ impl<'a> Worker<'a> {
                 }
                 if matches!(self.slots[cursor].phase, Phase::Done | Phase::Holding) {
                     cursor += 1;
+                }
+            }
+            // Probes: admitted once the byte is acknowledged; re-checked until the deadline,
+            // which the cursor above enforces.
+            while let Some(&(t, idx)) = self.probes.front() {
+                if t > now {
+                    break;
+                }
+                self.probes.pop_front();
+                if self.slots[idx].phase != Phase::Probing {
+                    continue;
+                }
+                if self.probe_acked(idx) {
+                    self.admitted(idx, now);
+                } else {
+                    self.probes.push_back((now + PROBE_INTERVAL_NS, idx));
                 }
             }
             // Holds end in the order they began (completion time + the same hold).
@@ -500,6 +585,7 @@ impl Armed {
             timeout_ns: config.timeout.as_nanos() as u64,
             hold_ns: config.hold.as_nanos() as u64,
             expect_greeting: config.expect_greeting,
+            probe_admission: config.probe_admission,
         };
         let counters_before = netstat.as_mut().and_then(|n| n.read().ok());
         let n_workers = workers.len();
@@ -545,6 +631,7 @@ impl Armed {
                             last_issue_ns: 0,
                             last_completion_ns: None,
                             holds: VecDeque::new(),
+                            probes: VecDeque::new(),
                             done: 0,
                         };
                         if wait_for_start(start, cancel) {

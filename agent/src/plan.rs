@@ -57,6 +57,10 @@ pub struct FireConfig {
     pub close: CloseMode,
     /// The target greets on accept: measure time to first byte; no greeting = ghost.
     pub expect_greeting: bool,
+    /// The client speaks first: after connecting, send one byte and watch `tcpi_unacked`;
+    /// still unacknowledged at the deadline = ghost (KERNEL.md §3). Sending may itself rescue a
+    /// phantom if it reaches the server while its accept queue has room.
+    pub probe_admission: bool,
     /// Source addresses to spread connections over (empty: the kernel chooses).
     pub source_ips: Vec<IpAddr>,
     /// Targets this agent may connect to.
@@ -78,6 +82,7 @@ impl FireConfig {
             hold: Duration::ZERO,
             close: CloseMode::Rst,
             expect_greeting: false,
+            probe_admission: false,
             source_ips: Vec::new(),
             allow_targets: Cidr::loopback(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -136,6 +141,11 @@ pub enum PlanError {
     /// Zero workers.
     #[error("invalid workers 0: at least 1 is needed")]
     NoWorkers,
+    /// Both admission checks at once.
+    #[error(
+        "--expect-greeting and --probe-admission exclude each other: the server speaks first or the client does"
+    )]
+    GreetingAndProbe,
 }
 
 /// When each attempt is meant to be issued, as an offset from the start instant; one value
@@ -234,6 +244,9 @@ impl Plan {
         if config.workers == Some(0) {
             return Err(PlanError::NoWorkers);
         }
+        if config.expect_greeting && config.probe_admission {
+            return Err(PlanError::GreetingAndProbe);
+        }
         if let Pattern::Ramp { rate, duration } = config.pattern {
             // Attempt i goes at i / rate; the last one must go before the ramp ends (with one
             // attempt of rounding slack).
@@ -324,6 +337,10 @@ mod tests {
         let mut c = cfg(1);
         c.timeout = Duration::ZERO;
         assert_eq!(Plan::new(c), Err(PlanError::ZeroTimeout));
+        let mut c = cfg(1);
+        c.expect_greeting = true;
+        c.probe_admission = true;
+        assert_eq!(Plan::new(c), Err(PlanError::GreetingAndProbe));
     }
 
     #[test]

@@ -101,10 +101,10 @@ fn phantoms_are_ghosts_when_a_greeting_is_expected() {
         accepted,
         "admitted = the server's accepted count"
     );
-    assert_eq!(
-        o.ghost, 14,
-        "KERNEL.md §3 measured 14 phantoms for B=2: {o:?}"
-    );
+    // KERNEL.md §3 measured 14 phantoms for B=2 when the whole retransmit wave lands in one
+    // timer tick (3 request sockets, 14 cookies); a wave split over two ticks lets the
+    // acceptor make room in between, so allow fewer, but never none.
+    assert!((1..=14).contains(&o.ghost), "{o:?}");
     assert!(r.tally.ghost_syn_retransmits.keys().all(|k| *k >= 1));
     assert_eq!(
         r.tally.ttfb.len(),
@@ -115,6 +115,36 @@ fn phantoms_are_ghosts_when_a_greeting_is_expected() {
         sum_k(&r.tally.syn_retransmits) + sum_k(&r.tally.ghost_syn_retransmits),
         r.kernel.syn_retrans
     );
+}
+
+/// Client speaks first (KERNEL.md §3): the probe byte of a real connection is acknowledged at
+/// once, even before accept(); a phantom's is not. A listener that accepts 6 and then stops
+/// keeps its queue (A+1 = 3) full, so later phantoms cannot recover.
+#[test]
+fn probe_admission_tells_phantoms_from_queued_connections() {
+    if !kernel_tests_enabled("probe_admission_tells_phantoms_from_queued_connections") {
+        return;
+    }
+    let ns = Netns::new("agentprobe").unwrap();
+    ns.run(|| {
+        let listener = Listener::start_limited(2, Duration::from_millis(2500), 6);
+        let mut c = FireConfig::new(listener.addr, 20);
+        c.timeout = Duration::from_secs(5);
+        c.probe_admission = true;
+        let r = fire(c);
+        let o = r.tally.outcomes;
+        let (accepted, queued) = (listener.accepted(), u64::from(listener.queue_len()));
+        assert_eq!(o.total(), 20, "{o:?}");
+        assert_eq!(o.established, 3, "{o:?}");
+        assert_eq!(accepted, 6);
+        assert_eq!(queued, 3, "the queue refilled and stays full");
+        assert_eq!(
+            o.admitted(),
+            accepted + queued,
+            "admitted = accepted + waiting in the accept queue: {o:?}"
+        );
+        assert_eq!(o.ghost, 20 - accepted - queued, "{o:?}");
+    });
 }
 
 #[test]
@@ -138,6 +168,38 @@ fn no_listener_is_refused() {
     assert_eq!(r.tally.outcomes.refused, 20, "{:?}", r.tally.outcomes);
     assert_eq!(r.tally.outcomes.total(), 20);
     assert_eq!(r.tally.connect_latency.len(), 20);
+}
+
+#[test]
+fn reset_before_the_greeting_and_kernel_timeout() {
+    if !kernel_tests_enabled("reset_before_the_greeting_and_kernel_timeout") {
+        return;
+    }
+    let ns = Netns::new("agentreset").unwrap();
+    // One SYN retransmit, then the kernel gives up with ETIMEDOUT (~3 s here).
+    ns.sysctl("net.ipv4.tcp_syn_retries", "1").unwrap();
+    ns.run(|| {
+        let listener = Listener::resetting();
+        let mut c = FireConfig::new(listener.addr, 10);
+        c.expect_greeting = true;
+        c.timeout = Duration::from_secs(2);
+        let r = fire(c);
+        assert_eq!(r.tally.outcomes.reset, 10, "{:?}", r.tally.outcomes);
+        assert_eq!(listener.accepted(), 10);
+
+        // backlog 0 admits 1; the rest wait in SYN_SENT until the kernel gives up.
+        let full = Listener::start(0, Duration::from_secs(60), false);
+        let mut c = FireConfig::new(full.addr, 4);
+        c.timeout = Duration::from_secs(8);
+        let r = fire(c);
+        let o = r.tally.outcomes;
+        assert_eq!((o.established, o.timeout), (1, 3), "{o:?}");
+        assert_eq!(r.kernel.tcp_syn_retries, Some(1));
+        assert!(
+            r.tally.connect_latency.max() >= 1_000_000,
+            "after the retransmit"
+        );
+    });
 }
 
 #[test]
