@@ -253,7 +253,8 @@ struct ArmedRun {
     clock: clock::ClockEstimate,
 }
 
-/// A run being fired.
+/// A run being fired; its token is cancelled to abort it, and by the run itself when it
+/// is over (so a cancelled token means "not busy").
 struct Firing {
     run_id: String,
     cancel: CancellationToken,
@@ -359,11 +360,15 @@ fn start_firing(
     let firing = tokio::task::spawn_blocking(move || armed.fire(deadline, &fire_cancel, Some(itx)));
     {
         let run_id = run_id.clone();
+        let finished = cancel.clone();
         tokio::spawn(async move {
             let result = firing.await;
             // The engine dropped its interval sender when it returned: the forwarder ends
             // after the last interval, so the final result always comes after them.
             let _ = forwarder.await;
+            // The run is over: the agent is free for the next Prepare before the
+            // coordinator can even see this result.
+            finished.cancel();
             let msg = match result {
                 Ok(Ok(r)) => match r.to_pb(&run_id) {
                     Ok(fin) => Out::Result(fin),

@@ -172,6 +172,17 @@ async fn three_agents_merge_exactly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_run_one_plan_after_another() {
+    let s = system(2, Cidr::loopback()).await;
+    for run in 0..3 {
+        let done = execute(&s, &plan(&s, 2, 40, burst())).await.unwrap();
+        assert!(!done.report.partial, "run {run}: {:?}", done.report);
+        assert_eq!(done.report.outcomes.total(), 40, "run {run}");
+    }
+    s.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_list_refusal_reaches_the_coordinator() {
     // The agents may only target the benchmarking range; the target is on loopback.
     let s = system(2, vec!["198.18.0.0/15".parse().unwrap()]).await;

@@ -28,11 +28,16 @@ use stampede_proto::netstat::{Counters, Netstat};
 mod bridge;
 pub use bridge::Lab;
 
+/// True when running as root.
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
 /// True when kernel tests can run (root). Outside CI without root, prints a loud skip notice
 /// and returns false; with `CI=true` and no root, panics: CI must run these tests.
 pub fn kernel_tests_enabled(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = is_root();
     let ci = std::env::var("CI").is_ok_and(|v| v == "true");
     if root && ip_available() {
         return true;
