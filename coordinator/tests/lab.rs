@@ -9,31 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use stampede_lab::{ChildGuard, Lab, kernel_tests_enabled};
+use support::sibling_bin;
 
-/// A binary of another workspace package, next to this test's own binary's directory.
-/// `cargo test --workspace` builds them all before running any test; a lone
-/// `cargo test -p stampede` may not, so build them then.
-fn sibling_bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let path = dir.join(name);
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args([
-                "build",
-                "-p",
-                "stampede-agent",
-                "-p",
-                "stampede-target",
-                "--bins",
-            ])
-            .status()
-            .unwrap();
-        assert!(status.success(), "building {name}");
-    }
-    assert!(path.exists(), "{} is missing", path.display());
-    path
-}
+mod support;
 
 struct Setup {
     lab: Lab,
