@@ -232,6 +232,11 @@ fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
         .build()
         .context("building the signal runtime")?;
     let result = runtime.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        // Handlers go in before firing, so a signal during the run never kills the process
+        // with its report unwritten.
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let firing = {
             let cancel = cancel.clone();
             tokio::task::spawn_blocking(move || {
@@ -239,12 +244,10 @@ fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
                 armed.fire(Instant::now() + Duration::from_millis(3), &cancel, None)
             })
         };
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
         tokio::pin!(firing);
         tokio::select! {
             r = &mut firing => return r.context("firing task"),
-            _ = tokio::signal::ctrl_c() => tracing::warn!(signal = "SIGINT", "stopping the run"),
+            _ = int.recv() => tracing::warn!(signal = "SIGINT", "stopping the run"),
             _ = term.recv() => tracing::warn!(signal = "SIGTERM", "stopping the run"),
         }
         cancel.cancel();

@@ -2,6 +2,7 @@
 //! naming the numbers, and a real `fire` on loopback prints a summary and writes the report.
 
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 fn agent(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_stampede-agent"))
@@ -129,4 +130,67 @@ fn fire_on_loopback_writes_the_report_contract() {
         assert!(report["connect_latency_us"].get(key).is_some(), "{key}");
     }
     assert!(report["kernel"]["fd_limit"].as_u64().unwrap() > 20);
+}
+
+#[test]
+fn sigint_stops_the_run_and_marks_the_report_partial() {
+    use std::os::fd::AsFd;
+    // backlog 0 admits one connection; the other attempts wait in SYN_SENT for 30 s.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(0).unwrap();
+    let listener: std::net::TcpListener = socket.into();
+    let target = listener.local_addr().unwrap().to_string();
+    let json =
+        std::env::temp_dir().join(format!("stampede-agent-sigint-{}.json", std::process::id()));
+    let child = Command::new(env!("CARGO_BIN_EXE_stampede-agent"))
+        .args([
+            "fire",
+            "--target",
+            &target,
+            "--connections",
+            "5",
+            "--timeout",
+            "30s",
+        ])
+        .arg("--json")
+        .arg(&json)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The run has fired once the one admitted connection sits in the accept queue.
+    let fired = Instant::now();
+    while stampede_proto::tcp_info::listener_queue(listener.as_fd())
+        .unwrap()
+        .len
+        == 0
+    {
+        assert!(
+            fired.elapsed() < Duration::from_secs(10),
+            "the agent never fired"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // SAFETY: kill has no memory preconditions; the pid is our own child, not yet reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        fired.elapsed() < Duration::from_secs(10),
+        "stopped promptly"
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    std::fs::remove_file(&json).unwrap();
+    assert_eq!(report["partial"], true, "{report}");
+    assert_eq!(report["outcomes"]["established"], 1, "{report}");
 }
