@@ -340,10 +340,9 @@ impl<'a> Worker<'a> {
                     // Completed but not yet seen: handle it as the completion it is.
                     _ => self.on_connect_event(idx, libc::EPOLLOUT as u32, now),
                 }
-                // A greeting cannot be awaited past the deadline.
-                if self.slots[idx].phase == Phase::Greeting {
-                    let k = self.slots[idx].k;
-                    self.finish(idx, Outcome::ghost(k));
+                // Admission cannot be awaited past the deadline: decide it now.
+                if matches!(self.slots[idx].phase, Phase::Greeting | Phase::Probing) {
+                    self.expire(idx, now);
                 }
             }
             Phase::Probing => {
