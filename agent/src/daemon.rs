@@ -144,24 +144,7 @@ pub fn run(args: &DaemonArgs) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        {
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                let (Ok(mut int), Ok(mut term)) = (
-                    signal(SignalKind::interrupt()),
-                    signal(SignalKind::terminate()),
-                ) else {
-                    return;
-                };
-                let name = tokio::select! {
-                    _ = int.recv() => "SIGINT",
-                    _ = term.recv() => "SIGTERM",
-                };
-                tracing::info!(signal = name, "shutting down");
-                shutdown.cancel();
-            });
-        }
+        tokio::spawn(stampede_proto::signal::cancel_on_signal(shutdown.clone()));
         session::run(config, shutdown).await
     });
     match result {

@@ -145,7 +145,7 @@ fn main() -> ExitCode {
     };
     let shutdown = CancellationToken::new();
     let result = runtime.block_on(async {
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        tokio::spawn(stampede_proto::signal::cancel_on_signal(shutdown.clone()));
         match cli.command {
             Command::Run(args) => run_main(args, shutdown.clone()).await,
             Command::Demo(args) => demo_main(args, shutdown.clone()).await,
@@ -280,22 +280,4 @@ fn write_report(out: Option<&Path>, report: &Report) -> anyhow::Result<()> {
     stampede_target::stats::write_json_atomic(&path, report)?;
     tracing::info!(path = %path.display(), "report written");
     Ok(())
-}
-
-/// SIGINT and SIGTERM both stop the run (agents get Abort, a partial report is written);
-/// the log says which arrived.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return;
-    };
-    let name = tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    };
-    tracing::warn!(signal = name, "stopping: aborting the run");
-    shutdown.cancel();
 }

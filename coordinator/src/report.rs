@@ -169,47 +169,9 @@ impl Report {
     }
 }
 
-/// RFC 3339 UTC for ns since the Unix epoch (civil-from-days, no time zone database).
-pub fn rfc3339(unix_nanos: i64) -> String {
-    let secs = unix_nanos.div_euclid(1_000_000_000);
-    let micros = unix_nanos.rem_euclid(1_000_000_000) / 1_000;
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Howard Hinnant's days-to-civil.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_matches_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
-        // 2026-11-25T01:22:54.5Z
-        assert_eq!(
-            rfc3339(1_795_569_774_500_000_000),
-            "2026-11-25T01:22:54.500000Z"
-        );
-        assert_eq!(
-            rfc3339(951_782_400_000_000_000),
-            "2000-02-29T00:00:00.000000Z"
-        );
-    }
 
     #[test]
     fn contract_keys_are_present() {

@@ -13,8 +13,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::merge::{MergeError, Tally};
-use crate::report::{AgentReport, Latency, Report, rfc3339};
+use crate::report::{AgentReport, Latency, Report};
 use crate::service::{AgentEvent, Registry};
+use stampede_proto::clock::rfc3339;
 
 /// What to run, already validated.
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@
 //! - [`outcome`], [`histogram`], [`report`]: outcome classes, the histogram codec and the report
 //!   types shared by `stampede-agent fire` and the coordinator.
 //! - [`tls`]: rustls configuration of the agent-coordinator channel from PEM files.
+//! - [`signal`]: SIGINT/SIGTERM handling shared by every binary.
 //!
 //! Agents, the target server and the coordinator all depend on this crate and on nothing of
 //! each other, so anything two of them must agree on lives here.
@@ -22,6 +23,7 @@ pub mod netstat;
 pub mod outcome;
 pub mod pattern;
 pub mod report;
+pub mod signal;
 pub mod sysctl;
 pub mod tcp_info;
 pub mod tls;

@@ -157,7 +157,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        tokio::spawn(stampede_proto::signal::cancel_on_signal(shutdown.clone()));
         match cli.command {
             Some(Command::Observe(args)) => observe_main(args, shutdown).await,
             None => serve_main(cli.serve.config(), shutdown).await,
@@ -247,22 +247,4 @@ async fn observe_main(
         eprintln!();
     }
     stats
-}
-
-/// SIGINT and SIGTERM both end the run cleanly; the log says which one arrived.
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::warn!("cannot install signal handlers; stop with --duration");
-        return;
-    };
-    let name = tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    };
-    tracing::info!(signal = name, "shutting down");
-    shutdown.cancel();
 }
