@@ -3,6 +3,10 @@
 
 use std::process::Command;
 
+use support::sibling_bin;
+
+mod support;
+
 const BIN: &str = env!("CARGO_BIN_EXE_stampede");
 
 fn run(args: &[&str]) -> (i32, String) {
@@ -111,4 +115,78 @@ fn missing_agents_time_out_with_a_clear_error() {
         last_line(&stderr).contains("for 2 agents, 0 attached"),
         "{stderr}"
     );
+}
+
+#[test]
+fn demo_runs_a_real_burst_from_the_readme_command() {
+    let dir = std::env::temp_dir().join(format!("stampede-demo-{}", std::process::id()));
+    let out = Command::new(BIN)
+        .args(["demo", "--out", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("attempts 60"), "{stdout}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["partial"], false);
+    assert_eq!(r["agents"].as_array().unwrap().len(), 3);
+    let o = &r["outcomes"];
+    let n = |k: &str| o[k].as_u64().unwrap();
+    let total: u64 = o
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 60);
+    // Backlog 8 admits 9 at once (KERNEL.md §1); the rest overflow the accept queue and come
+    // back with SYN retransmits, some of them as ghosts (§3): the demo shows both.
+    assert!(n("established") >= 9, "{o}");
+    assert!(n("syn_retransmitted") + n("ghost") >= 1, "{o}");
+    assert_eq!(r["target"]["backlog_effective"], 8);
+    assert!(r["target"]["listen_overflows"].as_u64().unwrap() >= 1);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn agent_with_a_wrong_token_exits_saying_it_was_refused() {
+    let dir = std::env::temp_dir().join(format!("stampede-tok-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("right"), "right-token\n").unwrap();
+    std::fs::write(dir.join("wrong"), "wrong-token\n").unwrap();
+    // A coordinator on a port of its own choosing; its log line tells the address.
+    let mut coordinator = stampede_lab::ChildGuard::spawn(
+        Command::new(BIN)
+            .args(["run", "--listen", "127.0.0.1:0", "--target", "127.0.0.1:9"])
+            .args(["--agent-wait", "20s", "--token-file"])
+            .arg(dir.join("right"))
+            .stderr(std::process::Stdio::piped()),
+    )
+    .unwrap();
+    let stderr = coordinator.0.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let addr = loop {
+        let line = lines.next().expect("coordinator exited").unwrap();
+        if let Some(i) = line.find("addr=") {
+            break line[i + 5..].split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let out = Command::new(sibling_bin("stampede-agent"))
+        .args(["--coordinator", &format!("http://{addr}"), "--token-file"])
+        .arg(dir.join("wrong"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        last_line(&err).contains("refused this agent (Unauthenticated)"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
