@@ -295,7 +295,7 @@ fn fire_config(config: &SessionConfig, p: &pb::Prepare) -> Result<FireConfig, St
             _ => CloseMode::Rst,
         },
         expect_greeting: p.expect_greeting,
-        probe_admission: false,
+        probe_admission: p.probe_admission,
         source_ips: config.source_ips.clone(),
         allow_targets: config.allow.clone(),
         max_connections: config.max_connections,

@@ -99,6 +99,7 @@ fn main() {
                     hold: Duration::ZERO,
                     close: pb::CloseMode::Rst,
                     expect_greeting: false,
+                    probe_admission: false,
                     lead: Duration::from_millis(500),
                     target_control: Some(format!("http://{control_addr}")),
                     backlog: None,

@@ -116,6 +116,7 @@ pub async fn run(
         hold: Duration::ZERO,
         close: pb::CloseMode::Rst,
         expect_greeting: true,
+        probe_admission: false,
         lead: Duration::from_millis(300),
         target_control: Some(format!("http://{control}")),
         backlog: Some(config.backlog),

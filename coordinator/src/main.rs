@@ -68,6 +68,14 @@ struct RunArgs {
     /// The target greets on accept: measure time to first byte and detect ghosts.
     #[arg(long, env = "STAMPEDE_EXPECT_GREETING")]
     expect_greeting: bool,
+    /// The client speaks first: agents send one byte and a connection whose byte is never
+    /// acknowledged is a ghost (excludes --expect-greeting).
+    #[arg(
+        long,
+        env = "STAMPEDE_PROBE_ADMISSION",
+        conflicts_with = "expect_greeting"
+    )]
+    probe_admission: bool,
     /// Directory for report.json.
     #[arg(long, env = "STAMPEDE_OUT")]
     out: Option<PathBuf>,
@@ -196,6 +204,7 @@ async fn run_main(args: RunArgs, shutdown: CancellationToken) -> Result<Report, 
         pattern: args.pattern,
         timeout: args.timeout,
         expect_greeting: args.expect_greeting.then_some(true),
+        probe_admission: args.probe_admission.then_some(true),
         out: args.out,
         token_file: args.token_file,
         ..Default::default()

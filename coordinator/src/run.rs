@@ -38,6 +38,9 @@ pub struct RunPlan {
     pub close: pb::CloseMode,
     /// The target greets on accept (time to first byte, ghosts).
     pub expect_greeting: bool,
+    /// Agents send one byte after connecting and watch it being acknowledged (ghosts, for
+    /// client-speaks-first servers).
+    pub probe_admission: bool,
     /// Minimum lead between Start and the start instant.
     pub lead: Duration,
     /// The target's control service (`http://HOST:PORT`).
@@ -189,6 +192,7 @@ pub async fn execute(
             hold_ms: plan.hold.as_millis() as u64,
             close: plan.close as i32,
             expect_greeting: plan.expect_greeting,
+            probe_admission: plan.probe_admission,
         };
         if !registry.send(id, Out::Prepare(prepare)).await {
             return Err(RunError::LostBeforeStart {
@@ -596,6 +600,7 @@ mod tests {
             hold: Duration::ZERO,
             close: pb::CloseMode::Rst,
             expect_greeting: false,
+            probe_admission: false,
             lead: Duration::ZERO,
             target_control: None,
             backlog: None,

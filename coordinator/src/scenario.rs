@@ -48,6 +48,8 @@ pub struct Scenario {
     pub close: Option<String>,
     /// The target greets on accept.
     pub expect_greeting: Option<bool>,
+    /// Client speaks first: probe admission with one byte.
+    pub probe_admission: Option<bool>,
     /// Minimum time between Start and the start instant ("500ms").
     pub lead: Option<String>,
     /// Output directory for report.json.
@@ -99,6 +101,7 @@ impl Scenario {
             hold,
             close,
             expect_greeting,
+            probe_admission,
             lead,
             out,
             token_file
@@ -154,6 +157,13 @@ impl Scenario {
                 )));
             }
         };
+        if self.expect_greeting == Some(true) && self.probe_admission == Some(true) {
+            return Err(ScenarioError(
+                "expect_greeting and probe_admission exclude each other: the first is for \
+                 servers that speak first, the second for clients that do"
+                    .into(),
+            ));
+        }
         let timeout = dur("timeout", &self.timeout, Duration::from_secs(10))?;
         if timeout.is_zero() {
             return Err(ScenarioError(
@@ -177,6 +187,7 @@ impl Scenario {
             hold: dur("hold", &self.hold, Duration::ZERO)?,
             close,
             expect_greeting: self.expect_greeting.unwrap_or(false),
+            probe_admission: self.probe_admission.unwrap_or(false),
             lead: dur("lead", &self.lead, Duration::from_millis(500))?,
             target_control: self.target_control.clone(),
             backlog: self.backlog,
@@ -227,6 +238,10 @@ mod tests {
                 "at most 400",
             ),
             ("connections = 5", "no target"),
+            (
+                "target = \"127.0.0.1:9\"\nexpect_greeting = true\nprobe_admission = true",
+                "exclude each other",
+            ),
             ("target = \"localhost\"", "s.toml:1"),
         ] {
             let err = Scenario::parse(s, "s.toml").and_then(|sc| sc.plan().map(|_| sc));

@@ -74,6 +74,7 @@ fn plan(s: &System, agents: usize, connections: u64, pattern: pb::Pattern) -> Ru
         hold: Duration::ZERO,
         close: pb::CloseMode::Rst,
         expect_greeting: true,
+        probe_admission: false,
         lead: Duration::from_millis(200),
         target_control: Some(format!("http://{}", s.control)),
         backlog: None,
