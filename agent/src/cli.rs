@@ -20,7 +20,7 @@ use crate::cidr::Cidr;
 use crate::plan::{CloseMode, DEFAULT_MAX_CONNECTIONS, FireConfig, Plan};
 
 /// Exit code for bad usage or configuration (EX_USAGE).
-pub const EXIT_USAGE: u8 = 64;
+pub const EXIT_USAGE: u8 = stampede_proto::usage::EX_USAGE;
 
 /// stampede-agent: the load host of stampede. With `--coordinator URL` it runs as a daemon
 /// obeying an authenticated coordinator; `fire` works alone on this host.
@@ -173,15 +173,10 @@ pub fn parse() -> Result<Cli, ExitCode> {
                     Err(ExitCode::from(EXIT_USAGE))
                 }
                 _ => {
-                    // clap spreads one error over several lines (and adds usage); keep
-                    // the lines before the first blank one, joined.
-                    let text = e.render().to_string();
-                    let line: Vec<&str> = text
-                        .lines()
-                        .map(str::trim)
-                        .take_while(|l| !l.is_empty())
-                        .collect();
-                    eprintln!("{}", line.join(" "));
+                    eprintln!(
+                        "{}",
+                        stampede_proto::usage::one_line(&e.render().to_string())
+                    );
                     Err(ExitCode::from(EXIT_USAGE))
                 }
             }

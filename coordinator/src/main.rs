@@ -12,7 +12,7 @@ use stampede::report::Report;
 use stampede::scenario::{Scenario, ScenarioError};
 use tokio_util::sync::CancellationToken;
 
-const EX_USAGE: u8 = 64;
+use stampede_proto::usage::EX_USAGE;
 
 /// Distributed TCP connection load tester: synchronized connect() bursts from many agents,
 /// every attempt classified, histograms merged exactly.
@@ -126,13 +126,8 @@ fn main() -> ExitCode {
                 let _ = e.print();
                 return ExitCode::SUCCESS;
             }
-            let text = e.render().to_string();
-            let first: Vec<&str> = text
-                .lines()
-                .take_while(|l| !l.trim().is_empty())
-                .map(str::trim)
-                .collect();
-            eprintln!("stampede: {} (see --help)", first.join(" "));
+            let line = stampede_proto::usage::one_line(&e.render().to_string());
+            eprintln!("stampede: {line} (see --help)");
             return ExitCode::from(EX_USAGE);
         }
     };

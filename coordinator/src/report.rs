@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
+use stampede_proto::outcome::OutcomeClass;
 pub use stampede_proto::report::{Kernel, Latency, Outcomes};
 
 /// One agent's part of the run.
@@ -115,16 +116,8 @@ impl Report {
             );
         }
         let _ = writeln!(s, "attempts {total}:");
-        for (name, n) in [
-            ("established", o.established),
-            ("syn_retransmitted", o.syn_retransmitted),
-            ("ghost", o.ghost),
-            ("refused", o.refused),
-            ("reset", o.reset),
-            ("timeout", o.timeout),
-            ("pending", o.pending),
-            ("error", o.error),
-        ] {
+        for class in OutcomeClass::ALL {
+            let (name, n) = (class.name(), o.get(class));
             if n > 0 {
                 let _ = writeln!(s, "  {name:<18} {n:>8}");
             }
@@ -194,16 +187,7 @@ mod tests {
         ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
-        for key in [
-            "established",
-            "syn_retransmitted",
-            "refused",
-            "reset",
-            "timeout",
-            "pending",
-            "error",
-            "ghost",
-        ] {
+        for key in OutcomeClass::ALL.map(OutcomeClass::name) {
             assert!(v["outcomes"].get(key).is_some(), "missing outcomes.{key}");
         }
         for key in ["count", "min", "p50", "p90", "p99", "p999", "max"] {

@@ -11,7 +11,8 @@
 //! - [`outcome`], [`histogram`], [`report`]: outcome classes, the histogram codec and the report
 //!   types shared by `stampede-agent fire` and the coordinator.
 //! - [`tls`]: rustls configuration of the agent-coordinator channel from PEM files.
-//! - [`signal`]: SIGINT/SIGTERM handling shared by every binary.
+//! - [`signal`], [`usage`]: SIGINT/SIGTERM handling and usage errors (exit 64), the same in
+//!   every binary.
 //!
 //! Agents, the target server and the coordinator all depend on this crate and on nothing of
 //! each other, so anything two of them must agree on lives here.
@@ -27,6 +28,7 @@ pub mod signal;
 pub mod sysctl;
 pub mod tcp_info;
 pub mod tls;
+pub mod usage;
 
 /// The `stampede.v1` protocol version agents and the coordinator must share; raise it on
 /// any change that an older peer would misread.

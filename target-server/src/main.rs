@@ -15,7 +15,7 @@ use stampede_target::stats::TargetStats;
 use stampede_target::{Error, Target};
 use tokio_util::sync::CancellationToken;
 
-const EX_USAGE: u8 = 64;
+use stampede_proto::usage::EX_USAGE;
 
 /// The listener under test: a tunable listen() backlog and accept throttling, watching its
 /// own accept queue and the kernel's listener counters.
@@ -185,15 +185,8 @@ fn usage_error(e: &clap::Error) -> ExitCode {
         let _ = e.print();
         return ExitCode::SUCCESS;
     }
-    // Clap's message can span lines ("required arguments were not provided:\n  --port");
-    // keep its first paragraph, on one line.
-    let text = e.render().to_string();
-    let first: Vec<&str> = text
-        .lines()
-        .take_while(|l| !l.trim().is_empty())
-        .map(str::trim)
-        .collect();
-    eprintln!("stampede-target: {} (see --help)", first.join(" "));
+    let line = stampede_proto::usage::one_line(&e.render().to_string());
+    eprintln!("stampede-target: {line} (see --help)");
     ExitCode::from(EX_USAGE)
 }
 
