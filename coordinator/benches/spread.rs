@@ -103,6 +103,7 @@ fn main() {
                     lead: Duration::from_millis(500),
                     target_control: Some(format!("http://{control_addr}")),
                     backlog: None,
+                    accept_rate: None,
                     scenario: serde_json::Value::Null,
                 };
                 let mut spreads = Vec::new();

@@ -120,6 +120,7 @@ pub async fn run(
         lead: Duration::from_millis(300),
         target_control: Some(format!("http://{control}")),
         backlog: Some(config.backlog),
+        accept_rate: None,
         scenario: serde_json::json!({
             "demo": true,
             "agents": config.agents,

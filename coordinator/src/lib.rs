@@ -1,8 +1,9 @@
 //! stampede, the coordinator: agents dial in and authenticate ([`service`], [`auth`]); a run
 //! ([`run`]) waits for them, has them arm, starts them at one instant in coordinator time,
 //! collects their results and merges them exactly ([`merge`]) into a report ([`report`]).
-//! [`scenario`] reads scenario files and flags; [`demo`] runs target, agents and
-//! coordinator in one process on loopback.
+//! [`scenario`] reads scenario files and flags; [`sweep`] repeats a run over backlogs and
+//! accept rates to size `listen()` backlog and somaxconn; [`target`] drives the target's
+//! control service; [`demo`] runs target, agents and coordinator in one process on loopback.
 
 pub mod auth;
 pub mod demo;
@@ -11,6 +12,8 @@ pub mod report;
 pub mod run;
 pub mod scenario;
 pub mod service;
+pub mod sweep;
+pub mod target;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

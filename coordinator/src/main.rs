@@ -9,7 +9,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use stampede::auth::Token;
 use stampede::report::Report;
+use stampede::run::RunPlan;
 use stampede::scenario::{Scenario, ScenarioError};
+use stampede::sweep::{SweepPlan, SweepReport};
 use tokio_util::sync::CancellationToken;
 
 use stampede_proto::usage::EX_USAGE;
@@ -29,6 +31,9 @@ struct Cli {
 enum Command {
     /// Wait for agents, run a scenario across them, write report.json.
     Run(RunArgs),
+    /// Size listen() backlog and somaxconn: the same run over a list of backlogs (and
+    /// accept rates), then the smallest backlog that absorbs the burst.
+    Sweep(SweepArgs),
     /// Target, agents and coordinator in this one process on loopback: a real burst that
     /// overflows a small backlog, to see what stampede reports.
     Demo(DemoArgs),
@@ -94,6 +99,47 @@ struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+struct SweepArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Backlogs to try, comma-separated (e.g. 8,64,512,4096).
+    #[arg(long, env = "STAMPEDE_BACKLOGS", value_delimiter = ',', required = true, value_parser = parse_backlog)]
+    backlogs: Vec<i32>,
+    /// Target accept rates to try, per second, comma-separated; `max` = as fast as possible.
+    #[arg(long, env = "STAMPEDE_ACCEPT_RATES", value_delimiter = ',', value_parser = parse_rate)]
+    accept_rates: Option<Vec<f64>>,
+    /// A recommended backlog must keep p99 connect latency under this.
+    #[arg(long, env = "STAMPEDE_P99_MAX", default_value = "100ms", value_parser = parse_dur)]
+    p99_max: std::time::Duration,
+}
+
+fn parse_backlog(s: &str) -> Result<i32, String> {
+    match s.trim().parse::<i32>() {
+        Ok(b) if b >= 0 => Ok(b),
+        _ => Err(format!(
+            "invalid backlog \"{s}\": expected a whole number, 0 or more"
+        )),
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.trim() {
+        "max" => Ok(f64::INFINITY),
+        t => t
+            .parse::<f64>()
+            .ok()
+            .filter(|r| r.is_finite() && *r >= 0.0)
+            .ok_or_else(|| {
+                format!("invalid accept rate \"{s}\": expected accepts per second or max")
+            }),
+    }
+}
+
+fn parse_dur(s: &str) -> Result<std::time::Duration, String> {
+    stampede_proto::duration::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
 struct DemoArgs {
     /// Agents (each with its own gRPC stream, in this process).
     #[arg(long, default_value_t = 3)]
@@ -151,16 +197,17 @@ fn main() -> ExitCode {
         tokio::spawn(stampede_proto::signal::cancel_on_signal(shutdown.clone()));
         match cli.command {
             Command::Run(args) => run_main(args, shutdown.clone()).await,
+            Command::Sweep(args) => sweep_main(args, shutdown.clone()).await,
             Command::Demo(args) => demo_main(args, shutdown.clone()).await,
         }
     });
     match result {
-        Ok(report) => {
-            print!("{}", report.summary());
-            if report.aborted || report.partial {
-                ExitCode::FAILURE
-            } else {
+        Ok(output) => {
+            print!("{}", output.summary());
+            if output.complete() {
                 ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
             }
         }
         Err(Failure::Usage(e)) => {
@@ -183,7 +230,12 @@ fn progress(line: &str) {
     }
 }
 
-async fn run_main(args: RunArgs, shutdown: CancellationToken) -> Result<Report, Failure> {
+/// Everything `run` and `sweep` share: the scenario (file, then flags over it), its plan,
+/// and the coordinator endpoint agents dial.
+async fn start(
+    args: RunArgs,
+    shutdown: &CancellationToken,
+) -> Result<(Scenario, RunPlan, stampede::Coordinator), Failure> {
     let file = match &args.scenario {
         Some(path) => Scenario::load(path)?,
         None => Scenario::default(),
@@ -250,6 +302,11 @@ async fn run_main(args: RunArgs, shutdown: CancellationToken) -> Result<Report, 
     .await
     .map_err(anyhow::Error::from)?;
     tracing::info!(addr = %coordinator.addr, "waiting for agents");
+    Ok((scenario, plan, coordinator))
+}
+
+async fn run_main(args: RunArgs, shutdown: CancellationToken) -> Result<Output, Failure> {
+    let (scenario, plan, coordinator) = start(args, &shutdown).await?;
     let report = stampede::run::execute(&coordinator.registry, &plan, &shutdown, &progress)
         .await
         .map(|f| f.report)
@@ -258,11 +315,36 @@ async fn run_main(args: RunArgs, shutdown: CancellationToken) -> Result<Report, 
         eprintln!();
     }
     let report = report?;
-    write_report(scenario.out.as_deref(), &report)?;
-    Ok(report)
+    write_json(scenario.out.as_deref(), "report.json", &report)?;
+    Ok(Output::Run(report))
 }
 
-async fn demo_main(args: DemoArgs, shutdown: CancellationToken) -> Result<Report, Failure> {
+async fn sweep_main(args: SweepArgs, shutdown: CancellationToken) -> Result<Output, Failure> {
+    let (scenario, run, coordinator) = start(args.run, &shutdown).await?;
+    if run.target_control.is_none() {
+        return Err(ScenarioError(
+            "a sweep sets the target's backlog at each step: give --target-control URL".into(),
+        )
+        .into());
+    }
+    let plan = SweepPlan {
+        run,
+        backlogs: args.backlogs,
+        accept_rates: args.accept_rates.unwrap_or_default(),
+        p99_max: args.p99_max,
+    };
+    let report = stampede::sweep::execute(&coordinator.registry, &plan, &shutdown, &progress)
+        .await
+        .map_err(anyhow::Error::from);
+    if std::io::stderr().is_terminal() {
+        eprintln!();
+    }
+    let report = report?;
+    write_json(scenario.out.as_deref(), "sweep.json", &report)?;
+    Ok(Output::Sweep(report))
+}
+
+async fn demo_main(args: DemoArgs, shutdown: CancellationToken) -> Result<Output, Failure> {
     let config = stampede::demo::DemoConfig {
         agents: args.agents,
         connections: args.connections,
@@ -273,15 +355,39 @@ async fn demo_main(args: DemoArgs, shutdown: CancellationToken) -> Result<Report
     if std::io::stderr().is_terminal() {
         eprintln!();
     }
-    write_report(args.out.as_deref(), &report)?;
-    Ok(report)
+    write_json(args.out.as_deref(), "report.json", &report)?;
+    Ok(Output::Run(report))
 }
 
-fn write_report(out: Option<&Path>, report: &Report) -> anyhow::Result<()> {
+/// What a command produced (one per process: the size difference costs nothing).
+#[allow(clippy::large_enum_variant)]
+enum Output {
+    Run(Report),
+    Sweep(SweepReport),
+}
+
+impl Output {
+    fn summary(&self) -> String {
+        match self {
+            Output::Run(r) => r.summary(),
+            Output::Sweep(s) => s.summary(),
+        }
+    }
+
+    /// A partial run (or sweep step) is not a success.
+    fn complete(&self) -> bool {
+        match self {
+            Output::Run(r) => !(r.aborted || r.partial),
+            Output::Sweep(s) => s.steps.iter().all(|st| !st.partial),
+        }
+    }
+}
+
+fn write_json(out: Option<&Path>, name: &str, value: &impl serde::Serialize) -> anyhow::Result<()> {
     let Some(dir) = out else { return Ok(()) };
     std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
-    let path = dir.join("report.json");
-    stampede_target::stats::write_json_atomic(&path, report)?;
+    let path = dir.join(name);
+    stampede_target::stats::write_json_atomic(&path, value)?;
     tracing::info!(path = %path.display(), "report written");
     Ok(())
 }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::merge::{MergeError, Tally};
 use crate::report::{AgentReport, Latency, Report};
 use crate::service::{AgentEvent, Registry};
+use crate::target::{TargetControl, TargetError};
 use stampede_proto::clock::rfc3339;
 
 /// What to run, already validated.
@@ -47,6 +48,9 @@ pub struct RunPlan {
     pub target_control: Option<String>,
     /// Backlog to configure on the target before the run.
     pub backlog: Option<i32>,
+    /// Accept rate to configure on the target before the run (`f64::INFINITY`: as fast as
+    /// possible, 0: never).
+    pub accept_rate: Option<f64>,
     /// The scenario as the user gave it, echoed into the report.
     pub scenario: serde_json::Value,
 }
@@ -104,13 +108,8 @@ pub enum RunError {
     #[error("no answer to the plan within {0:?} from: {1}")]
     PrepareTimeout(Duration, String),
     /// The target's control service failed.
-    #[error("target control {url}: {reason}")]
-    TargetControl {
-        /// Its URL.
-        url: String,
-        /// What went wrong.
-        reason: String,
-    },
+    #[error(transparent)]
+    TargetControl(#[from] TargetError),
     /// An agent's data could not be merged.
     #[error(transparent)]
     Merge(#[from] MergeError),
@@ -173,7 +172,14 @@ pub async fn execute(
         .collect();
 
     let mut target = match &plan.target_control {
-        Some(url) => Some(prepare_target(url, plan.backlog).await?),
+        Some(url) => {
+            let mut t = TargetControl::connect(url).await?;
+            if plan.backlog.is_some() || plan.accept_rate.is_some() {
+                t.configure(plan.backlog, plan.accept_rate).await?;
+            }
+            t.reset().await?;
+            Some(t)
+        }
         None => None,
     };
 
@@ -337,18 +343,9 @@ pub async fn execute(
         }
     }
 
-    let target_stats = match (&mut target, &plan.target_control) {
-        (Some(client), Some(url)) => Some(
-            client
-                .stats(pb::StatsRequest {})
-                .await
-                .map_err(|e| RunError::TargetControl {
-                    url: url.clone(),
-                    reason: e.message().to_owned(),
-                })?
-                .into_inner(),
-        ),
-        _ => None,
+    let target_stats = match &mut target {
+        Some(t) => Some(t.stats().await?),
+        None => None,
     };
     build_report(run_id, start_at, plan, states, lost, aborted, target_stats)
 }
@@ -375,38 +372,6 @@ async fn wait_for_agents(
             waited: plan.agent_wait,
         }),
     }
-}
-
-async fn prepare_target(
-    url: &str,
-    backlog: Option<i32>,
-) -> Result<pb::target_control_client::TargetControlClient<tonic::transport::Channel>, RunError> {
-    let err = |e: String| RunError::TargetControl {
-        url: url.to_owned(),
-        reason: e,
-    };
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-        .map_err(|e| err(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| err(format!("cannot connect: {e}")))?;
-    let mut client = pb::target_control_client::TargetControlClient::new(channel);
-    if backlog.is_some() {
-        client
-            .configure(pb::ConfigureRequest {
-                backlog,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| err(e.message().to_owned()))?;
-    }
-    client
-        .reset_counters(pb::ResetCountersRequest {})
-        .await
-        .map_err(|e| err(e.message().to_owned()))?;
-    Ok(client)
 }
 
 async fn abort_all(
@@ -585,12 +550,12 @@ fn build_report(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    #[test]
-    fn share_splits_evenly_with_remainder_first() {
-        let plan = RunPlan {
+    /// A plan with every field set to something neutral, for unit tests.
+    pub(crate) fn plan_for_tests() -> RunPlan {
+        RunPlan {
             agents: 3,
             agent_wait: Duration::ZERO,
             connections: 10,
@@ -604,7 +569,17 @@ mod tests {
             lead: Duration::ZERO,
             target_control: None,
             backlog: None,
+            accept_rate: None,
             scenario: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn share_splits_evenly_with_remainder_first() {
+        let plan = RunPlan {
+            agents: 3,
+            connections: 10,
+            ..plan_for_tests()
         };
         let shares: Vec<u64> = (0..3).map(|i| plan.share(i, 3)).collect();
         assert_eq!(shares, vec![4, 3, 3]);

@@ -191,6 +191,7 @@ impl Scenario {
             lead: dur("lead", &self.lead, Duration::from_millis(500))?,
             target_control: self.target_control.clone(),
             backlog: self.backlog,
+            accept_rate: None,
             scenario: serde_json::to_value(self).unwrap_or_default(),
         })
     }

@@ -70,6 +70,35 @@ fn usage_errors_exit_64_with_one_line() {
             "/no/such/token",
         ),
         (&["demo", "--agents", "0"][..], "agents"),
+        (&["sweep", "--target", "127.0.0.1:9"][..], "--backlogs"),
+        (
+            &["sweep", "--target", "127.0.0.1:9", "--backlogs", "8,x"][..],
+            "\"x\"",
+        ),
+        (
+            &[
+                "sweep",
+                "--target",
+                "127.0.0.1:9",
+                "--backlogs",
+                "8",
+                "--accept-rates",
+                "-3",
+            ][..],
+            "-3",
+        ),
+        (
+            &[
+                "sweep",
+                "--listen",
+                "127.0.0.1:0",
+                "--target",
+                "127.0.0.1:9",
+                "--backlogs",
+                "8",
+            ][..],
+            "--target-control",
+        ),
         (&["fly"][..], "fly"),
     ] {
         let (code, stderr) = run(args);

@@ -78,6 +78,7 @@ fn plan(s: &System, agents: usize, connections: u64, pattern: pb::Pattern) -> Ru
         lead: Duration::from_millis(200),
         target_control: Some(format!("http://{}", s.control)),
         backlog: None,
+        accept_rate: None,
         scenario: serde_json::Value::Null,
     }
 }
@@ -231,5 +232,56 @@ async fn lost_agent_makes_the_run_partial_and_the_rest_complete() {
             assert_eq!(a.attempts, a.connections, "{a:?}");
         }
     }
+    s.stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_finds_the_smallest_backlog_that_absorbs_the_burst() {
+    let s = system(2, Cidr::loopback()).await;
+    // A target that never accepts during the burst: backlog B admits exactly B+1 on
+    // loopback (KERNEL.md §1), so 40 connects need B >= 39.
+    let mut run = plan(&s, 2, 40, burst());
+    run.expect_greeting = false;
+    run.timeout = Duration::from_millis(1500);
+    let sweep = stampede::sweep::SweepPlan {
+        run,
+        backlogs: vec![1, 64],
+        accept_rates: vec![0.0],
+        p99_max: Duration::from_millis(100),
+    };
+    let r = stampede::sweep::execute(
+        &s.coordinator.registry,
+        &sweep,
+        &CancellationToken::new(),
+        &|_| {},
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.steps.len(), 2);
+    let (small, big) = (&r.steps[0], &r.steps[1]);
+    assert_eq!((small.backlog, small.backlog_effective), (1, 1));
+    // B+1 = 2 fit the queue; with two agents connecting at once a third may complete its
+    // handshake while its final ACK is dropped by the then-full queue (KERNEL.md §2): its
+    // connect() succeeds although the server never admitted it.
+    assert!((2..=4).contains(&small.outcomes.established), "{small:?}");
+    assert_eq!(
+        small.outcomes.pending,
+        40 - small.outcomes.established,
+        "{small:?}"
+    );
+    assert_eq!(small.outcomes.total(), 40);
+    assert!(small.listen_overflows >= 36, "{small:?}");
+    assert_eq!(small.accept_queue_max, 2);
+    // The queue was drained between steps: the second starts empty and holds all 40.
+    assert_eq!(big.outcomes.established, 40, "{big:?}");
+    assert_eq!(big.listen_overflows, 0, "{big:?}");
+    assert_eq!(big.accept_queue_max, 40);
+    let rec = &r.recommendations[0];
+    assert_eq!(rec.backlog, Some(64), "{rec:?}");
+    assert_eq!(
+        rec.model_backlog, 39,
+        "rate 0: nothing accepted during the burst"
+    );
+    assert!(r.summary().contains("backlog 64"), "{}", r.summary());
     s.stop.cancel();
 }

@@ -1,0 +1,353 @@
+//! `stampede sweep`: sizing `listen()` backlog and `net.core.somaxconn` (DESIGN.md "Sweep").
+//! For each accept rate and each backlog: configure the target, run the same burst, collect;
+//! then drain the target's accept queue so the next step starts empty. The recommendation is
+//! the smallest backlog with no overflow and p99 connect latency under the threshold, with
+//! the somaxconn it needs, set beside a simple queue model: a burst of M connects with `a`
+//! accepts completing during it needs A + 1 ≥ M − a (KERNEL.md §6).
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::report::{Latency, Outcomes, Report};
+use crate::run::{self, RunError, RunPlan};
+use crate::service::Registry;
+use crate::target::TargetControl;
+
+/// A sweep: one run plan, repeated over backlogs × accept rates.
+#[derive(Debug, Clone)]
+pub struct SweepPlan {
+    /// The run repeated at each step (its backlog and accept rate are overridden).
+    pub run: RunPlan,
+    /// Backlogs to try, ascending.
+    pub backlogs: Vec<i32>,
+    /// Accept rates to try (`f64::INFINITY`: as fast as possible); empty: leave the target's.
+    pub accept_rates: Vec<f64>,
+    /// The p99 connect latency a recommended backlog must stay under.
+    pub p99_max: Duration,
+}
+
+/// One step's figures.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Step {
+    /// Backlog requested.
+    pub backlog: i32,
+    /// Accept rate (None: as the target was; null in JSON also for "as fast as possible").
+    pub accept_rate: Option<f64>,
+    /// Effective backlog the target's kernel applied.
+    pub backlog_effective: u32,
+    /// somaxconn of the target's namespace.
+    pub somaxconn: u32,
+    /// Attempts by outcome.
+    pub outcomes: Outcomes,
+    /// Connect latency, µs.
+    pub connect_latency_us: Latency,
+    /// ListenOverflows on the target during the step.
+    pub listen_overflows: u64,
+    /// Cookies sent: potential phantoms.
+    pub syncookies_sent: u64,
+    /// Largest accept queue seen.
+    pub accept_queue_max: u32,
+    /// Accepted by the target.
+    pub accepted: u64,
+    /// The step lost an agent or was aborted.
+    pub partial: bool,
+    /// Burst issue duration, µs.
+    pub issue_duration_us: Option<u64>,
+}
+
+/// What to set, per accept rate.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recommendation {
+    /// The accept rate it holds for.
+    pub accept_rate: Option<f64>,
+    /// Smallest backlog tried with no overflow and p99 under the threshold (None: none did).
+    pub backlog: Option<i32>,
+    /// somaxconn it needs in the server's namespace (≥ backlog), set before listen().
+    pub somaxconn: Option<i32>,
+    /// The queue model's estimate: M − a − 1, a = accepts completing during the burst
+    /// (accept rate × issue time; 0 when the rate is unknown or unlimited: the worst case).
+    pub model_backlog: u64,
+    /// A sentence saying why.
+    pub reason: String,
+}
+
+/// The sweep's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SweepReport {
+    /// Connections per step.
+    pub connections: u64,
+    /// p99 threshold, µs.
+    pub p99_max_us: u64,
+    /// Steps in the order run.
+    pub steps: Vec<Step>,
+    /// One per accept rate.
+    pub recommendations: Vec<Recommendation>,
+    /// The full report of every step.
+    pub reports: Vec<Report>,
+}
+
+/// Runs every step; fails without a target control URL (a sweep must configure the target).
+pub async fn execute(
+    registry: &Registry,
+    plan: &SweepPlan,
+    cancel: &CancellationToken,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<SweepReport, RunError> {
+    let url = plan.run.target_control.clone().ok_or_else(|| {
+        RunError::TargetControl(crate::target::TargetError {
+            url: String::new(),
+            reason: "a sweep needs --target-control to set the backlog at each step".into(),
+        })
+    })?;
+    let mut target = TargetControl::connect(&url).await?;
+    let rates: Vec<Option<f64>> = if plan.accept_rates.is_empty() {
+        vec![None]
+    } else {
+        plan.accept_rates.iter().copied().map(Some).collect()
+    };
+    let total = rates.len() * plan.backlogs.len();
+    let mut steps = Vec::with_capacity(total);
+    let mut reports = Vec::with_capacity(total);
+    for rate in &rates {
+        for &backlog in &plan.backlogs {
+            if cancel.is_cancelled() {
+                return Err(RunError::Aborted);
+            }
+            progress(&format!(
+                "step {}/{total}: backlog {backlog}, accept rate {}",
+                steps.len() + 1,
+                rate_name(*rate)
+            ));
+            let mut step_plan = plan.run.clone();
+            step_plan.backlog = Some(backlog);
+            step_plan.accept_rate = *rate;
+            let done = run::execute(registry, &step_plan, cancel, progress).await?;
+            let r = done.report;
+            let t = r.target.clone().unwrap_or_default();
+            let get = |k: &str| t.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
+            steps.push(Step {
+                backlog,
+                accept_rate: *rate,
+                backlog_effective: get("backlog_effective") as u32,
+                somaxconn: get("somaxconn") as u32,
+                outcomes: r.outcomes,
+                connect_latency_us: r.connect_latency_us,
+                listen_overflows: get("listen_overflows"),
+                syncookies_sent: get("syncookies_sent"),
+                accept_queue_max: get("accept_queue_max") as u32,
+                accepted: get("accepted"),
+                partial: r.partial,
+                issue_duration_us: r.issue_duration_us,
+            });
+            reports.push(r);
+            // Connections the step left in the queue would fill the next step's queue.
+            let left = target.drain(Duration::from_secs(10)).await?;
+            if left > 0 {
+                tracing::warn!(left, "the target's accept queue did not drain");
+            }
+        }
+    }
+    let recommendations = rates
+        .iter()
+        .map(|rate| recommend(plan, *rate, &steps))
+        .collect();
+    Ok(SweepReport {
+        connections: plan.run.connections,
+        p99_max_us: plan.p99_max.as_micros() as u64,
+        steps,
+        recommendations,
+        reports,
+    })
+}
+
+fn rate_name(rate: Option<f64>) -> String {
+    match rate {
+        None => "as configured".into(),
+        Some(r) if r.is_infinite() => "max".into(),
+        Some(r) => format!("{r}/s"),
+    }
+}
+
+/// The smallest clean backlog at one accept rate, beside the queue model.
+fn recommend(plan: &SweepPlan, rate: Option<f64>, steps: &[Step]) -> Recommendation {
+    let p99_max = plan.p99_max.as_micros() as u64;
+    let at_rate: Vec<&Step> = steps.iter().filter(|s| s.accept_rate == rate).collect();
+    let m = plan.run.connections;
+    // Accepts completing during the burst: rate × issue time (median over steps).
+    let mut issue: Vec<u64> = at_rate.iter().filter_map(|s| s.issue_duration_us).collect();
+    issue.sort_unstable();
+    let a = match (rate, issue.get(issue.len() / 2)) {
+        (Some(r), Some(us)) if r.is_finite() => (r * *us as f64 / 1e6).floor() as u64,
+        _ => 0,
+    };
+    let model_backlog = m.saturating_sub(a).saturating_sub(1);
+    let clean = at_rate.iter().find(|s| {
+        !s.partial
+            && s.listen_overflows == 0
+            && s.connect_latency_us.p99 <= p99_max
+            && s.outcomes.established == s.outcomes.total()
+    });
+    match clean {
+        Some(s) => {
+            let capped = (s.backlog_effective as i64) < i64::from(s.backlog);
+            Recommendation {
+                accept_rate: rate,
+                backlog: Some(s.backlog),
+                somaxconn: Some(s.backlog),
+                model_backlog,
+                reason: format!(
+                    "backlog {} absorbed {m} connects with no overflow, every attempt established \
+                     at once and p99 {}us; set net.core.somaxconn >= {} in the server's namespace \
+                     before it calls listen(){}",
+                    s.backlog,
+                    s.connect_latency_us.p99,
+                    s.backlog,
+                    if capped {
+                        format!(
+                            " (here somaxconn {} capped it to {}: raise it)",
+                            s.somaxconn, s.backlog_effective
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            }
+        }
+        None => Recommendation {
+            accept_rate: rate,
+            backlog: None,
+            somaxconn: None,
+            model_backlog,
+            reason: format!(
+                "no backlog tried absorbed {m} connects cleanly (no overflow, all established at \
+                 once, p99 <= {p99_max}us); the queue model asks for a backlog of at least \
+                 {model_backlog}: try larger backlogs"
+            ),
+        },
+    }
+}
+
+impl SweepReport {
+    /// The terminal table and the recommendations.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{:>8} {:>9} {:>10} {:>8} {:>7} {:>7} {:>7} {:>9} {:>10} {:>10} {:>10}",
+            "backlog",
+            "effective",
+            "rate",
+            "estab",
+            "k>=1",
+            "ghost",
+            "other",
+            "overflows",
+            "p50 us",
+            "p99 us",
+            "max us"
+        );
+        for st in &self.steps {
+            let o = &st.outcomes;
+            let _ = writeln!(
+                s,
+                "{:>8} {:>9} {:>10} {:>8} {:>7} {:>7} {:>7} {:>9} {:>10} {:>10} {:>10}{}",
+                st.backlog,
+                st.backlog_effective,
+                rate_name(st.accept_rate),
+                o.established,
+                o.syn_retransmitted,
+                o.ghost,
+                o.total() - o.established - o.syn_retransmitted - o.ghost,
+                st.listen_overflows,
+                st.connect_latency_us.p50,
+                st.connect_latency_us.p99,
+                st.connect_latency_us.max,
+                if st.partial { "  (partial)" } else { "" }
+            );
+        }
+        for r in &self.recommendations {
+            let _ = writeln!(
+                s,
+                "accept rate {}: {}{} (queue model: backlog >= {})",
+                rate_name(r.accept_rate),
+                r.backlog.map_or_else(
+                    || "no recommendation: ".to_owned(),
+                    |b| format!("backlog {b}: ")
+                ),
+                r.reason,
+                r.model_backlog
+            );
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(backlog: i32, overflows: u64, p99: u64, established: u64) -> Step {
+        Step {
+            backlog,
+            accept_rate: Some(100.0),
+            backlog_effective: backlog as u32,
+            somaxconn: 4096,
+            outcomes: Outcomes {
+                established,
+                syn_retransmitted: 100 - established,
+                ..Default::default()
+            },
+            connect_latency_us: Latency {
+                p99,
+                ..Default::default()
+            },
+            listen_overflows: overflows,
+            syncookies_sent: 0,
+            accept_queue_max: 0,
+            accepted: 100,
+            partial: false,
+            issue_duration_us: Some(200_000),
+        }
+    }
+
+    fn plan() -> SweepPlan {
+        SweepPlan {
+            run: RunPlan {
+                connections: 100,
+                ..crate::run::tests::plan_for_tests()
+            },
+            backlogs: vec![8, 64, 128],
+            accept_rates: vec![100.0],
+            p99_max: Duration::from_millis(100),
+        }
+    }
+
+    #[test]
+    fn smallest_clean_backlog_wins_and_the_model_counts_accepts() {
+        let steps = [
+            step(8, 50, 1_020_000, 60),
+            step(64, 0, 900, 100),
+            step(128, 0, 800, 100),
+        ];
+        let r = recommend(&plan(), Some(100.0), &steps);
+        assert_eq!(r.backlog, Some(64));
+        assert_eq!(r.somaxconn, Some(64));
+        // 100 connects, 100/s × 0.2 s = 20 accepted during the burst: 100 − 20 − 1.
+        assert_eq!(r.model_backlog, 79);
+        assert!(r.reason.contains("somaxconn >= 64"), "{}", r.reason);
+    }
+
+    #[test]
+    fn no_clean_step_means_no_recommendation() {
+        let steps = [step(8, 50, 1_020_000, 60), step(64, 1, 900, 99)];
+        let r = recommend(&plan(), Some(100.0), &steps);
+        assert_eq!(r.backlog, None);
+        assert!(r.reason.contains("try larger backlogs"), "{}", r.reason);
+        // A slow p99 disqualifies even without overflow.
+        let r = recommend(&plan(), Some(100.0), &[step(64, 0, 150_000, 100)]);
+        assert_eq!(r.backlog, None);
+    }
+}
