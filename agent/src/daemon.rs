@@ -144,7 +144,9 @@ pub fn run(args: &DaemonArgs) -> ExitCode {
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(stampede_proto::signal::cancel_on_signal(shutdown.clone()));
+        if let Err(e) = stampede_proto::signal::cancel_on_signal(shutdown.clone()) {
+            tracing::warn!(cause = %e, "cannot install SIGINT/SIGTERM handlers");
+        }
         session::run(config, shutdown).await
     });
     match result {

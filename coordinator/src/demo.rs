@@ -13,8 +13,7 @@ use stampede_target::config::{AcceptPolicy, Config as TargetConfig, OnAccept};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Token;
-use crate::report::Report;
-use crate::run::RunPlan;
+use crate::run::{Finished, RunPlan};
 
 /// The demo's knobs.
 #[derive(Debug, Clone)]
@@ -57,7 +56,7 @@ pub async fn run(
     config: &DemoConfig,
     shutdown: &CancellationToken,
     progress: &(dyn Fn(&str) + Sync),
-) -> anyhow::Result<Report> {
+) -> anyhow::Result<Finished> {
     let stop = shutdown.child_token();
     let _stop_all = stop.clone().drop_guard();
 
@@ -132,9 +131,5 @@ pub async fn run(
             "timeout": "4s",
         }),
     };
-    Ok(
-        crate::run::execute(&coordinator.registry, &plan, shutdown, progress)
-            .await?
-            .report,
-    )
+    Ok(crate::run::execute(&coordinator.registry, &plan, shutdown, progress).await?)
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use stampede::auth::Token;
 use stampede::report::Report;
-use stampede::run::RunPlan;
+use stampede::run::{Finished, RunPlan};
 use stampede::scenario::{Scenario, ScenarioError};
 use stampede::sweep::{SweepPlan, SweepReport};
 use tokio_util::sync::CancellationToken;
@@ -194,7 +194,9 @@ fn main() -> ExitCode {
     };
     let shutdown = CancellationToken::new();
     let result = runtime.block_on(async {
-        tokio::spawn(stampede_proto::signal::cancel_on_signal(shutdown.clone()));
+        if let Err(e) = stampede_proto::signal::cancel_on_signal(shutdown.clone()) {
+            tracing::warn!(cause = %e, "cannot install SIGINT/SIGTERM handlers");
+        }
         match cli.command {
             Command::Run(args) => run_main(args, shutdown.clone()).await,
             Command::Sweep(args) => sweep_main(args, shutdown.clone()).await,
@@ -307,16 +309,24 @@ async fn start(
 
 async fn run_main(args: RunArgs, shutdown: CancellationToken) -> Result<Output, Failure> {
     let (scenario, plan, coordinator) = start(args, &shutdown).await?;
-    let report = stampede::run::execute(&coordinator.registry, &plan, &shutdown, &progress)
+    let done = stampede::run::execute(&coordinator.registry, &plan, &shutdown, &progress)
         .await
-        .map(|f| f.report)
         .map_err(anyhow::Error::from);
     if std::io::stderr().is_terminal() {
         eprintln!();
     }
-    let report = report?;
-    write_json(scenario.out.as_deref(), "report.json", &report)?;
-    Ok(Output::Run(report))
+    let done = done?;
+    write_run(scenario.out.as_deref(), &done)?;
+    Ok(Output::Run(done.report))
+}
+
+/// report.json, report.csv and report.html into the output directory, if one was given.
+fn write_run(out: Option<&Path>, done: &Finished) -> anyhow::Result<()> {
+    if let Some(dir) = out {
+        done.write(dir)?;
+        tracing::info!(dir = %dir.display(), "report written (json, csv, html)");
+    }
+    Ok(())
 }
 
 async fn sweep_main(args: SweepArgs, shutdown: CancellationToken) -> Result<Output, Failure> {
@@ -351,12 +361,12 @@ async fn demo_main(args: DemoArgs, shutdown: CancellationToken) -> Result<Output
         backlog: args.backlog,
     };
     config.validate().map_err(ScenarioError)?;
-    let report = stampede::demo::run(&config, &shutdown, &progress).await?;
+    let done = stampede::demo::run(&config, &shutdown, &progress).await?;
     if std::io::stderr().is_terminal() {
         eprintln!();
     }
-    write_json(args.out.as_deref(), "report.json", &report)?;
-    Ok(Output::Run(report))
+    write_run(args.out.as_deref(), &done)?;
+    Ok(Output::Run(done.report))
 }
 
 /// What a command produced (one per process: the size difference costs nothing).

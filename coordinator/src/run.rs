@@ -128,6 +128,35 @@ pub struct Finished {
     pub tallies: BTreeMap<String, Tally>,
 }
 
+impl Finished {
+    /// All agents' tallies merged: the histograms behind the report's percentiles.
+    pub fn merged(&self) -> Tally {
+        self.tallies.values().fold(Tally::default(), |mut acc, t| {
+            acc.merge(t);
+            acc
+        })
+    }
+
+    /// Writes `report.json`, `report.csv` and `report.html` into `dir`.
+    pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))
+        })?;
+        stampede_target::stats::write_json_atomic(&dir.join("report.json"), &self.report)?;
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
+            })
+        };
+        write("report.csv", crate::report::csv::render(&self.report))?;
+        write(
+            "report.html",
+            crate::report::html::render(&self.report, &self.merged().connect_us),
+        )
+    }
+}
+
 /// Per-agent bookkeeping during a run.
 #[derive(Debug, Default)]
 struct AgentState {
@@ -487,6 +516,7 @@ fn build_report(
         merged.merge(&tally);
         let attempts = tally.attempts();
         let outcomes = tally.outcomes;
+        let connect_latency_us = Latency::from(&tally.connect_us);
         tallies.insert(id.clone(), tally);
         let mut a = AgentReport {
             id: id.clone(),
@@ -496,6 +526,7 @@ fn build_report(
             clock_offset_us: st.clock_offset_ns / 1_000,
             clock_uncertainty_us: st.clock_rtt_ns / 2_000,
             outcomes,
+            connect_latency_us,
             complete: st.result.as_ref().is_some_and(|r| !r.cancelled),
             ..Default::default()
         };

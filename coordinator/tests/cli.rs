@@ -180,6 +180,16 @@ fn demo_runs_a_real_burst_from_the_readme_command() {
     assert!(n("syn_retransmitted") + n("ghost") >= 1, "{o}");
     assert_eq!(r["target"]["backlog_effective"], 8);
     assert!(r["target"]["listen_overflows"].as_u64().unwrap() >= 1);
+    // The same run as CSV (header, 3 agents, total) and as a page with its two plots.
+    let csv = std::fs::read_to_string(dir.join("report.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(
+        csv.lines().last().unwrap().starts_with("total,,60,60,"),
+        "{csv}"
+    );
+    let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert_eq!(html.matches("<svg").count(), 2);
+    assert!(html.contains("agent-3"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

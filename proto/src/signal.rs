@@ -4,22 +4,21 @@
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-/// Cancels `shutdown` on the first SIGINT or SIGTERM and returns its name. If the handlers
-/// cannot be installed it logs why and waits for `shutdown` instead (stop with --duration).
-pub async fn cancel_on_signal(shutdown: CancellationToken) -> Option<&'static str> {
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        tracing::warn!("cannot install SIGINT/SIGTERM handlers");
-        return None;
-    };
-    let name = tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-        _ = shutdown.cancelled() => return None,
-    };
-    tracing::warn!(signal = name, "shutting down");
-    shutdown.cancel();
-    Some(name)
+/// Installs the SIGINT and SIGTERM handlers now (so a signal that arrives a moment later is
+/// never handled by the default action, which would kill the process without its report),
+/// and spawns a task that cancels `shutdown` on the first of them. Call it inside the
+/// runtime, before anything else.
+pub fn cancel_on_signal(shutdown: CancellationToken) -> std::io::Result<()> {
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+            _ = shutdown.cancelled() => return,
+        };
+        tracing::warn!(signal = name, "shutting down");
+        shutdown.cancel();
+    });
+    Ok(())
 }

@@ -157,7 +157,9 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        tokio::spawn(stampede_proto::signal::cancel_on_signal(shutdown.clone()));
+        if let Err(e) = stampede_proto::signal::cancel_on_signal(shutdown.clone()) {
+            tracing::warn!(cause = %e, "cannot install SIGINT/SIGTERM handlers");
+        }
         match cli.command {
             Some(Command::Observe(args)) => observe_main(args, shutdown).await,
             None => serve_main(cli.serve.config(), shutdown).await,

@@ -1,5 +1,9 @@
 //! The run report: `report.json` (the contract in DESIGN.md "Reports": keys are added
-//! freely, never renamed) and the terminal summary.
+//! freely, never renamed), the terminal summary, and its other forms: [`csv`] (one row per
+//! agent and a total) and [`html`] (a self-contained page with SVG plots).
+
+pub mod csv;
+pub mod html;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -29,6 +33,8 @@ pub struct AgentReport {
     pub issue_duration_us: Option<u64>,
     /// Its outcomes.
     pub outcomes: Outcomes,
+    /// Its connect latency, µs.
+    pub connect_latency_us: Latency,
     /// False if it was lost before its final result (its intervals are still counted).
     pub complete: bool,
     /// Its kernel settings and counters (TCPRetransFail: its own congestion).
