@@ -15,7 +15,7 @@ const H: f64 = 260.0;
 const LEFT: f64 = 64.0;
 const BOTTOM: f64 = 36.0;
 const TOP: f64 = 16.0;
-const RIGHT: f64 = 16.0;
+const RIGHT: f64 = 44.0;
 
 /// Escapes text for HTML content and attribute values.
 fn esc(s: &str) -> String {
