@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use stampede_proto::netstat::{Counters, Netstat};
 
-mod bridge;
-pub use bridge::Lab;
+mod hosts;
+pub use hosts::Lab;
 
 /// True when running as root.
 pub fn is_root() -> bool {
