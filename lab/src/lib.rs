@@ -11,7 +11,8 @@
 //!   [`ChildGuard`] kills the child when the test ends, however it ends.
 //!
 //! [`Lab`] joins several such namespaces into "hosts" on a bridge, with addresses from
-//! 198.18.0.0/24, for whole-system tests across real network paths.
+//! 198.18.0.0/24, for whole-system tests across real network paths. [`Relay`] puts a fixed
+//! round-trip delay between two namespaces (a userspace TUN relay: this kernel has no netem).
 //!
 //! Such tests need root. [`kernel_tests_enabled`] skips them with a loud message outside CI
 //! and fails them when `CI=true`, so CI can never silently skip the kernel tests.
@@ -26,7 +27,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use stampede_proto::netstat::{Counters, Netstat};
 
 mod hosts;
+mod relay;
 pub use hosts::Lab;
+pub use relay::Relay;
 
 /// True when running as root.
 pub fn is_root() -> bool {
