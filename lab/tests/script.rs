@@ -92,3 +92,27 @@ fn lab_script_up_exec_down() {
     }
     assert!(!netns_list().contains(&prefix));
 }
+
+#[test]
+fn lab_script_cleans_up_when_up_fails() {
+    if !kernel_tests_enabled("lab_script_cleans_up_when_up_fails") {
+        return;
+    }
+    let prefix = format!("stpsf{}", std::process::id());
+    let _down = Down(prefix.clone());
+    // A namespace already holding the hub's name makes `up` fail after it checked for an
+    // existing lab: its ERR trap must remove everything with the prefix.
+    let made = Command::new("ip")
+        .args(["netns", "add", &format!("{prefix}hub")])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let out = Command::new("bash")
+        .args([SCRIPT, "up", "2", "--prefix", &prefix])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("setup failed"), "{err}");
+    assert!(!netns_list().contains(&prefix), "{}", netns_list());
+}
