@@ -18,7 +18,10 @@ fn names(text: &str) -> BTreeSet<String> {
         let end = tail
             .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
             .unwrap_or(tail.len());
-        out.insert(tail[..end].to_owned());
+        // "STAMPEDE_<FLAG>" in a comment is a placeholder, not a variable.
+        if end > "STAMPEDE_".len() {
+            out.insert(tail[..end].to_owned());
+        }
         rest = &tail[end..];
     }
     out
