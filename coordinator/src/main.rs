@@ -320,7 +320,7 @@ async fn run_main(args: RunArgs, shutdown: CancellationToken) -> Result<Output, 
     Ok(Output::Run(done.report))
 }
 
-/// report.json, report.csv and report.html into the output directory, if one was given.
+/// report.json, report.csv, report.html and report.hlog into the output directory, if one was given.
 fn write_run(out: Option<&Path>, done: &Finished) -> anyhow::Result<()> {
     if let Some(dir) = out {
         done.write(dir)?;

@@ -126,6 +126,10 @@ pub struct Finished {
     pub report: Report,
     /// Per agent: its final result, or the intervals it delivered before it was lost.
     pub tallies: BTreeMap<String, Tally>,
+    /// Per agent: the interval results it sent, in arrival order (for `report.hlog`).
+    pub intervals: BTreeMap<String, Vec<pb::IntervalResult>>,
+    /// The agreed start instant, coordinator time.
+    pub start_at_unix_nanos: i64,
 }
 
 impl Finished {
@@ -137,7 +141,7 @@ impl Finished {
         })
     }
 
-    /// Writes `report.json`, `report.csv` and `report.html` into `dir`.
+    /// Writes `report.json`, `report.csv`, `report.html` and `report.hlog` into `dir`.
     pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| {
             std::io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))
@@ -153,7 +157,16 @@ impl Finished {
         write(
             "report.html",
             crate::report::html::render(&self.report, &self.merged().connect_us),
+        )?;
+        let hlog = crate::report::hlog::render(
+            &self.report.run_id,
+            self.start_at_unix_nanos,
+            &self.intervals,
         )
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        let path = dir.join("report.hlog");
+        std::fs::write(&path, hlog)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
     }
 }
 
@@ -164,7 +177,8 @@ struct AgentState {
     host: String,
     clock_offset_ns: i64,
     clock_rtt_ns: u64,
-    intervals: Tally,
+    /// The interval results received, as sent: a lost agent counts with their sum.
+    intervals: Vec<pb::IntervalResult>,
     completed: u64,
     result: Option<pb::FinalResult>,
     last_seen: Option<Instant>,
@@ -339,7 +353,7 @@ pub async fn execute(
                 abort_all(registry, &states, &run_id, "aborted by the coordinator (interrupted)").await;
                 // Give agents a moment to send what they have, then stop waiting.
                 let grace = Instant::now() + Duration::from_secs(2);
-                drain_until(&mut events, &mut states, &run_id, grace).await?;
+                drain_until(&mut events, &mut states, &run_id, grace).await;
                 for id in pending {
                     if states[&id].result.is_none() {
                         lost.insert(id, "run aborted before its result arrived".into());
@@ -349,7 +363,7 @@ pub async fn execute(
             }
             e = events.recv() => {
                 let Some(e) = e else { break };
-                handle_event(e, &mut states, &run_id, &mut lost)?;
+                handle_event(e, &mut states, &run_id, &mut lost);
             }
             _ = tick.tick() => {
                 let now = Instant::now();
@@ -427,15 +441,14 @@ async fn drain_until(
     states: &mut BTreeMap<String, AgentState>,
     run_id: &str,
     until: Instant,
-) -> Result<(), RunError> {
+) {
     let mut lost = BTreeMap::new();
     while states.values().any(|s| s.result.is_none()) {
         match tokio::time::timeout_at(until, events.recv()).await {
-            Ok(Some(e)) => handle_event(e, states, run_id, &mut lost)?,
+            Ok(Some(e)) => handle_event(e, states, run_id, &mut lost),
             _ => break,
         }
     }
-    Ok(())
 }
 
 fn handle_event(
@@ -443,17 +456,17 @@ fn handle_event(
     states: &mut BTreeMap<String, AgentState>,
     run_id: &str,
     lost: &mut BTreeMap<String, String>,
-) -> Result<(), RunError> {
+) {
     match e {
         AgentEvent::Message { agent, msg } => {
             let Some(st) = states.get_mut(&agent) else {
-                return Ok(());
+                return;
             };
             st.last_seen = Some(Instant::now());
             match *msg {
                 In::Interval(r) if r.run_id == run_id => {
                     st.completed += r.outcomes.as_ref().map_or(0, outcome_total);
-                    st.intervals.add_interval(&r)?;
+                    st.intervals.push(r);
                 }
                 In::Result(r) if r.run_id == run_id => {
                     if r.cancelled {
@@ -480,7 +493,6 @@ fn handle_event(
             }
         }
     }
-    Ok(())
 }
 
 fn outcome_total(o: &pb::Outcomes) -> u64 {
@@ -499,20 +511,23 @@ fn build_report(
     let mut merged = Tally::default();
     let mut agents = Vec::with_capacity(states.len());
     let mut tallies = BTreeMap::new();
+    let mut intervals = BTreeMap::new();
     let mut first_connects = Vec::new();
     let mut issue_ends = Vec::new();
     let mut kernel = None;
     for (id, st) in states {
         // A finished agent's final result is authoritative; a lost one counts with the
         // intervals it delivered (it loses at most the interval in flight).
-        let tally = match &st.result {
-            Some(r) => {
-                let mut t = Tally::default();
-                t.add_final(r)?;
-                t
+        let mut tally = Tally::default();
+        match &st.result {
+            Some(r) => tally.add_final(r)?,
+            None => {
+                for r in &st.intervals {
+                    tally.add_interval(r)?;
+                }
             }
-            None => st.intervals,
-        };
+        }
+        intervals.insert(id.clone(), st.intervals);
         merged.merge(&tally);
         let attempts = tally.attempts();
         let outcomes = tally.outcomes;
@@ -577,7 +592,12 @@ fn build_report(
                 .expect("stats serialize")
         }),
     };
-    Ok(Finished { report, tallies })
+    Ok(Finished {
+        report,
+        tallies,
+        intervals,
+        start_at_unix_nanos: start_at,
+    })
 }
 
 #[cfg(test)]

@@ -190,6 +190,14 @@ fn demo_runs_a_real_burst_from_the_readme_command() {
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert_eq!(html.matches("<svg").count(), 2);
     assert!(html.contains("agent-3"));
+    // And second by second for HDR tooling: the retransmitted ones land in later seconds.
+    let lines = support::read_hlog(&std::fs::read(dir.join("report.hlog")).unwrap());
+    let untagged: Vec<_> = lines.iter().filter(|(tag, ..)| tag.is_none()).collect();
+    assert_eq!(untagged.iter().map(|(_, _, h)| h.len()).sum::<u64>(), 60);
+    assert!(
+        untagged.len() >= 2,
+        "the retransmit wave comes a second later"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -14,6 +14,8 @@ use stampede_target::Target;
 use stampede_target::config::{Config as TargetConfig, OnAccept};
 use tokio_util::sync::CancellationToken;
 
+mod support;
+
 struct System {
     stop: CancellationToken,
     coordinator: stampede::Coordinator,
@@ -169,6 +171,21 @@ async fn three_agents_merge_exactly() {
     let (lo, hi) = (starts.iter().min().unwrap(), starts.iter().max().unwrap());
     assert!((spread - (hi - lo)).abs() <= 2, "{spread} vs {starts:?}");
     assert!(r.kernel.fd_limit > 0);
+    // The interval log: the untagged lines, second by second, hold every attempt once; each
+    // agent has its own tagged series, and their sum is that agent's count.
+    let hlog = stampede::report::hlog::render(&r.run_id, done.start_at_unix_nanos, &done.intervals)
+        .unwrap();
+    let lines = support::read_hlog(&hlog);
+    let mut by_tag = BTreeMap::<String, u64>::new();
+    for (tag, _, h) in &lines {
+        *by_tag.entry(tag.clone().unwrap_or_default()).or_default() += h.len();
+    }
+    assert_eq!(by_tag[""], 301, "{by_tag:?}");
+    assert_eq!(by_tag["ttfb"], 301, "{by_tag:?}");
+    for a in &r.agents {
+        assert_eq!(by_tag[&format!("agent.{}", a.id)], a.attempts, "{by_tag:?}");
+    }
+    assert_eq!(by_tag.len(), 2 + 2 * r.agents.len(), "{by_tag:?}");
     s.stop.cancel();
 }
 

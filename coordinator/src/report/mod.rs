@@ -1,8 +1,10 @@
 //! The run report: `report.json` (the contract in DESIGN.md "Reports": keys are added
 //! freely, never renamed), the terminal summary, and its other forms: [`csv`] (one row per
-//! agent and a total) and [`html`] (a self-contained page with SVG plots).
+//! agent and a total), [`html`] (a self-contained page with SVG plots) and [`hlog`] (the
+//! HdrHistogram interval log, second by second).
 
 pub mod csv;
+pub mod hlog;
 pub mod html;
 
 use std::collections::BTreeMap;
