@@ -81,7 +81,7 @@ struct RunArgs {
         conflicts_with = "expect_greeting"
     )]
     probe_admission: bool,
-    /// Directory for report.json.
+    /// Directory for report.json, report.csv, report.html and report.hlog.
     #[arg(long, env = "STAMPEDE_OUT")]
     out: Option<PathBuf>,
     /// File holding the bearer token agents must present.
@@ -150,7 +150,7 @@ struct DemoArgs {
     /// The target's listen() backlog: small, so the burst overflows it.
     #[arg(long, default_value_t = 8)]
     backlog: i32,
-    /// Directory for report.json.
+    /// Directory for report.json, report.csv, report.html and report.hlog.
     #[arg(long)]
     out: Option<PathBuf>,
 }
