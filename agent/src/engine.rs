@@ -23,6 +23,7 @@ use hdrhistogram::Histogram;
 use socket2::{SockAddr, Socket};
 use stampede_proto::histogram::{self, HistogramError};
 use stampede_proto::outcome::Outcome;
+use stampede_proto::report::Admission;
 use stampede_proto::tcp_info::{TCP_SYN_SENT, tcp_info};
 use tokio_util::sync::CancellationToken;
 
@@ -742,6 +743,7 @@ impl Armed {
             cancelled: cancel.is_cancelled(),
             elapsed,
             kernel,
+            admission: Admission::of(config.expect_greeting, config.probe_admission),
         })
     }
 }

@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 use stampede_proto::histogram::{self, HistogramError};
 use stampede_proto::outcome::{Outcome, OutcomeClass, errno_name};
 use stampede_proto::pb;
-use stampede_proto::report::{FireReport, Kernel, Latency, Outcomes};
+use stampede_proto::report::{Admission, FireReport, Kernel, Latency, Outcomes};
 
 /// Counts and histograms of a set of attempts; merging two is exact.
 #[derive(Debug, Clone, PartialEq)]
@@ -140,6 +140,8 @@ pub struct RunResult {
     pub elapsed: Duration,
     /// Kernel settings and counters over the run.
     pub kernel: Kernel,
+    /// How connected attempts were checked for admission.
+    pub admission: Admission,
 }
 
 fn rfc3339(t: SystemTime) -> String {
@@ -158,6 +160,7 @@ impl RunResult {
             pattern: pattern.to_owned(),
             started_at: self.first_connect.map(rfc3339),
             partial: self.cancelled,
+            admission: self.admission,
             outcomes: self.tally.outcomes,
             syn_retransmits: self.tally.syn_retransmits.clone(),
             ghost_syn_retransmits: self.tally.ghost_syn_retransmits.clone(),
@@ -233,6 +236,9 @@ impl RunResult {
                 _ => String::new(),
             };
             let _ = writeln!(s, "  {:<18} {n:>8}{detail}", c.name());
+        }
+        if let Some(caveat) = self.admission.caveat(o.connected()) {
+            let _ = writeln!(s, "{caveat}");
         }
         for (name, h) in [
             ("connect", &self.tally.connect_latency),

@@ -111,10 +111,16 @@ fn fire_on_loopback_writes_the_report_contract() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let summary = String::from_utf8_lossy(&out.stdout);
     assert!(summary.contains("established"), "{summary}");
+    // Nothing checked admission here, and the summary says what that means.
+    assert!(
+        summary.contains("admission unchecked: 20 connected"),
+        "{summary}"
+    );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(report["outcomes"]["established"], 20, "{report}");
+    assert_eq!(report["admission"], "unchecked");
     for key in [
         "outcomes",
         "syn_retransmits",

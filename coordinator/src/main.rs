@@ -324,7 +324,7 @@ async fn run_main(args: RunArgs, shutdown: CancellationToken) -> Result<Output, 
 fn write_run(out: Option<&Path>, done: &Finished) -> anyhow::Result<()> {
     if let Some(dir) = out {
         done.write(dir)?;
-        tracing::info!(dir = %dir.display(), "report written (json, csv, html)");
+        tracing::info!(dir = %dir.display(), "report written (json, csv, html, hlog)");
     }
     Ok(())
 }

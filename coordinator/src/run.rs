@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::merge::{MergeError, Tally};
-use crate::report::{AgentReport, Latency, Report};
+use crate::report::{Admission, AgentReport, Latency, Report};
 use crate::service::{AgentEvent, Registry};
 use crate::target::{TargetControl, TargetError};
 use stampede_proto::clock::rfc3339;
@@ -576,6 +576,7 @@ fn build_report(
         lost_agents: lost.keys().cloned().collect(),
         lost_reasons: lost,
         agents,
+        admission: Admission::of(plan.expect_greeting, plan.probe_admission),
         outcomes: merged.outcomes,
         syn_retransmits: merged
             .syn_retransmits

@@ -50,6 +50,42 @@ impl From<&Histogram<u64>> for Latency {
     }
 }
 
+/// How a connected attempt was checked for admission (KERNEL.md §3: a successful connect()
+/// is not acceptance).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Admission {
+    /// Not checked: `established` and `syn_retransmitted` may include phantoms.
+    #[default]
+    Unchecked,
+    /// The server greets first; no greeting by the deadline makes a ghost.
+    Greeting,
+    /// The client sends a byte; one never acknowledged makes a ghost.
+    Probe,
+}
+
+impl Admission {
+    /// The check a plan asks for (the two are exclusive; the greeting wins).
+    pub fn of(expect_greeting: bool, probe_admission: bool) -> Admission {
+        match (expect_greeting, probe_admission) {
+            (true, _) => Admission::Greeting,
+            (false, true) => Admission::Probe,
+            (false, false) => Admission::Unchecked,
+        }
+    }
+
+    /// The warning a summary prints when connected attempts went unchecked.
+    pub fn caveat(self, connected: u64) -> Option<String> {
+        (self == Admission::Unchecked && connected > 0).then(|| {
+            format!(
+                "admission unchecked: {connected} connected, but a successful connect() is not \
+                 acceptance (phantoms, KERNEL.md §3); --expect-greeting (the server speaks \
+                 first) or --probe-admission (the client does) counts them as ghosts"
+            )
+        })
+    }
+}
+
 /// Attempts by outcome class.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcomes {
@@ -189,6 +225,8 @@ pub struct FireReport {
     pub started_at: Option<String>,
     /// True when the run was interrupted; attempts not yet issued are then not counted.
     pub partial: bool,
+    /// How connected attempts were checked for admission.
+    pub admission: Admission,
     /// Attempts by outcome class.
     pub outcomes: Outcomes,
     /// `syn_retransmitted` broken down by k: `{"1": n, "3": n}`.

@@ -203,6 +203,9 @@ pub fn render(r: &Report, connect: &Histogram<u64>) -> String {
         s.push_str(&ks.join(", "));
         s.push_str("</p>");
     }
+    if let Some(caveat) = r.admission.caveat(r.outcomes.connected()) {
+        let _ = write!(s, "<p><strong>{}</strong></p>", esc(&caveat));
+    }
     let l = &r.connect_latency_us;
     let _ = write!(
         s,

@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 use stampede_proto::outcome::OutcomeClass;
-pub use stampede_proto::report::{Kernel, Latency, Outcomes};
+pub use stampede_proto::report::{Admission, Kernel, Latency, Outcomes};
 
 /// One agent's part of the run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -64,6 +64,8 @@ pub struct Report {
     pub lost_reasons: BTreeMap<String, String>,
     /// Per agent.
     pub agents: Vec<AgentReport>,
+    /// How connected attempts were checked for admission.
+    pub admission: Admission,
     /// Merged outcomes.
     pub outcomes: Outcomes,
     /// Merged counts by SYN-retransmit count k.
@@ -138,6 +140,9 @@ impl Report {
                 .collect();
             let _ = writeln!(s, "  SYN retransmits    {}", ks.join(", "));
         }
+        if let Some(caveat) = self.admission.caveat(o.connected()) {
+            let _ = writeln!(s, "{caveat}");
+        }
         for (name, l) in [
             ("connect", &self.connect_latency_us),
             ("first byte", &self.ttfb_us),
@@ -201,5 +206,31 @@ mod tests {
         for key in ["count", "min", "p50", "p90", "p99", "p999", "max"] {
             assert!(v["connect_latency_us"].get(key).is_some(), "missing {key}");
         }
+    }
+
+    /// Connected attempts nobody checked for admission are flagged in the summary, and the
+    /// report says how (or whether) admission was checked.
+    #[test]
+    fn unchecked_admission_is_called_out() {
+        let mut r = Report::default();
+        r.outcomes.established = 5;
+        assert_eq!(serde_json::to_value(&r).unwrap()["admission"], "unchecked");
+        assert!(
+            r.summary().contains("admission unchecked: 5 connected"),
+            "{}",
+            r.summary()
+        );
+        r.admission = Admission::Greeting;
+        assert_eq!(serde_json::to_value(&r).unwrap()["admission"], "greeting");
+        assert!(!r.summary().contains("admission unchecked"));
+        // Nothing connected: nothing to warn about.
+        let refused = Report {
+            outcomes: Outcomes {
+                refused: 5,
+                ..Outcomes::default()
+            },
+            ..Report::default()
+        };
+        assert!(!refused.summary().contains("admission"));
     }
 }
