@@ -350,7 +350,10 @@ async fn sweep_main(args: SweepArgs, shutdown: CancellationToken) -> Result<Outp
         eprintln!();
     }
     let report = report?;
-    write_json(scenario.out.as_deref(), "sweep.json", &report)?;
+    if let Some(dir) = scenario.out.as_deref() {
+        report.write(dir).map_err(anyhow::Error::from)?;
+        tracing::info!(dir = %dir.display(), "sweep written (json, html)");
+    }
     Ok(Output::Sweep(report))
 }
 
@@ -391,13 +394,4 @@ impl Output {
             Output::Sweep(s) => s.steps.iter().all(|st| !st.partial),
         }
     }
-}
-
-fn write_json(out: Option<&Path>, name: &str, value: &impl serde::Serialize) -> anyhow::Result<()> {
-    let Some(dir) = out else { return Ok(()) };
-    std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
-    let path = dir.join(name);
-    stampede_target::stats::write_json_atomic(&path, value)?;
-    tracing::info!(path = %path.display(), "report written");
-    Ok(())
 }

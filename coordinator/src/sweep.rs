@@ -163,7 +163,7 @@ pub async fn execute(
     })
 }
 
-fn rate_name(rate: Option<f64>) -> String {
+pub(crate) fn rate_name(rate: Option<f64>) -> String {
     match rate {
         None => "as configured".into(),
         Some(r) if r.is_infinite() => "max".into(),
@@ -216,21 +216,53 @@ fn recommend(plan: &SweepPlan, rate: Option<f64>, steps: &[Step]) -> Recommendat
                 ),
             }
         }
-        None => Recommendation {
-            accept_rate: rate,
-            backlog: None,
-            somaxconn: None,
-            model_backlog,
-            reason: format!(
-                "no backlog tried absorbed {m} connects cleanly (no overflow, all established at \
-                 once, p99 <= {p99_max}us); the queue model asks for a backlog of at least \
-                 {model_backlog}: try larger backlogs"
-            ),
-        },
+        None => {
+            // A step with no overflow had a big enough queue: what went wrong there (ghosts
+            // by the greeting deadline, a slow p99) is the server's accept rate, and a larger
+            // backlog would not help.
+            let reason = match at_rate
+                .iter()
+                .find(|s| !s.partial && s.listen_overflows == 0)
+            {
+                Some(s) => format!(
+                    "backlog {} had no overflow, yet {} of {m} were not served cleanly \
+                     ({} ghost: no greeting by the deadline, p99 {}us): the queue held them; \
+                     the server's accept rate ({}), not the backlog, is the limit",
+                    s.backlog,
+                    s.outcomes.total() - s.outcomes.established,
+                    s.outcomes.ghost,
+                    s.connect_latency_us.p99,
+                    rate_name(rate),
+                ),
+                None => format!(
+                    "no backlog tried absorbed {m} connects cleanly (no overflow, all established \
+                     at once, p99 <= {p99_max}us); the queue model asks for a backlog of at \
+                     least {model_backlog}: try larger backlogs"
+                ),
+            };
+            Recommendation {
+                accept_rate: rate,
+                backlog: None,
+                somaxconn: None,
+                model_backlog,
+                reason,
+            }
+        }
     }
 }
 
 impl SweepReport {
+    /// Writes `sweep.json` and `sweep.html` into `dir`.
+    pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))
+        })?;
+        stampede_target::stats::write_json_atomic(&dir.join("sweep.json"), self)?;
+        let path = dir.join("sweep.html");
+        std::fs::write(&path, crate::report::html::render_sweep(self))
+            .map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
+    }
+
     /// The terminal table and the recommendations.
     pub fn summary(&self) -> String {
         let mut s = String::new();
@@ -346,8 +378,62 @@ mod tests {
         let r = recommend(&plan(), Some(100.0), &steps);
         assert_eq!(r.backlog, None);
         assert!(r.reason.contains("try larger backlogs"), "{}", r.reason);
-        // A slow p99 disqualifies even without overflow.
+        // A slow p99 disqualifies even without overflow, and then the backlog is not to blame.
         let r = recommend(&plan(), Some(100.0), &[step(64, 0, 150_000, 100)]);
         assert_eq!(r.backlog, None);
+        assert!(r.reason.contains("not the backlog"), "{}", r.reason);
+    }
+
+    /// No overflow but connections not greeted by the deadline: the accept rate is the limit.
+    #[test]
+    fn ghosts_without_overflow_blame_the_accept_rate() {
+        let mut slow = step(512, 0, 5_000, 100);
+        slow.outcomes.established = 71;
+        slow.outcomes.syn_retransmitted = 0;
+        slow.outcomes.ghost = 29;
+        let r = recommend(&plan(), Some(100.0), &[step(8, 50, 1_020_000, 60), slow]);
+        assert_eq!(r.backlog, None);
+        assert!(
+            r.reason
+                .contains("backlog 512 had no overflow, yet 29 of 100")
+                && r.reason.contains("accept rate (100/s), not the backlog"),
+            "{}",
+            r.reason
+        );
+    }
+
+    /// The page shows the recommendation, three curves against the backlog with a point per
+    /// step (x grows with the backlog), and the step table.
+    #[test]
+    fn sweep_page_plots_every_step_against_the_backlog() {
+        let steps = vec![
+            step(8, 50, 1_020_000, 60),
+            step(64, 0, 900, 100),
+            step(128, 0, 800, 100),
+        ];
+        let report = SweepReport {
+            connections: 100,
+            p99_max_us: 100_000,
+            recommendations: vec![recommend(&plan(), Some(100.0), &steps)],
+            steps,
+            reports: Vec::new(),
+        };
+        let page = crate::report::html::render_sweep(&report);
+        assert_eq!(page.matches("<svg").count(), 3);
+        assert!(page.contains("backlog 64, somaxconn ≥ 64"), "{page}");
+        // Three series per chart for latency and outcomes, one for overflows; a point each.
+        assert_eq!(page.matches("<circle").count(), (3 + 3 + 1) * 3);
+        assert_eq!(page.matches("<tr><td>").count(), 3);
+        // The overflows chart: the 8-backlog point lies left of (and above) the others.
+        let chart = &page[page.rfind("<svg").unwrap()..];
+        let xs: Vec<f64> = chart
+            .match_indices("<circle cx=\"")
+            .map(|(i, m)| {
+                let rest = &chart[i + m.len()..];
+                rest[..rest.find('"').unwrap()].parse().unwrap()
+            })
+            .collect();
+        assert_eq!(xs.len(), 3);
+        assert!(xs[0] < xs[1] && xs[1] < xs[2], "{xs:?}");
     }
 }
