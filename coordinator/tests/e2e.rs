@@ -300,5 +300,15 @@ async fn sweep_finds_the_smallest_backlog_that_absorbs_the_burst() {
         "rate 0: nothing accepted during the burst"
     );
     assert!(r.summary().contains("backlog 64"), "{}", r.summary());
+    // Written out: the JSON round-trips, the page plots both steps.
+    let dir = std::env::temp_dir().join(format!("stampede-sweep-{}", std::process::id()));
+    r.write(&dir).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("sweep.json")).unwrap()).unwrap();
+    assert_eq!(json["recommendations"][0]["backlog"], 64);
+    let page = std::fs::read_to_string(dir.join("sweep.html")).unwrap();
+    assert_eq!(page.matches("<svg").count(), 3);
+    assert!(page.contains("backlog 64, somaxconn ≥ 64"));
+    std::fs::remove_dir_all(&dir).unwrap();
     s.stop.cancel();
 }
