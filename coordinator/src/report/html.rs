@@ -340,7 +340,7 @@ fn backlog_svg(
             esc(label)
         );
     }
-    for (i, s) in series.iter().enumerate() {
+    for s in series {
         let pts: Vec<String> = s
             .points
             .iter()
@@ -365,14 +365,6 @@ fn backlog_svg(
                 v = y_label(*y)
             );
         }
-        let _ = write!(
-            svg,
-            r#"<text x="{:.1}" y="{:.1}" font-size="11" fill="{c}">{n}</text>"#,
-            LEFT + 6.0,
-            TOP + 14.0 + 13.0 * i as f64,
-            c = s.color,
-            n = esc(&s.name)
-        );
     }
     for b in backlogs {
         let _ = write!(
@@ -393,6 +385,22 @@ fn backlog_svg(
         );
     }
     svg.push_str("</svg>");
+    // The legend below the chart, where it cannot hide a line.
+    svg.push_str("<p style=\"font-size:12px\">");
+    for s in series {
+        let stroke = match s.dash {
+            "" => "———",
+            "6 3" => "– – –",
+            _ => "·····",
+        };
+        let _ = write!(
+            svg,
+            "<span style=\"color:{};margin-right:14px\">{stroke} {}</span>",
+            s.color,
+            esc(&s.name)
+        );
+    }
+    svg.push_str("</p>");
     svg
 }
 
