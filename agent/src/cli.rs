@@ -114,6 +114,10 @@ pub struct FireArgs {
     /// Write the report as JSON to this file.
     #[arg(long, env = "STAMPEDE_JSON")]
     pub json: Option<PathBuf>,
+    /// Write the HdrHistogram interval log (second by second from the start, µs: untagged =
+    /// connect latency, `Tag=ttfb` = first byte) to this file.
+    #[arg(long, env = "STAMPEDE_HLOG")]
+    pub hlog: Option<PathBuf>,
     /// Source IPs to spread connections over (bound with IP_BIND_ADDRESS_NO_PORT).
     #[arg(long = "source-ip", env = "STAMPEDE_SOURCE_IP", value_delimiter = ',')]
     pub source_ips: Vec<IpAddr>,
@@ -222,6 +226,9 @@ fn fire(args: &FireArgs) -> ExitCode {
 
 fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
+    // Intervals are only kept for the interval log (two histograms a second).
+    let (intervals_tx, mut intervals_rx) = tokio::sync::mpsc::unbounded_channel();
+    let intervals_tx = args.hlog.is_some().then_some(intervals_tx);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -236,7 +243,11 @@ fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
             let cancel = cancel.clone();
             tokio::task::spawn_blocking(move || {
                 // A few ms of lead so every worker thread is waiting when the instant comes.
-                armed.fire(Instant::now() + Duration::from_millis(3), &cancel, None)
+                armed.fire(
+                    Instant::now() + Duration::from_millis(3),
+                    &cancel,
+                    intervals_tx,
+                )
             })
         };
         tokio::pin!(firing);
@@ -256,6 +267,40 @@ fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
         std::fs::write(path, text + "\n")
             .with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    if let Some(path) = &args.hlog {
+        let mut intervals = Vec::new();
+        while let Ok(i) = intervals_rx.try_recv() {
+            intervals.push(i);
+        }
+        intervals.sort_by_key(|i| i.seq);
+        let start = result
+            .first_connect
+            .zip(result.first_connect_offset)
+            .map_or(0, |(first, offset)| {
+                (first - offset)
+                    .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as i64)
+            });
+        let comments = [
+            format!(
+                "stampede-agent fire: {} connections to {target}, {pattern}",
+                result.connections
+            ),
+            "values: microseconds; untagged: connect latency; ttfb: time to first byte".to_owned(),
+        ];
+        let text = stampede_proto::hlog::render(&comments, start, |lines| {
+            for i in &intervals {
+                lines.line(i.seq, None, &i.tally.connect_latency)?;
+                if args.expect_greeting {
+                    lines.line(i.seq, Some("ttfb"), &i.tally.ttfb)?;
+                }
+            }
+            Ok(())
+        })
+        .context("writing the interval log")?;
+        std::fs::write(path, text)
+            .with_context(|| format!("writing the interval log to {}", path.display()))?;
     }
     if result.cancelled {
         anyhow::bail!(

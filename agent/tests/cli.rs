@@ -101,9 +101,12 @@ fn fire_on_loopback_writes_the_report_contract() {
     let dir = std::env::temp_dir().join(format!("stampede-agent-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("report.json");
+    let hlog = dir.join("report.hlog");
     let out = Command::new(env!("CARGO_BIN_EXE_stampede-agent"))
         .args(["fire", "--connections", "20", "--json"])
         .arg(&json)
+        .arg("--hlog")
+        .arg(&hlog)
         // Flags also come from the environment.
         .env("STAMPEDE_TARGET", &target)
         .output()
@@ -118,7 +121,11 @@ fn fire_on_loopback_writes_the_report_contract() {
     );
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    // The interval log holds every connect latency once, untagged (no greeting expected).
+    let lines = stampede_proto::hlog::parse(&std::fs::read(&hlog).unwrap()).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!lines.is_empty() && lines.iter().all(|l| l.tag.is_none()));
+    assert_eq!(lines.iter().map(|l| l.histogram.len()).sum::<u64>(), 20);
     assert_eq!(report["outcomes"]["established"], 20, "{report}");
     assert_eq!(report["admission"], "unchecked");
     for key in [

@@ -191,9 +191,10 @@ fn demo_runs_a_real_burst_from_the_readme_command() {
     assert_eq!(html.matches("<svg").count(), 2);
     assert!(html.contains("agent-3"));
     // And second by second for HDR tooling: the retransmitted ones land in later seconds.
-    let lines = support::read_hlog(&std::fs::read(dir.join("report.hlog")).unwrap());
-    let untagged: Vec<_> = lines.iter().filter(|(tag, ..)| tag.is_none()).collect();
-    assert_eq!(untagged.iter().map(|(_, _, h)| h.len()).sum::<u64>(), 60);
+    let lines =
+        stampede_proto::hlog::parse(&std::fs::read(dir.join("report.hlog")).unwrap()).unwrap();
+    let untagged: Vec<_> = lines.iter().filter(|l| l.tag.is_none()).collect();
+    assert_eq!(untagged.iter().map(|l| l.histogram.len()).sum::<u64>(), 60);
     assert!(
         untagged.len() >= 2,
         "the retransmit wave comes a second later"

@@ -14,8 +14,6 @@ use stampede_target::Target;
 use stampede_target::config::{Config as TargetConfig, OnAccept};
 use tokio_util::sync::CancellationToken;
 
-mod support;
-
 struct System {
     stop: CancellationToken,
     coordinator: stampede::Coordinator,
@@ -175,10 +173,9 @@ async fn three_agents_merge_exactly() {
     // agent has its own tagged series, and their sum is that agent's count.
     let hlog = stampede::report::hlog::render(&r.run_id, done.start_at_unix_nanos, &done.intervals)
         .unwrap();
-    let lines = support::read_hlog(&hlog);
     let mut by_tag = BTreeMap::<String, u64>::new();
-    for (tag, _, h) in &lines {
-        *by_tag.entry(tag.clone().unwrap_or_default()).or_default() += h.len();
+    for line in stampede_proto::hlog::parse(&hlog).unwrap() {
+        *by_tag.entry(line.tag.unwrap_or_default()).or_default() += line.histogram.len();
     }
     assert_eq!(by_tag[""], 301, "{by_tag:?}");
     assert_eq!(by_tag["ttfb"], 301, "{by_tag:?}");

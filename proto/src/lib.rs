@@ -8,8 +8,9 @@
 //! - [`sysctl`]: the sysctls that shape a burst's outcome.
 //! - [`clock`]: NTP-style offset math for synchronized starts.
 //! - [`pattern`]: `burst`, `ramp:RATE:DUR`, `waves:K:PERIOD`.
-//! - [`outcome`], [`histogram`], [`report`]: outcome classes, the histogram codec and the report
-//!   types shared by `stampede-agent fire` and the coordinator.
+//! - [`outcome`], [`histogram`], [`hlog`], [`report`]: outcome classes, the histogram codec, the
+//!   HdrHistogram interval log and the report types shared by `stampede-agent fire` and the
+//!   coordinator.
 //! - [`tls`]: rustls configuration of the agent-coordinator channel from PEM files.
 //! - [`signal`], [`usage`]: SIGINT/SIGTERM handling and usage errors (exit 64), the same in
 //!   every binary.
@@ -20,6 +21,7 @@
 pub mod clock;
 pub mod duration;
 pub mod histogram;
+pub mod hlog;
 pub mod netstat;
 pub mod outcome;
 pub mod pattern;

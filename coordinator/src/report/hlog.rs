@@ -7,17 +7,13 @@
 //! StartTime are that instant and each line starts at `seq` seconds and lasts one. Per second:
 //! an untagged line with every agent's connect latencies merged exactly (`Histogram::add`),
 //! `Tag=ttfb` with the merged first-byte latencies, then `Tag=agent.<id>` and
-//! `Tag=agent.<id>.ttfb` for each agent. Values are microseconds. Lost agents contribute the
-//! intervals they delivered, as in the report.
+//! `Tag=agent.<id>.ttfb` for each agent (the writer is [`stampede_proto::hlog`]). Values are
+//! microseconds. Lost agents contribute the intervals they delivered, as in the report.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime};
 
-use hdrhistogram::Histogram;
-use hdrhistogram::serialization::V2DeflateSerializer;
-use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-use stampede_proto::histogram;
-use stampede_proto::pb;
+use stampede_proto::histogram::{self, HistogramError};
+use stampede_proto::{hlog, pb};
 
 /// Why the log could not be written; the message names the agent and the interval.
 #[derive(Debug, thiserror::Error)]
@@ -30,86 +26,57 @@ pub fn render(
     start_at_unix_nanos: i64,
     intervals: &BTreeMap<String, Vec<pb::IntervalResult>>,
 ) -> Result<Vec<u8>, HlogError> {
-    let start = SystemTime::UNIX_EPOCH + Duration::from_nanos(start_at_unix_nanos.max(0) as u64);
     let seqs: BTreeSet<u32> = intervals.values().flatten().map(|r| r.seq).collect();
     let any_ttfb = intervals
         .values()
         .flatten()
         .any(|r| !r.ttfb_hist.is_empty());
-    let mut out = Vec::new();
-    let mut serializer = V2DeflateSerializer::new();
-    let mut log = IntervalLogWriterBuilder::new()
-        .add_comment(&format!("stampede run {run_id}"))
-        .add_comment(
-            "values: microseconds; untagged: connect latency of all agents; \
-             ttfb: time to first byte; agent.<id>[.ttfb]: one agent",
-        )
-        .with_start_time(start)
-        .with_base_time(start)
-        .begin_log_with(&mut out, &mut serializer)
-        .map_err(|e| HlogError(e.to_string()))?;
-    let mut write = |h: &Histogram<u64>, seq: u32, tag: Option<&str>| {
-        let tag = tag.map(|t| Tag::new(t).expect("tags are sanitized: no comma, space or newline"));
-        log.write_histogram(
-            h,
-            Duration::from_secs(u64::from(seq)),
-            Duration::from_secs(1),
-            tag,
-        )
-        .map_err(|e| HlogError(format!("second {seq}: {e}")))
-    };
-    for seq in seqs {
-        let mut connect = histogram::new_latency();
-        let mut ttfb = histogram::new_latency();
-        let mut per_agent = Vec::new();
-        for (id, results) in intervals {
-            // An agent sends each seq once; several would simply add.
-            for r in results.iter().filter(|r| r.seq == seq) {
-                let decode = |bytes: &[u8], what: &str| {
-                    histogram::decode(bytes)
-                        .map_err(|e| HlogError(format!("agent {id}, second {seq}, {what}: {e}")))
-                };
-                let c = decode(&r.connect_latency_hist, "connect latency")?;
-                let t = decode(&r.ttfb_hist, "time to first byte")?;
-                let merge_err = |e: histogram::HistogramError| HlogError(e.to_string());
-                histogram::merge(&mut connect, &c).map_err(merge_err)?;
-                histogram::merge(&mut ttfb, &t).map_err(merge_err)?;
-                per_agent.push((tag_safe(id), c, t));
+    let comments = [
+        format!("stampede run {run_id}"),
+        "values: microseconds; untagged: connect latency of all agents; ttfb: time to first \
+         byte; agent.<id>[.ttfb]: one agent"
+            .to_owned(),
+    ];
+    // One second at a time, so only that second's histograms are decoded at once.
+    hlog::render(&comments, start_at_unix_nanos, |lines| {
+        for seq in seqs {
+            let mut connect = histogram::new_latency();
+            let mut ttfb = histogram::new_latency();
+            let mut per_agent = Vec::new();
+            for (id, results) in intervals {
+                // An agent sends each seq once; several would simply add.
+                for r in results.iter().filter(|r| r.seq == seq) {
+                    let decode = |bytes: &[u8], what: &str| {
+                        histogram::decode(bytes).map_err(|e| {
+                            HistogramError::Encode(format!("agent {id}, second {seq}, {what}: {e}"))
+                        })
+                    };
+                    let c = decode(&r.connect_latency_hist, "connect latency")?;
+                    let t = decode(&r.ttfb_hist, "time to first byte")?;
+                    histogram::merge(&mut connect, &c)?;
+                    histogram::merge(&mut ttfb, &t)?;
+                    per_agent.push((id, c, t));
+                }
             }
-        }
-        write(&connect, seq, None)?;
-        if any_ttfb {
-            write(&ttfb, seq, Some("ttfb"))?;
-        }
-        for (id, c, t) in &per_agent {
-            write(c, seq, Some(&format!("agent.{id}")))?;
+            lines.line(seq, None, &connect)?;
             if any_ttfb {
-                write(t, seq, Some(&format!("agent.{id}.ttfb")))?;
+                lines.line(seq, Some("ttfb"), &ttfb)?;
+            }
+            for (id, c, t) in &per_agent {
+                lines.line(seq, Some(&format!("agent.{id}")), c)?;
+                if any_ttfb {
+                    lines.line(seq, Some(&format!("agent.{id}.ttfb")), t)?;
+                }
             }
         }
-    }
-    drop(log);
-    Ok(out)
-}
-
-/// An agent id as a tag: the format forbids commas, spaces and line breaks.
-fn tag_safe(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if matches!(c, ',' | ' ' | '\r' | '\n') {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect()
+        Ok(())
+    })
+    .map_err(|e| HlogError(e.to_string()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hdrhistogram::serialization::Deserializer;
-    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
     fn interval(seq: u32, samples: &[u64]) -> pb::IntervalResult {
         let mut h = histogram::new_latency();
@@ -138,21 +105,11 @@ mod tests {
         let text = String::from_utf8(text).unwrap();
         assert!(text.contains("#[StartTime: 1764000000.123"), "{text}");
         assert!(text.contains("#[BaseTime: 1764000000.123"), "{text}");
-        let mut lines = Vec::new();
-        for entry in IntervalLogIterator::new(text.as_bytes()) {
-            if let LogEntry::Interval(h) = entry.unwrap() {
-                let bytes = base64_decode(h.encoded_histogram());
-                let hist: Histogram<u64> = Deserializer::new()
-                    .deserialize(&mut bytes.as_slice())
-                    .unwrap();
-                lines.push((
-                    h.tag().map(|t| t.as_str().to_owned()),
-                    h.start_timestamp().as_secs(),
-                    hist.len(),
-                    hist.max(),
-                ));
-            }
-        }
+        let lines: Vec<(Option<String>, u32, u64, u64)> = hlog::parse(text.as_bytes())
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.tag, l.seq, l.histogram.len(), l.histogram.max()))
+            .collect();
         // Small values are exact; 1.03 s is within the histogram's 0.1 %.
         let mut big = histogram::new_latency();
         big.record(1_030_000).unwrap();
@@ -166,10 +123,5 @@ mod tests {
                 (Some("agent.a_1".to_owned()), 1, 1, big.max()),
             ]
         );
-    }
-
-    fn base64_decode(s: &str) -> Vec<u8> {
-        use base64::Engine as _;
-        base64::engine::general_purpose::STANDARD.decode(s).unwrap()
     }
 }

@@ -32,28 +32,3 @@ pub fn sibling_bin(name: &str) -> PathBuf {
     assert!(path.exists(), "{} is missing", path.display());
     path
 }
-
-/// One line of an HdrHistogram interval log: tag, start (whole seconds), histogram.
-pub type HlogLine = (Option<String>, u64, hdrhistogram::Histogram<u64>);
-
-/// Parses an interval log (`report.hlog`), decoding every line's histogram.
-pub fn read_hlog(text: &[u8]) -> Vec<HlogLine> {
-    use base64::Engine as _;
-    use hdrhistogram::serialization::Deserializer;
-    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
-    IntervalLogIterator::new(text)
-        .filter_map(|entry| match entry.expect("a well-formed interval log") {
-            LogEntry::Interval(h) => {
-                let bytes = base64::engine::general_purpose::STANDARD
-                    .decode(h.encoded_histogram())
-                    .expect("base64 histogram");
-                let hist = Deserializer::new()
-                    .deserialize(&mut bytes.as_slice())
-                    .expect("a V2 histogram");
-                let tag = h.tag().map(|t| t.as_str().to_owned());
-                Some((tag, h.start_timestamp().as_secs(), hist))
-            }
-            _ => None,
-        })
-        .collect()
-}
