@@ -1,5 +1,7 @@
-//! `stampede.v1.TargetControl`: the gRPC face of a [`TargetHandle`]. Requests are checked
-//! here (their `TryFrom`s) and refused with `InvalidArgument` naming the field.
+//! `stampede.v1.TargetControl`: the gRPC face of a [`Source`] — the target's own
+//! [`TargetHandle`], or an [`crate::observe::ObserveHandle`] watching another process's
+//! listener (which cannot be configured). Requests are checked here (their `TryFrom`s) and
+//! refused with `InvalidArgument` naming the field.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -9,24 +11,100 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::config::{AcceptPolicy, ConfigError, OnAccept};
+use crate::stats::TargetStats;
 use crate::{Change, Error, TargetHandle};
 
-/// The service, ready for `tonic::transport::Server::add_service`.
-pub fn service(handle: TargetHandle) -> TargetControlServer<Control> {
-    TargetControlServer::new(Control { handle })
+/// What the control service drives: a listener's stats, counters and queue samples, and (for
+/// the target's own listener) its backlog and accept policy.
+pub trait Source: Send + Sync + 'static {
+    /// Re-listen and/or change the accept policy or action.
+    fn configure(&self, change: Change) -> Result<TargetStats, Error>;
+    /// Stop or restart accepting.
+    fn set_paused(&self, paused: bool) -> Result<TargetStats, Error>;
+    /// Start a new measurement (counter baseline, queue max, accepted count).
+    fn reset_counters(&self) -> Result<TargetStats, Error>;
+    /// A snapshot without the timeline.
+    fn stats(&self) -> Result<TargetStats, Error>;
+    /// Live queue samples.
+    fn watch_queue(&self) -> tokio::sync::broadcast::Receiver<pb::QueueSample>;
 }
 
-/// Implements `TargetControl` over a handle.
+impl Source for TargetHandle {
+    fn configure(&self, change: Change) -> Result<TargetStats, Error> {
+        TargetHandle::configure(self, change)
+    }
+    fn set_paused(&self, paused: bool) -> Result<TargetStats, Error> {
+        if paused { self.pause() } else { self.resume() }
+    }
+    fn reset_counters(&self) -> Result<TargetStats, Error> {
+        TargetHandle::reset_counters(self)
+    }
+    fn stats(&self) -> Result<TargetStats, Error> {
+        TargetHandle::stats(self)
+    }
+    fn watch_queue(&self) -> tokio::sync::broadcast::Receiver<pb::QueueSample> {
+        TargetHandle::watch_queue(self)
+    }
+}
+
+/// Binds the control port (non-blocking, for tokio) in the calling thread's namespace.
+pub(crate) fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, Error> {
+    let std = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| Error::Bind { addr, source })?;
+    tokio::net::TcpListener::from_std(std).map_err(|source| Error::Io {
+        op: "control listener",
+        source,
+    })
+}
+
+/// Serves `source` on `listener` until `stop`.
+pub(crate) fn spawn<S: Source>(
+    listener: tokio::net::TcpListener,
+    source: S,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(service(source))
+            .serve_with_incoming_shutdown(incoming, stop.cancelled())
+            .await
+        {
+            tracing::error!(cause = %e, "control service failed");
+        }
+    })
+}
+
+/// Waits for the server [`spawn`] started (after its `stop`): a client may keep its channel
+/// open forever, so it gets a short grace and is then aborted.
+pub(crate) async fn stop(mut task: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(Duration::from_millis(500), &mut task)
+        .await
+        .is_err()
+    {
+        task.abort();
+    }
+}
+
+/// The service, ready for `tonic::transport::Server::add_service`.
+pub fn service<S: Source>(source: S) -> TargetControlServer<Control<S>> {
+    TargetControlServer::new(Control { handle: source })
+}
+
+/// Implements `TargetControl` over a [`Source`].
 #[derive(Debug, Clone)]
-pub struct Control {
-    handle: TargetHandle,
+pub struct Control<S> {
+    handle: S,
 }
 
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
         match e {
             Error::Config(e) => Status::invalid_argument(e.to_string()),
-            Error::Bind { .. } | Error::Io { .. } => Status::failed_precondition(e.to_string()),
+            Error::Bind { .. } | Error::Io { .. } | Error::Unsupported(_) => {
+                Status::failed_precondition(e.to_string())
+            }
         }
     }
 }
@@ -88,18 +166,18 @@ fn reply(r: Result<crate::stats::TargetStats, Error>) -> Reply {
 }
 
 #[tonic::async_trait]
-impl pb::target_control_server::TargetControl for Control {
+impl<S: Source> pb::target_control_server::TargetControl for Control<S> {
     async fn configure(&self, req: Request<pb::ConfigureRequest>) -> Reply {
         let change = Change::try_from(req.into_inner()).map_err(Error::from)?;
         reply(self.handle.configure(change))
     }
 
     async fn pause(&self, _: Request<pb::PauseRequest>) -> Reply {
-        reply(self.handle.pause())
+        reply(self.handle.set_paused(true))
     }
 
     async fn resume(&self, _: Request<pb::ResumeRequest>) -> Reply {
-        reply(self.handle.resume())
+        reply(self.handle.set_paused(false))
     }
 
     async fn reset_counters(&self, _: Request<pb::ResetCountersRequest>) -> Reply {

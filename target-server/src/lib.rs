@@ -61,6 +61,10 @@ pub enum Error {
         /// The kernel's answer.
         source: io::Error,
     },
+    /// The request needs what this listener does not offer (observing another process's
+    /// listener: its backlog and accepting belong to that process).
+    #[error("{0}")]
+    Unsupported(String),
     /// Any other system call failed; the message says which operation.
     #[error("{op}: {source}")]
     Io {
@@ -146,18 +150,7 @@ impl Target {
                 addr: config.listen,
                 source,
             })?;
-        let control = match config.control {
-            Some(addr) => {
-                let std = std::net::TcpListener::bind(addr)
-                    .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                    .map_err(|source| Error::Bind { addr, source })?;
-                Some(
-                    tokio::net::TcpListener::from_std(std)
-                        .map_err(Error::io("control listener"))?,
-                )
-            }
-            None => None,
-        };
+        let control = config.control.map(control::bind).transpose()?;
         let mut netstat = Netstat::open().map_err(Error::io("opening /proc/net/netstat"))?;
         let baseline = netstat
             .read()
@@ -242,20 +235,10 @@ impl Target {
         // The control server runs outside `tasks`: a client may keep its channel open
         // forever, so shutdown gives it a short grace and then aborts it.
         let control_task = control.map(|listener| {
-            let service = control::service(TargetHandle {
+            let handle = TargetHandle {
                 shared: shared.clone(),
-            });
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-                if let Err(e) = tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, stop.cancelled())
-                    .await
-                {
-                    tracing::error!(cause = %e, "control service failed");
-                }
-            })
+            };
+            control::spawn(listener, handle, stop.clone())
         });
         match config.duration {
             Some(d) => {
@@ -283,12 +266,8 @@ impl Target {
         {
             tracing::warn!("some tasks did not stop within 5s");
         }
-        if let Some(mut task) = control_task
-            && tokio::time::timeout(Duration::from_millis(500), &mut task)
-                .await
-                .is_err()
-        {
-            task.abort();
+        if let Some(task) = control_task {
+            control::stop(task).await;
         }
         if let Some(path) = &config.stats_json {
             stats::write_json_atomic(path, &stats).map_err(Error::io("writing --stats-json"))?;

@@ -114,6 +114,10 @@ struct ObserveArgs {
     /// Write the stats JSON here at exit.
     #[arg(long, value_name = "FILE")]
     stats_json: Option<PathBuf>,
+    /// Serve stampede.v1.TargetControl here (Stats, ResetCounters, WatchQueue), so that
+    /// `stampede run --target-control` reports this listener's queue and counters.
+    #[arg(long, value_name = "ADDR")]
+    control: Option<SocketAddr>,
 }
 
 impl ServeArgs {
@@ -230,14 +234,22 @@ async fn observe_main(
         interval: args.interval,
         duration: args.duration,
         stats_json: args.stats_json,
+        control: args.control,
     };
+    let observe = observe::Observe::bind(&config)?;
+    tracing::info!(
+        port = config.port,
+        control = ?observe.control_addr(),
+        "observing"
+    );
     let live = std::io::stderr().is_terminal();
-    let stats = observe::run(&config, shutdown, &mut |s: &TargetStats| {
-        if live {
-            eprint!("\r{}\x1b[K", s.summary());
-        }
-    })
-    .await;
+    let stats = observe
+        .run(shutdown, &mut |s: &TargetStats| {
+            if live {
+                eprint!("\r{}\x1b[K", s.summary());
+            }
+        })
+        .await;
     if live {
         eprintln!();
     }

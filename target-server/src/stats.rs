@@ -78,12 +78,12 @@ impl From<&TargetStats> for pb::TargetStats {
     fn from(s: &TargetStats) -> Self {
         pb::TargetStats {
             listen_addr: s.listen_addr.clone(),
-            backlog_requested: s.backlog_requested.unwrap_or(-1),
+            backlog_requested: s.backlog_requested,
             backlog_effective: s.backlog_effective,
             somaxconn: s.somaxconn,
             accept_queue_max: s.accept_queue_max,
             accept_queue_len: s.accept_queue_len,
-            accepted: s.accepted.unwrap_or(0),
+            accepted: s.accepted,
             listen_overflows: s.counters.listen_overflows,
             listen_drops: s.counters.listen_drops,
             req_qfull_drops: s.counters.req_qfull_drops,
@@ -102,12 +102,12 @@ impl From<&pb::TargetStats> for TargetStats {
     fn from(s: &pb::TargetStats) -> Self {
         TargetStats {
             listen_addr: s.listen_addr.clone(),
-            backlog_requested: Some(s.backlog_requested),
+            backlog_requested: s.backlog_requested,
             backlog_effective: s.backlog_effective,
             somaxconn: s.somaxconn,
             accept_queue_max: s.accept_queue_max,
             accept_queue_len: s.accept_queue_len,
-            accepted: Some(s.accepted),
+            accepted: s.accepted,
             counters: CounterDeltas {
                 listen_overflows: s.listen_overflows,
                 listen_drops: s.listen_drops,

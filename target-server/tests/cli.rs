@@ -155,6 +155,7 @@ fn observe_matches_ss_for_another_process() {
             interval: Duration::from_millis(5),
             duration: Some(Duration::from_millis(100)),
             stats_json: None,
+            control: None,
         };
         stampede_target::observe::run(&config, Default::default(), &mut |_| {})
             .await

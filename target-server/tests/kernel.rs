@@ -248,12 +248,95 @@ fn somaxconn_caps_backlog_and_relisten_lowers_it() {
             .await
             .unwrap()
             .into_inner();
-        assert_eq!(after.backlog_requested, 2);
+        assert_eq!(after.backlog_requested, Some(2));
         assert_eq!(after.backlog_effective, 2);
         assert_eq!(after.somaxconn, 7);
         // The 8 already queued stay queued after re-listen.
         assert_eq!(after.accept_queue_len, 8);
         stop.cancel();
         join.await.unwrap();
+    });
+}
+
+/// `observe --control` serves another process's listener over TargetControl, as
+/// `stampede run --target-control` uses it (reset, then stats): the queue, the effective
+/// backlog and the namespace's counters, with what only the owner knows absent; it refuses
+/// to configure a listener it does not own.
+#[test]
+fn observe_serves_a_foreign_listener_over_control() {
+    if !kernel_tests_enabled("observe_serves_a_foreign_listener_over_control") {
+        return;
+    }
+    use socket2::{Domain, Socket, Type};
+    use stampede_target::observe::{Observe, ObserveConfig};
+    let ns = Netns::new("tgtobsctl").unwrap();
+    ns.block_on(async {
+        // "Another process's" listener: backlog 5, never accepting.
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        listener
+            .bind(
+                &"127.0.0.1:0"
+                    .parse::<std::net::SocketAddr>()
+                    .unwrap()
+                    .into(),
+            )
+            .unwrap();
+        listener.listen(5).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let observe = Observe::bind(&ObserveConfig {
+            port: addr.port(),
+            addr: None,
+            interval: Duration::from_millis(1),
+            duration: Some(Duration::from_secs(30)),
+            stats_json: None,
+            control: Some("127.0.0.1:0".parse().unwrap()),
+        })
+        .unwrap();
+        let control = observe.control_addr().unwrap();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { observe.run(stop, &mut |_| {}).await }
+        });
+        let mut c =
+            pb::target_control_client::TargetControlClient::connect(format!("http://{control}"))
+                .await
+                .unwrap();
+        let reset = c
+            .reset_counters(pb::ResetCountersRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reset.backlog_effective, 5);
+        assert_eq!((reset.accepted, reset.backlog_requested), (None, None));
+        assert_eq!((reset.accept_queue_len, reset.listen_overflows), (0, 0));
+        // 8 connects: A+1 = 6 complete inside connect() (loopback), 2 overflow and wait.
+        let clients: Vec<Socket> = (0..8)
+            .map(|_| {
+                let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+                s.set_nonblocking(true).unwrap();
+                let _ = s.connect(&addr.into());
+                s
+            })
+            .collect();
+        let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+        assert_eq!(stats.accept_queue_len, 6, "{stats:?}");
+        assert_eq!(stats.accept_queue_max, 6, "{stats:?}");
+        assert!(stats.listen_overflows >= 2, "{stats:?}");
+        assert_eq!(stats.accepted, None);
+        let err = c
+            .configure(pb::ConfigureRequest {
+                backlog: Some(64),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+        assert!(err.message().contains("another process"), "{err}");
+        stop.cancel();
+        let last = task.await.unwrap().unwrap();
+        assert_eq!(last.accept_queue_max, 6);
+        assert!(last.timeline.is_some());
+        drop(clients);
     });
 }

@@ -247,7 +247,11 @@ pub fn render(r: &Report, connect: &Histogram<u64>) -> String {
             "syncookies_sent",
             "req_qfull_drops",
         ] {
-            let v = t.get(key).map_or_else(|| "–".to_owned(), |v| v.to_string());
+            // null: observing another process's listener, which alone knows it.
+            let v = t
+                .get(key)
+                .filter(|v| !v.is_null())
+                .map_or_else(|| "–".to_owned(), |v| v.to_string());
             let _ = write!(s, "<tr><td>{key}</td><td>{}</td></tr>", esc(&v));
         }
         s.push_str("</table>");

@@ -159,7 +159,12 @@ impl Report {
             let _ = writeln!(s, "start spread {spread}us across agents");
         }
         if let Some(t) = &self.target {
-            let g = |k: &str| t.get(k).map_or_else(|| "-".to_owned(), |v| v.to_string());
+            // null: observing another process's listener, which alone knows it.
+            let g = |k: &str| {
+                t.get(k)
+                    .filter(|v| !v.is_null())
+                    .map_or_else(|| "-".to_owned(), |v| v.to_string())
+            };
             let _ = writeln!(
                 s,
                 "target: backlog {} (effective {}), queue max {}, accepted {}, overflows {}, cookies {}",
@@ -232,5 +237,23 @@ mod tests {
             ..Report::default()
         };
         assert!(!refused.summary().contains("admission"));
+    }
+
+    /// A target seen through `observe` knows no accepted count: a dash, never "null".
+    #[test]
+    fn unknown_target_values_show_as_a_dash() {
+        let r = Report {
+            target: Some(
+                serde_json::json!({"backlog_requested": null, "accepted": null,
+                "backlog_effective": 5, "accept_queue_max": 6}),
+            ),
+            ..Report::default()
+        };
+        let s = r.summary();
+        assert!(
+            s.contains("backlog - (effective 5), queue max 6, accepted -"),
+            "{s}"
+        );
+        assert!(!s.contains("null"));
     }
 }
