@@ -4,6 +4,7 @@
 //! Exit codes: 0 done, 1 failed, 64 bad usage or a refused plan. Every flag also reads
 //! `STAMPEDE_<FLAG>` from the environment.
 
+use std::io::IsTerminal as _;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -226,9 +227,11 @@ fn fire(args: &FireArgs) -> ExitCode {
 
 fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
-    // Intervals are only kept for the interval log (two histograms a second).
+    // Intervals (every second) drive the progress line and, with --hlog, the interval log.
     let (intervals_tx, mut intervals_rx) = tokio::sync::mpsc::unbounded_channel();
-    let intervals_tx = args.hlog.is_some().then_some(intervals_tx);
+    let mut intervals = Vec::new();
+    let total = armed.plan().config().connections;
+    let live = std::io::stderr().is_terminal();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -246,19 +249,44 @@ fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
                 armed.fire(
                     Instant::now() + Duration::from_millis(3),
                     &cancel,
-                    intervals_tx,
+                    Some(intervals_tx),
                 )
             })
         };
         tokio::pin!(firing);
-        tokio::select! {
-            r = &mut firing => return r.context("firing task"),
-            _ = int.recv() => tracing::warn!(signal = "SIGINT", "stopping the run"),
-            _ = term.recv() => tracing::warn!(signal = "SIGTERM", "stopping the run"),
+        let started = Instant::now();
+        let mut done = 0u64;
+        let result = loop {
+            tokio::select! {
+                r = &mut firing => break r.context("firing task"),
+                Some(i) = intervals_rx.recv() => {
+                    done += i.tally.outcomes.total();
+                    progress(live, started.elapsed(), done, total);
+                    if args.hlog.is_some() {
+                        intervals.push(i);
+                    }
+                }
+                _ = int.recv() => {
+                    tracing::warn!(signal = "SIGINT", "stopping the run");
+                    cancel.cancel();
+                }
+                _ = term.recv() => {
+                    tracing::warn!(signal = "SIGTERM", "stopping the run");
+                    cancel.cancel();
+                }
+            }
+        };
+        if live {
+            eprint!("\r\x1b[K");
         }
-        cancel.cancel();
-        firing.await.context("firing task")
+        result
     })??;
+    // What came with the end of the run.
+    while let Ok(i) = intervals_rx.try_recv() {
+        if args.hlog.is_some() {
+            intervals.push(i);
+        }
+    }
     let target = args.target.to_string();
     let pattern = args.pattern.to_string();
     print!("{}", result.summary(&target, &pattern));
@@ -269,10 +297,6 @@ fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
             .with_context(|| format!("writing the report to {}", path.display()))?;
     }
     if let Some(path) = &args.hlog {
-        let mut intervals = Vec::new();
-        while let Ok(i) = intervals_rx.try_recv() {
-            intervals.push(i);
-        }
         intervals.sort_by_key(|i| i.seq);
         let start = result
             .first_connect
@@ -309,4 +333,14 @@ fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// A long run's progress: a live line on a terminal, a log line a second otherwise.
+fn progress(live: bool, elapsed: Duration, done: u64, total: u64) {
+    let secs = format!("{:.1}s", elapsed.as_secs_f64());
+    if live {
+        eprint!("\r{secs}: {done}/{total} attempts classified\x1b[K");
+    } else {
+        tracing::info!(elapsed = %secs, done, total, "attempts classified");
+    }
 }
