@@ -24,7 +24,7 @@ use socket2::{SockAddr, Socket};
 use stampede_proto::histogram::{self, HistogramError};
 use stampede_proto::outcome::Outcome;
 use stampede_proto::report::Admission;
-use stampede_proto::tcp_info::{TCP_SYN_SENT, tcp_info};
+use stampede_proto::tcp_info::{TCP_CLOSE_WAIT, TCP_ESTABLISHED, TCP_SYN_SENT, tcp_info};
 use tokio_util::sync::CancellationToken;
 
 use crate::arm::{Armed, WorkerArms};
@@ -122,7 +122,10 @@ struct Worker<'a> {
     holds: VecDeque<(u64, usize)>,
     /// Admission probes to check, in time order (now + a constant interval).
     probes: VecDeque<(u64, usize)>,
+    /// Attempts closed (classified, or ended by a hold).
     done: usize,
+    /// Attempts classified: an attempt being held is classified but not yet done.
+    classified: usize,
 }
 
 fn now_ns(start: Instant) -> u64 {
@@ -187,6 +190,7 @@ impl<'a> Worker<'a> {
     /// Classifies and closes.
     fn finish(&mut self, idx: usize, outcome: Outcome) {
         self.tally.record(outcome);
+        self.classified += 1;
         self.close(idx);
     }
 
@@ -202,6 +206,7 @@ impl<'a> Worker<'a> {
     fn admitted(&mut self, idx: usize, now: u64) {
         let k = self.slots[idx].k;
         self.tally.record(Outcome::from_completion(0, k));
+        self.classified += 1;
         if self.settings.hold_ns == 0 {
             self.close(idx);
             return;
@@ -289,13 +294,29 @@ impl<'a> Worker<'a> {
         }
     }
 
-    /// True if the probe byte was acknowledged: the kernel holds a real connection.
+    /// True if the probe byte was acknowledged: the kernel holds a real connection. A reset
+    /// empties the send queue too, so the connection must still be open (ESTABLISHED, or
+    /// CLOSE_WAIT when the server accepted and closed).
     fn probe_acked(&self, idx: usize) -> bool {
         self.slots[idx]
             .socket
             .as_ref()
             .and_then(|s| tcp_info(s.as_fd()).ok())
-            .is_some_and(|i| i.unacked == 0)
+            .is_some_and(|i| i.unacked == 0 && matches!(i.state, TCP_ESTABLISHED | TCP_CLOSE_WAIT))
+    }
+
+    /// A due probe check: a pending error (a reset) first, then the acknowledgement.
+    /// Returns true if the attempt was decided.
+    fn check_probe(&mut self, idx: usize, now: u64) -> bool {
+        self.on_probe_event(idx, 0, now);
+        if self.slots[idx].phase != Phase::Probing {
+            return true;
+        }
+        if self.probe_acked(idx) {
+            self.admitted(idx, now);
+            return true;
+        }
+        false
     }
 
     fn on_greeting_event(&mut self, idx: usize, now: u64) {
@@ -347,9 +368,7 @@ impl<'a> Worker<'a> {
                 }
             }
             Phase::Probing => {
-                if self.probe_acked(idx) {
-                    self.admitted(idx, now);
-                } else {
+                if !self.check_probe(idx, now) {
                     let k = self.slots[idx].k;
                     self.finish(idx, Outcome::ghost(k));
                 }
@@ -495,9 +514,7 @@ impl<'a> Worker<'a> {
                 if self.slots[idx].phase != Phase::Probing {
                     continue;
                 }
-                if self.probe_acked(idx) {
-                    self.admitted(idx, now);
-                } else {
+                if !self.check_probe(idx, now) {
                     self.probes.push_back((now + PROBE_INTERVAL_NS, idx));
                 }
             }
@@ -525,7 +542,12 @@ impl<'a> Worker<'a> {
                 boundary += interval_ns;
             }
         }
-        let unfinished = if cancelled { (n - self.done) as u64 } else { 0 };
+        // Held connections were classified already: only the unclassified are unfinished.
+        let unfinished = if cancelled {
+            (n - self.classified) as u64
+        } else {
+            0
+        };
         // Close whatever is left (cancelled runs): dropping the slots closes the sockets.
         let summary = WorkerSummary {
             issue_lag: std::mem::replace(&mut self.issue_lag, histogram::new_latency()),
@@ -633,6 +655,7 @@ impl Armed {
                             holds: VecDeque::new(),
                             probes: VecDeque::new(),
                             done: 0,
+                            classified: 0,
                         };
                         if wait_for_start(start, cancel) {
                             worker.run(cancel, &tx);

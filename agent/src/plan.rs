@@ -138,6 +138,12 @@ pub enum PlanError {
     /// A zero deadline.
     #[error("invalid timeout 0: an attempt needs time to connect")]
     ZeroTimeout,
+    /// A deadline past what the latency histograms hold (1 h): latencies would be clamped.
+    #[error("invalid timeout {timeout}: at most 1h (the latency histograms' range)")]
+    TimeoutTooLong {
+        /// The timeout, as given.
+        timeout: String,
+    },
     /// Zero workers.
     #[error("invalid workers 0: at least 1 is needed")]
     NoWorkers,
@@ -241,6 +247,11 @@ impl Plan {
         if config.timeout.is_zero() {
             return Err(PlanError::ZeroTimeout);
         }
+        if config.timeout.as_micros() > u128::from(stampede_proto::histogram::MAX_LATENCY_US) {
+            return Err(PlanError::TimeoutTooLong {
+                timeout: stampede_proto::duration::format_duration(config.timeout),
+            });
+        }
         if config.workers == Some(0) {
             return Err(PlanError::NoWorkers);
         }
@@ -337,6 +348,13 @@ mod tests {
         let mut c = cfg(1);
         c.timeout = Duration::ZERO;
         assert_eq!(Plan::new(c), Err(PlanError::ZeroTimeout));
+        let mut c = cfg(1);
+        c.timeout = Duration::from_secs(3_601);
+        let e = Plan::new(c).unwrap_err();
+        assert!(e.to_string().contains("at most 1h"), "{e}");
+        let mut c = cfg(1);
+        c.timeout = Duration::from_secs(3_600);
+        assert!(Plan::new(c).is_ok());
         let mut c = cfg(1);
         c.expect_greeting = true;
         c.probe_admission = true;

@@ -186,6 +186,13 @@ fn reset_before_the_greeting_and_kernel_timeout() {
         let r = fire(c);
         assert_eq!(r.tally.outcomes.reset, 10, "{:?}", r.tally.outcomes);
         assert_eq!(listener.accepted(), 10);
+        // The same with the client speaking first: a reset empties the send queue, so an
+        // "acknowledged" probe on a reset connection must still count as reset.
+        let mut c = FireConfig::new(listener.addr, 10);
+        c.probe_admission = true;
+        c.timeout = Duration::from_secs(2);
+        let r = fire(c);
+        assert_eq!(r.tally.outcomes.reset, 10, "{:?}", r.tally.outcomes);
 
         // backlog 0 admits 1; the rest wait in SYN_SENT until the kernel gives up.
         let full = Listener::start(0, Duration::from_secs(60), false);
@@ -393,5 +400,23 @@ fn cancel_stops_the_run_and_late_starts_are_refused() {
         assert!(r.cancelled);
         assert_eq!(r.tally.outcomes.established, 1, "{:?}", r.tally.outcomes);
         assert_eq!(r.unfinished, 9);
+
+        // Connections being held when the run is cancelled were classified already: they
+        // count once, as established, and not again as unfinished.
+        let open = Listener::start(64, Duration::ZERO, false);
+        let mut c = FireConfig::new(open.addr, 10);
+        c.hold = Duration::from_secs(30);
+        let armed = arm(&Plan::new(c).unwrap()).unwrap();
+        let cancel = CancellationToken::new();
+        let r = std::thread::scope(|s| {
+            let run = s.spawn(|| armed.fire(Instant::now(), &cancel, None).unwrap());
+            std::thread::sleep(Duration::from_millis(300));
+            cancel.cancel();
+            run.join().unwrap()
+        });
+        assert!(r.cancelled);
+        assert_eq!(r.tally.outcomes.established, 10, "{:?}", r.tally.outcomes);
+        assert_eq!(r.unfinished, 0, "held, not unfinished");
+        drop(open.stop());
     });
 }

@@ -15,6 +15,8 @@ pub const TCP_LISTEN: u8 = 10;
 pub const TCP_ESTABLISHED: u8 = 1;
 /// `tcpi_state` of a client still waiting for a SYN-ACK.
 pub const TCP_SYN_SENT: u8 = 2;
+/// `tcpi_state` after the peer's FIN (the server accepted, then closed).
+pub const TCP_CLOSE_WAIT: u8 = 8;
 
 /// The fields of `struct tcp_info` stampede uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
