@@ -349,7 +349,8 @@ impl<'a> Worker<'a> {
 
     /// The attempt's deadline passed.
     fn expire(&mut self, idx: usize, now: u64) {
-        match self.slots[idx].phase {
+        let phase = self.slots[idx].phase;
+        match phase {
             Phase::Connecting => {
                 let Some(socket) = self.slots[idx].socket.as_ref() else {
                     return;
@@ -367,11 +368,10 @@ impl<'a> Worker<'a> {
                     self.expire(idx, now);
                 }
             }
-            Phase::Probing => {
-                if !self.check_probe(idx, now) {
-                    let k = self.slots[idx].k;
-                    self.finish(idx, Outcome::ghost(k));
-                }
+            // A last check (a reset, a late acknowledgement); undecided means a ghost.
+            Phase::Probing if !self.check_probe(idx, now) => {
+                let k = self.slots[idx].k;
+                self.finish(idx, Outcome::ghost(k));
             }
             Phase::Greeting => {
                 // Let a greeting that already arrived count before calling it a ghost.
@@ -387,7 +387,11 @@ impl<'a> Worker<'a> {
 
     /// Collects completions without processing them: time stamps only, no syscalls per
     /// attempt. They are handled once the due connects are all issued.
-    fn collect_ready(&mut self, events: &mut [libc::epoll_event], ready: &mut Vec<(usize, u32)>) {
+    fn collect_ready(
+        &mut self,
+        events: &mut [libc::epoll_event],
+        ready: &mut Vec<(usize, u32, u64)>,
+    ) {
         // SAFETY: `events` is a writable buffer of its length that outlives the call.
         let got = unsafe {
             libc::epoll_wait(
@@ -403,7 +407,9 @@ impl<'a> Worker<'a> {
             if self.slots[idx].phase == Phase::Connecting {
                 self.slots[idx].seen_ns = now;
             }
-            ready.push((idx, bits));
+            // The time seen goes along: a greeting that arrived while a later wave was being
+            // issued is measured then, not after the issue loop.
+            ready.push((idx, bits, now));
         }
     }
 
@@ -417,7 +423,7 @@ impl<'a> Worker<'a> {
         let mut events: Vec<libc::epoll_event> =
             vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS];
         let mut cancelled = false;
-        let mut ready: Vec<(usize, u32)> = Vec::new();
+        let mut ready: Vec<(usize, u32, u64)> = Vec::new();
         loop {
             // Issue everything that is due: for a burst, the whole share back to back.
             let mut issued = 0usize;
@@ -437,12 +443,11 @@ impl<'a> Worker<'a> {
                 // Stamp the last completions before processing (closing) the earlier ones.
                 self.collect_ready(&mut events, &mut ready);
             }
-            let now = now_ns(self.start);
-            for (idx, bits) in std::mem::take(&mut ready) {
+            for (idx, bits, seen) in std::mem::take(&mut ready) {
                 match self.slots[idx].phase {
-                    Phase::Connecting => self.on_connect_event(idx, bits, now),
-                    Phase::Greeting => self.on_greeting_event(idx, now),
-                    Phase::Probing => self.on_probe_event(idx, bits, now),
+                    Phase::Connecting => self.on_connect_event(idx, bits, seen),
+                    Phase::Greeting => self.on_greeting_event(idx, seen),
+                    Phase::Probing => self.on_probe_event(idx, bits, seen),
                     _ => {}
                 }
             }
