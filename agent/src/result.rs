@@ -110,6 +110,19 @@ impl Interval {
             syn_retransmits: self.tally.syn_retransmits.clone().into_iter().collect(),
             connect_latency_hist: histogram::encode(&self.tally.connect_latency)?,
             ttfb_hist: histogram::encode(&self.tally.ttfb)?,
+            ghost_syn_retransmits: self
+                .tally
+                .ghost_syn_retransmits
+                .clone()
+                .into_iter()
+                .collect(),
+            pending_syn_retransmits: self
+                .tally
+                .pending_syn_retransmits
+                .clone()
+                .into_iter()
+                .collect(),
+            errors: self.tally.errors_by_name().into_iter().collect(),
         })
     }
 }
@@ -197,6 +210,18 @@ impl RunResult {
             connections: self.connections,
             cancelled: self.cancelled,
             unfinished: self.unfinished,
+            ghost_syn_retransmits: self
+                .tally
+                .ghost_syn_retransmits
+                .clone()
+                .into_iter()
+                .collect(),
+            pending_syn_retransmits: self
+                .tally
+                .pending_syn_retransmits
+                .clone()
+                .into_iter()
+                .collect(),
         })
     }
 

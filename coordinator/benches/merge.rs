@@ -40,7 +40,7 @@ fn main() {
                 }),
                 syn_retransmits: [(1, per_agent / 20), (3, per_agent / 20)].into(),
                 connect_latency_hist: bytes,
-                ttfb_hist: Vec::new(),
+                ..Default::default()
             }
         })
         .collect();

@@ -2,7 +2,7 @@
 //! (`Histogram::add`), so the merged percentiles are those of the union of every agent's
 //! samples. Percentiles are never averaged.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use hdrhistogram::Histogram;
 use stampede_proto::histogram;
@@ -16,6 +16,12 @@ pub struct Tally {
     pub outcomes: Outcomes,
     /// Attempts by SYN-retransmit count k ≥ 1.
     pub syn_retransmits: BTreeMap<u32, u64>,
+    /// Ghosts by the k their connect() took.
+    pub ghost_syn_retransmits: BTreeMap<u32, u64>,
+    /// Pending attempts by the SYN retransmits made when the deadline hit.
+    pub pending_syn_retransmits: BTreeMap<u32, u64>,
+    /// `error` attempts by errno name.
+    pub errors: BTreeMap<String, u64>,
     /// Connect latency, µs.
     pub connect_us: Histogram<u64>,
     /// Time to first byte, µs.
@@ -27,6 +33,9 @@ impl Default for Tally {
         Tally {
             outcomes: Outcomes::default(),
             syn_retransmits: BTreeMap::new(),
+            ghost_syn_retransmits: BTreeMap::new(),
+            pending_syn_retransmits: BTreeMap::new(),
+            errors: BTreeMap::new(),
             // Auto-resizing, 3 significant digits: holds whatever range agents send.
             connect_us: Histogram::new(3).expect("3 significant digits is valid"),
             ttfb_us: Histogram::new(3).expect("3 significant digits is valid"),
@@ -54,52 +63,100 @@ fn add_hist(into: &mut Histogram<u64>, bytes: &[u8], what: &'static str) -> Resu
     histogram::merge(into, &h).map_err(err)
 }
 
+/// The counts of an interval or a final result, borrowed from the message.
+#[derive(Debug, Clone, Copy)]
+pub struct Parts<'a> {
+    /// Outcome counts.
+    pub outcomes: Option<&'a pb::Outcomes>,
+    /// `syn_retransmitted` by k.
+    pub syn_retransmits: &'a HashMap<u32, u64>,
+    /// Ghosts by k.
+    pub ghost_syn_retransmits: &'a HashMap<u32, u64>,
+    /// Pending by k.
+    pub pending_syn_retransmits: &'a HashMap<u32, u64>,
+    /// Errors by errno name.
+    pub errors: &'a HashMap<String, u64>,
+    /// Connect latency, V2 (+ DEFLATE).
+    pub connect: &'a [u8],
+    /// First byte, V2 (+ DEFLATE).
+    pub ttfb: &'a [u8],
+}
+
+fn add_counts<K: Ord + Clone>(
+    into: &mut BTreeMap<K, u64>,
+    from: impl IntoIterator<Item = (K, u64)>,
+) {
+    for (k, n) in from {
+        *into.entry(k).or_default() += n;
+    }
+}
+
 impl Tally {
     /// Adds counts and encoded histograms.
-    pub fn add_parts(
-        &mut self,
-        outcomes: Option<&pb::Outcomes>,
-        syn_retransmits: &std::collections::HashMap<u32, u64>,
-        connect: &[u8],
-        ttfb: &[u8],
-    ) -> Result<(), MergeError> {
-        add_hist(&mut self.connect_us, connect, "connect latency")?;
-        add_hist(&mut self.ttfb_us, ttfb, "time to first byte")?;
-        if let Some(o) = outcomes {
+    pub fn add_parts(&mut self, p: Parts<'_>) -> Result<(), MergeError> {
+        add_hist(&mut self.connect_us, p.connect, "connect latency")?;
+        add_hist(&mut self.ttfb_us, p.ttfb, "time to first byte")?;
+        if let Some(o) = p.outcomes {
             self.outcomes.add(&o.into());
         }
-        for (k, n) in syn_retransmits {
-            *self.syn_retransmits.entry(*k).or_default() += n;
-        }
+        add_counts(
+            &mut self.syn_retransmits,
+            p.syn_retransmits.iter().map(|(k, n)| (*k, *n)),
+        );
+        add_counts(
+            &mut self.ghost_syn_retransmits,
+            p.ghost_syn_retransmits.iter().map(|(k, n)| (*k, *n)),
+        );
+        add_counts(
+            &mut self.pending_syn_retransmits,
+            p.pending_syn_retransmits.iter().map(|(k, n)| (*k, *n)),
+        );
+        add_counts(
+            &mut self.errors,
+            p.errors.iter().map(|(k, n)| (k.clone(), *n)),
+        );
         Ok(())
     }
 
     /// Adds one interval's deltas.
     pub fn add_interval(&mut self, r: &pb::IntervalResult) -> Result<(), MergeError> {
-        self.add_parts(
-            r.outcomes.as_ref(),
-            &r.syn_retransmits,
-            &r.connect_latency_hist,
-            &r.ttfb_hist,
-        )
+        self.add_parts(Parts {
+            outcomes: r.outcomes.as_ref(),
+            syn_retransmits: &r.syn_retransmits,
+            ghost_syn_retransmits: &r.ghost_syn_retransmits,
+            pending_syn_retransmits: &r.pending_syn_retransmits,
+            errors: &r.errors,
+            connect: &r.connect_latency_hist,
+            ttfb: &r.ttfb_hist,
+        })
     }
 
     /// Adds an agent's whole result.
     pub fn add_final(&mut self, r: &pb::FinalResult) -> Result<(), MergeError> {
-        self.add_parts(
-            r.outcomes.as_ref(),
-            &r.syn_retransmits,
-            &r.connect_latency_hist,
-            &r.ttfb_hist,
-        )
+        self.add_parts(Parts {
+            outcomes: r.outcomes.as_ref(),
+            syn_retransmits: &r.syn_retransmits,
+            ghost_syn_retransmits: &r.ghost_syn_retransmits,
+            pending_syn_retransmits: &r.pending_syn_retransmits,
+            errors: &r.errors,
+            connect: &r.connect_latency_hist,
+            ttfb: &r.ttfb_hist,
+        })
     }
 
     /// Adds another tally.
     pub fn merge(&mut self, other: &Tally) {
         self.outcomes.add(&other.outcomes);
-        for (k, n) in &other.syn_retransmits {
-            *self.syn_retransmits.entry(*k).or_default() += n;
-        }
+        add_counts(&mut self.syn_retransmits, other.syn_retransmits.clone());
+        add_counts(
+            &mut self.ghost_syn_retransmits,
+            other.ghost_syn_retransmits.clone(),
+        );
+        add_counts(
+            &mut self.pending_syn_retransmits,
+            other.pending_syn_retransmits.clone(),
+        );
+        add_counts(&mut self.errors, other.errors.clone());
         // Both are auto-resizing, so add cannot fail for range reasons.
         self.connect_us
             .add(&other.connect_us)
@@ -154,8 +211,18 @@ mod tests {
             k.insert(1, 2_000);
             k.insert(3, 1_000);
             let mut agent_tally = Tally::default();
+            let none = HashMap::new();
+            let hist = encode(&h);
             agent_tally
-                .add_parts(Some(&outcomes), &k, &encode(&h), &[])
+                .add_parts(Parts {
+                    outcomes: Some(&outcomes),
+                    syn_retransmits: &k,
+                    ghost_syn_retransmits: &none,
+                    pending_syn_retransmits: &none,
+                    errors: &HashMap::new(),
+                    connect: &hist,
+                    ttfb: &[],
+                })
                 .unwrap();
             merged.merge(&agent_tally);
         }
@@ -177,8 +244,44 @@ mod tests {
     #[test]
     fn garbage_bytes_are_an_error_naming_the_histogram() {
         let err = Tally::default()
-            .add_parts(None, &Default::default(), b"not a histogram", &[])
+            .add_interval(&pb::IntervalResult {
+                connect_latency_hist: b"not a histogram".to_vec(),
+                ..Default::default()
+            })
             .unwrap_err();
         assert!(err.to_string().contains("connect latency"), "{err}");
+    }
+
+    /// Ghost and pending counts by k and errors by name add up across intervals and agents,
+    /// like the outcome counts they break down.
+    #[test]
+    fn breakdowns_by_k_and_errno_add_up() {
+        let interval = |ghost_k: u32, errno: &str| pb::IntervalResult {
+            ghost_syn_retransmits: [(ghost_k, 2)].into(),
+            pending_syn_retransmits: [(3, 1)].into(),
+            errors: [(errno.to_owned(), 4)].into(),
+            ..Default::default()
+        };
+        let mut a = Tally::default();
+        a.add_interval(&interval(0, "EADDRNOTAVAIL")).unwrap();
+        a.add_interval(&interval(3, "EADDRNOTAVAIL")).unwrap();
+        let mut b = Tally::default();
+        b.add_final(&pb::FinalResult {
+            ghost_syn_retransmits: [(3, 5)].into(),
+            errors: [("ENETUNREACH".to_owned(), 1)].into(),
+            ..Default::default()
+        })
+        .unwrap();
+        a.merge(&b);
+        assert_eq!(a.ghost_syn_retransmits, [(0, 2), (3, 7)].into());
+        assert_eq!(a.pending_syn_retransmits, [(3, 2)].into());
+        assert_eq!(
+            a.errors,
+            [
+                ("EADDRNOTAVAIL".to_owned(), 8),
+                ("ENETUNREACH".to_owned(), 1)
+            ]
+            .into()
+        );
     }
 }

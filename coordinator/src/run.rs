@@ -495,6 +495,11 @@ fn handle_event(
     }
 }
 
+/// Counts by k with string keys, as report.json has them (`{"1": n}`).
+fn by_k(counts: &BTreeMap<u32, u64>) -> BTreeMap<String, u64> {
+    counts.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+}
+
 fn outcome_total(o: &pb::Outcomes) -> u64 {
     crate::report::Outcomes::from(o).total()
 }
@@ -532,6 +537,7 @@ fn build_report(
         let attempts = tally.attempts();
         let outcomes = tally.outcomes;
         let connect_latency_us = Latency::from(&tally.connect_us);
+        let errors = tally.errors.clone();
         tallies.insert(id.clone(), tally);
         let mut a = AgentReport {
             id: id.clone(),
@@ -542,6 +548,7 @@ fn build_report(
             clock_uncertainty_us: st.clock_rtt_ns / 2_000,
             outcomes,
             connect_latency_us,
+            errors,
             complete: st.result.as_ref().is_some_and(|r| !r.cancelled),
             ..Default::default()
         };
@@ -554,7 +561,6 @@ fn build_report(
                 issue_ends.push(first + r.issue_duration_us as i64 * 1_000);
             }
             a.kernel = r.kernel.as_ref().map(Into::into).unwrap_or_default();
-            a.errors = r.errors.iter().map(|(k, v)| (k.clone(), *v)).collect();
             kernel.get_or_insert_with(|| a.kernel.clone());
         }
         agents.push(a);
@@ -578,11 +584,10 @@ fn build_report(
         agents,
         admission: Admission::of(plan.expect_greeting, plan.probe_admission),
         outcomes: merged.outcomes,
-        syn_retransmits: merged
-            .syn_retransmits
-            .iter()
-            .map(|(k, n)| (k.to_string(), *n))
-            .collect(),
+        syn_retransmits: by_k(&merged.syn_retransmits),
+        ghost_syn_retransmits: by_k(&merged.ghost_syn_retransmits),
+        pending_syn_retransmits: by_k(&merged.pending_syn_retransmits),
+        errors: merged.errors.clone(),
         connect_latency_us: Latency::from(&merged.connect_us),
         ttfb_us: Latency::from(&merged.ttfb_us),
         start_spread_us: spread,

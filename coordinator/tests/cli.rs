@@ -178,6 +178,17 @@ fn demo_runs_a_real_burst_from_the_readme_command() {
     // back with SYN retransmits, some of them as ghosts (§3): the demo shows both.
     assert!(n("established") >= 9, "{o}");
     assert!(n("syn_retransmitted") + n("ghost") >= 1, "{o}");
+    // Ghosts travel with the k their connect() took, and every one is counted by k.
+    let by_k = |key: &str| -> u64 {
+        r[key]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum()
+    };
+    assert_eq!(by_k("ghost_syn_retransmits"), n("ghost"), "{r}");
+    assert_eq!(by_k("syn_retransmits"), n("syn_retransmitted"), "{r}");
     assert_eq!(r["target"]["backlog_effective"], 8);
     assert!(r["target"]["listen_overflows"].as_u64().unwrap() >= 1);
     // The same run as CSV (header, 3 agents, total) and as a page with its two plots.

@@ -70,6 +70,12 @@ pub struct Report {
     pub outcomes: Outcomes,
     /// Merged counts by SYN-retransmit count k.
     pub syn_retransmits: BTreeMap<String, u64>,
+    /// Merged ghosts by the k their connect() took.
+    pub ghost_syn_retransmits: BTreeMap<String, u64>,
+    /// Merged pending attempts by the SYN retransmits made when the deadline hit.
+    pub pending_syn_retransmits: BTreeMap<String, u64>,
+    /// Merged `error` attempts by errno name.
+    pub errors: BTreeMap<String, u64>,
     /// Merged connect latency, µs.
     pub connect_latency_us: Latency,
     /// Merged time to first byte, µs.
@@ -132,13 +138,23 @@ impl Report {
                 let _ = writeln!(s, "  {name:<18} {n:>8}");
             }
         }
-        if !self.syn_retransmits.is_empty() {
-            let ks: Vec<String> = self
-                .syn_retransmits
+        for (label, counts) in [
+            ("SYN retransmits", &self.syn_retransmits),
+            ("ghosts by k", &self.ghost_syn_retransmits),
+            ("pending by k", &self.pending_syn_retransmits),
+        ] {
+            if !counts.is_empty() {
+                let ks: Vec<String> = counts.iter().map(|(k, n)| format!("k={k}: {n}")).collect();
+                let _ = writeln!(s, "  {label:<18} {}", ks.join(", "));
+            }
+        }
+        if !self.errors.is_empty() {
+            let es: Vec<String> = self
+                .errors
                 .iter()
-                .map(|(k, n)| format!("k={k}: {n}"))
+                .map(|(e, n)| format!("{e}: {n}"))
                 .collect();
-            let _ = writeln!(s, "  SYN retransmits    {}", ks.join(", "));
+            let _ = writeln!(s, "  {:<18} {}", "errors", es.join(", "));
         }
         if let Some(caveat) = self.admission.caveat(o.connected()) {
             let _ = writeln!(s, "{caveat}");
