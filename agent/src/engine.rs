@@ -137,15 +137,24 @@ fn errno_of(e: &io::Error) -> i32 {
 }
 
 impl<'a> Worker<'a> {
-    fn epoll_ctl(&self, op: libc::c_int, fd: i32, events: u32, idx: usize) {
+    /// Registers, changes or removes `fd`; the errno if the kernel refused. Callers that
+    /// must see events check it (an unwatched attempt would only end at its deadline); a
+    /// failed DEL is harmless (the socket is about to be closed or was never registered).
+    fn epoll_ctl(&self, op: libc::c_int, fd: i32, events: u32, idx: usize) -> Result<(), i32> {
         let mut ev = libc::epoll_event {
             events,
             u64: idx as u64,
         };
         // SAFETY: `ev` is a valid epoll_event for the call; epoll and fd are open descriptors
-        // (the slot still owns its socket). A failure (e.g. DEL of an unregistered fd) is
-        // harmless: the socket is about to be closed or was never registered.
-        unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut ev) };
+        // (the slot still owns its socket).
+        let rc = unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), op, fd, &mut ev) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error()
+                .raw_os_error()
+                .unwrap_or(libc::EIO))
+        }
     }
 
     /// Calls connect() for attempt `idx`; `t` is now (read just before, ns after start).
@@ -173,12 +182,17 @@ impl<'a> Worker<'a> {
         slot.phase = Phase::Connecting;
         let fd = socket.as_raw_fd();
         // One-shot: a completion reported during the issue loop is queued, not re-reported.
-        self.epoll_ctl(
+        if let Err(errno) = self.epoll_ctl(
             libc::EPOLL_CTL_ADD,
             fd,
             (libc::EPOLLOUT | libc::EPOLLONESHOT) as u32,
             idx,
-        );
+        ) {
+            // Unwatchable (e.g. fs.epoll.max_user_watches): an error of ours, said as such.
+            let now = now_ns(self.start);
+            self.record_completion(idx, now);
+            self.finish(idx, Outcome::from_completion(errno, 0));
+        }
     }
 
     fn record_completion(&mut self, idx: usize, now: u64) {
@@ -213,7 +227,7 @@ impl<'a> Worker<'a> {
         }
         if let Some(s) = self.slots[idx].socket.as_ref() {
             let fd = s.as_raw_fd();
-            self.epoll_ctl(libc::EPOLL_CTL_DEL, fd, 0, idx);
+            let _ = self.epoll_ctl(libc::EPOLL_CTL_DEL, fd, 0, idx);
         }
         self.slots[idx].phase = Phase::Holding;
         self.holds.push_back((now + self.settings.hold_ns, idx));
@@ -246,12 +260,15 @@ impl<'a> Worker<'a> {
         self.slots[idx].k = k;
         if self.settings.expect_greeting {
             self.slots[idx].phase = Phase::Greeting;
-            self.epoll_ctl(
+            if let Err(errno) = self.epoll_ctl(
                 libc::EPOLL_CTL_MOD,
                 fd,
                 (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
                 idx,
-            );
+            ) {
+                // The greeting could not be watched: admission unknown, an error of ours.
+                self.finish(idx, Outcome::from_completion(errno, k));
+            }
         } else if self.settings.probe_admission {
             let Some(mut writer) = self.slots[idx].socket.as_ref() else {
                 return;
@@ -259,8 +276,9 @@ impl<'a> Worker<'a> {
             match writer.write_all(&[0u8]) {
                 Ok(()) => {
                     self.slots[idx].phase = Phase::Probing;
-                    // Only errors and the server's FIN matter while probing.
-                    self.epoll_ctl(libc::EPOLL_CTL_MOD, fd, libc::EPOLLRDHUP as u32, idx);
+                    // Only errors and the server's FIN matter while probing; the probe is
+                    // polled anyway, so a failed MOD only delays noticing them.
+                    let _ = self.epoll_ctl(libc::EPOLL_CTL_MOD, fd, libc::EPOLLRDHUP as u32, idx);
                     self.probes.push_back((now + PROBE_INTERVAL_NS, idx));
                 }
                 Err(e) => {
