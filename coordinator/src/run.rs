@@ -386,11 +386,21 @@ pub async fn execute(
         }
     }
 
-    let target_stats = match &mut target {
-        Some(t) => Some(t.stats().await?),
-        None => None,
+    // The agents' results are in: a target that died or stalled under the load costs its
+    // own section of the report, never the report.
+    let (target_stats, target_error) = match &mut target {
+        Some(t) => match t.stats().await {
+            Ok(s) => (Some(s), None),
+            Err(e) => {
+                tracing::warn!(cause = %e, "final target stats unavailable");
+                (None, Some(e.to_string()))
+            }
+        },
+        None => (None, None),
     };
-    build_report(run_id, start_at, plan, states, lost, aborted, target_stats)
+    let mut finished = build_report(run_id, start_at, plan, states, lost, aborted, target_stats)?;
+    finished.report.target_error = target_error;
+    Ok(finished)
 }
 
 async fn wait_for_agents(
@@ -593,6 +603,7 @@ fn build_report(
         start_spread_us: spread,
         issue_duration_us: issue,
         kernel: kernel.unwrap_or_default(),
+        target_error: None,
         target: target.map(|t| {
             serde_json::to_value(stampede_target::stats::TargetStats::from(&t))
                 .expect("stats serialize")

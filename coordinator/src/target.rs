@@ -25,7 +25,7 @@ pub struct TargetControl {
 }
 
 impl TargetControl {
-    /// Connects (5 s timeout).
+    /// Connects (5 s timeout); every request then has 10 s.
     pub async fn connect(url: &str) -> Result<TargetControl, TargetError> {
         let err = |reason: String| TargetError {
             url: url.to_owned(),
@@ -34,6 +34,10 @@ impl TargetControl {
         let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
             .map_err(|e| err(e.to_string()))?
             .connect_timeout(Duration::from_secs(5))
+            // A target under test can stall or die: no request may hang a run.
+            .timeout(Duration::from_secs(10))
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(10))
             .connect()
             .await
             .map_err(|e| err(format!("cannot connect: {e}")))?;

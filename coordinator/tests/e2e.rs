@@ -19,6 +19,7 @@ struct System {
     coordinator: stampede::Coordinator,
     target: std::net::SocketAddr,
     control: std::net::SocketAddr,
+    target_stop: CancellationToken,
     agent_stops: BTreeMap<String, CancellationToken>,
 }
 
@@ -33,7 +34,8 @@ async fn system(agents: usize, allow: Vec<Cidr>) -> System {
     })
     .unwrap();
     let (addr, control) = (target.local_addr(), target.control_addr().unwrap());
-    tokio::spawn(target.run(stop.clone()));
+    let target_stop = stop.child_token();
+    tokio::spawn(target.run(target_stop.clone()));
     let coordinator = stampede::serve(
         stampede::ServeConfig::new("127.0.0.1:0".parse().unwrap(), Token::new("t0ken")),
         stop.clone(),
@@ -59,6 +61,7 @@ async fn system(agents: usize, allow: Vec<Cidr>) -> System {
         coordinator,
         target: addr,
         control,
+        target_stop,
         agent_stops,
     }
 }
@@ -246,6 +249,37 @@ async fn lost_agent_makes_the_run_partial_and_the_rest_complete() {
             assert_eq!(a.attempts, a.connections, "{a:?}");
         }
     }
+    s.stop.cancel();
+}
+
+/// The target dies mid-run: the agents' results still make a report, which says why the
+/// target's section is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_dies_costs_its_section_not_the_report() {
+    let s = system(2, Cidr::loopback()).await;
+    let ramp = pb::Pattern {
+        kind: pb::PatternKind::Ramp as i32,
+        rate_per_sec: 100.0,
+        duration_ms: 1_000,
+        ..Default::default()
+    };
+    let plan = plan(&s, 2, 100, ramp);
+    let target = s.target_stop.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1_000)).await;
+        target.cancel();
+    });
+    let done = execute(&s, &plan).await.unwrap();
+    let r = &done.report;
+    assert_eq!(r.outcomes.total(), 100, "{r:?}");
+    assert!(r.target.is_none());
+    let why = r.target_error.as_deref().unwrap();
+    assert!(why.contains(&s.control.to_string()), "{why}");
+    assert!(
+        r.summary().contains("target: no final stats"),
+        "{}",
+        r.summary()
+    );
     s.stop.cancel();
 }
 

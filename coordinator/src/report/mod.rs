@@ -88,6 +88,9 @@ pub struct Report {
     pub kernel: Kernel,
     /// The target's view, if a target control address was given.
     pub target: Option<serde_json::Value>,
+    /// Why the target's final stats are missing, if they are (it died or stalled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_error: Option<String>,
 }
 
 impl Report {
@@ -173,6 +176,9 @@ impl Report {
         }
         if let Some(spread) = self.start_spread_us {
             let _ = writeln!(s, "start spread {spread}us across agents");
+        }
+        if let Some(e) = &self.target_error {
+            let _ = writeln!(s, "target: no final stats ({e})");
         }
         if let Some(t) = &self.target {
             // null: observing another process's listener, which alone knows it.
