@@ -391,7 +391,7 @@ impl Output {
     fn complete(&self) -> bool {
         match self {
             Output::Run(r) => !(r.aborted || r.partial),
-            Output::Sweep(s) => s.steps.iter().all(|st| !st.partial),
+            Output::Sweep(s) => s.stopped.is_none() && s.steps.iter().all(|st| !st.partial),
         }
     }
 }

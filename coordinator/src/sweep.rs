@@ -21,7 +21,7 @@ use crate::target::TargetControl;
 pub struct SweepPlan {
     /// The run repeated at each step (its backlog and accept rate are overridden).
     pub run: RunPlan,
-    /// Backlogs to try, ascending.
+    /// Backlogs to try (run smallest first, duplicates once).
     pub backlogs: Vec<i32>,
     /// Accept rates to try (`f64::INFINITY`: as fast as possible); empty: leave the target's.
     pub accept_rates: Vec<f64>,
@@ -87,6 +87,9 @@ pub struct SweepReport {
     pub recommendations: Vec<Recommendation>,
     /// The full report of every step.
     pub reports: Vec<Report>,
+    /// Why the sweep ended early (interrupted, a step failed); absent when it ran through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
 }
 
 /// Runs every step; fails without a target control URL (a sweep must configure the target).
@@ -108,13 +111,20 @@ pub async fn execute(
     } else {
         plan.accept_rates.iter().copied().map(Some).collect()
     };
-    let total = rates.len() * plan.backlogs.len();
+    // Smallest first: the recommendation is the first clean step, whatever order was given.
+    let mut backlogs = plan.backlogs.clone();
+    backlogs.sort_unstable();
+    backlogs.dedup();
+    let total = rates.len() * backlogs.len();
     let mut steps = Vec::with_capacity(total);
     let mut reports = Vec::with_capacity(total);
-    for rate in &rates {
-        for &backlog in &plan.backlogs {
+    // Why the sweep ended before its last step; the steps done so far are kept.
+    let mut stopped = None;
+    'steps: for rate in &rates {
+        for &backlog in &backlogs {
             if cancel.is_cancelled() {
-                return Err(RunError::Aborted);
+                stopped = Some("interrupted".to_owned());
+                break 'steps;
             }
             progress(&format!(
                 "step {}/{total}: backlog {backlog}, accept rate {}",
@@ -124,7 +134,18 @@ pub async fn execute(
             let mut step_plan = plan.run.clone();
             step_plan.backlog = Some(backlog);
             step_plan.accept_rate = *rate;
-            let done = run::execute(registry, &step_plan, cancel, progress).await?;
+            let done = match run::execute(registry, &step_plan, cancel, progress).await {
+                Ok(done) => done,
+                Err(e) if steps.is_empty() => return Err(e),
+                Err(_) if cancel.is_cancelled() => {
+                    stopped = Some("interrupted".to_owned());
+                    break 'steps;
+                }
+                Err(e) => {
+                    stopped = Some(format!("step backlog {backlog}: {e}"));
+                    break 'steps;
+                }
+            };
             let r = done.report;
             let t = r.target.clone().unwrap_or_default();
             let get = |k: &str| t.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
@@ -143,10 +164,18 @@ pub async fn execute(
                 issue_duration_us: r.issue_duration_us,
             });
             reports.push(r);
+            if cancel.is_cancelled() {
+                stopped = Some("interrupted".to_owned());
+                break 'steps;
+            }
             // Connections the step left in the queue would fill the next step's queue.
-            let left = target.drain(Duration::from_secs(10)).await?;
-            if left > 0 {
-                tracing::warn!(left, "the target's accept queue did not drain");
+            match target.drain(Duration::from_secs(10)).await {
+                Ok(0) => {}
+                Ok(left) => tracing::warn!(left, "the target's accept queue did not drain"),
+                Err(e) => {
+                    stopped = Some(format!("draining the target after backlog {backlog}: {e}"));
+                    break 'steps;
+                }
             }
         }
     }
@@ -160,6 +189,7 @@ pub async fn execute(
         steps,
         recommendations,
         reports,
+        stopped,
     })
 }
 
@@ -300,6 +330,13 @@ impl SweepReport {
                 if st.partial { "  (partial)" } else { "" }
             );
         }
+        if let Some(why) = &self.stopped {
+            let _ = writeln!(
+                s,
+                "sweep stopped after {} steps: {why}; the recommendations cover those",
+                self.steps.len()
+            );
+        }
         for r in &self.recommendations {
             let _ = writeln!(
                 s,
@@ -417,6 +454,7 @@ mod tests {
             recommendations: vec![recommend(&plan(), Some(100.0), &steps)],
             steps,
             reports: Vec::new(),
+            stopped: None,
         };
         let page = crate::report::html::render_sweep(&report);
         assert_eq!(page.matches("<svg").count(), 3);

@@ -419,6 +419,14 @@ pub fn render_sweep(r: &SweepReport) -> String {
         r.connections,
         ms(r.p99_max_us)
     );
+    if let Some(why) = &r.stopped {
+        let _ = write!(
+            s,
+            "<p><strong>stopped after {} steps: {}</strong>; the recommendations cover those</p>",
+            r.steps.len(),
+            esc(why)
+        );
+    }
     s.push_str("<h2>Recommendation</h2><ul>");
     for rec in &r.recommendations {
         let _ = write!(
