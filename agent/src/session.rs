@@ -103,23 +103,41 @@ enum Ended {
     Refused(tonic::Status),
 }
 
+/// How many times in a row an "id already attached" refusal is retried (with the usual
+/// backoff, ~23 s in all: more than the coordinator's keepalive, 5 s pings with a 10 s
+/// timeout, takes to drop a dead stream).
+const DUPLICATE_RETRIES: u32 = 7;
+
 /// Runs the agent until `shutdown`, reconnecting with backoff and jitter whenever the
 /// coordinator goes away.
 pub async fn run(config: SessionConfig, shutdown: CancellationToken) -> Result<(), SessionError> {
     let endpoint = endpoint(&config)?;
     let mut backoff = Duration::from_millis(200);
     let mut failures = 0u32;
+    let mut duplicates = 0u32;
     loop {
         let attached_at = Instant::now();
         let last = match attach_once(&config, &endpoint, &shutdown).await {
             Ended::Shutdown => return Ok(()),
+            // After a network break the coordinator may still hold our old registration
+            // until its keepalive notices: retry a few times before calling it a real clash
+            // (another agent with this id).
+            Ended::Refused(s)
+                if s.code() == tonic::Code::AlreadyExists && duplicates < DUPLICATE_RETRIES =>
+            {
+                duplicates += 1;
+                s.message().to_owned()
+            }
             Ended::Refused(s) => {
                 return Err(SessionError::Refused {
                     code: s.code(),
                     message: s.message().to_owned(),
                 });
             }
-            Ended::Broken(why) => why,
+            Ended::Broken(why) => {
+                duplicates = 0;
+                why
+            }
         };
         // A session that lived a while resets the backoff.
         if attached_at.elapsed() > Duration::from_secs(10) {
