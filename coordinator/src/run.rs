@@ -519,7 +519,7 @@ fn build_report(
     start_at: i64,
     plan: &RunPlan,
     states: BTreeMap<String, AgentState>,
-    lost: BTreeMap<String, String>,
+    mut lost: BTreeMap<String, String>,
     aborted: bool,
     target: Option<pb::TargetStats>,
 ) -> Result<Finished, RunError> {
@@ -534,15 +534,21 @@ fn build_report(
         // A finished agent's final result is authoritative; a lost one counts with the
         // intervals it delivered (it loses at most the interval in flight).
         let mut tally = Tally::default();
-        match &st.result {
-            Some(r) => tally.add_final(r)?,
-            None => {
-                for r in &st.intervals {
-                    tally.add_interval(r)?;
-                }
+        let added = match &st.result {
+            Some(r) => tally.add_final(r),
+            None => st.intervals.iter().try_for_each(|r| tally.add_interval(r)),
+        };
+        // One agent's unusable data (a bug, version skew) costs that agent, not the run.
+        let usable = match added {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(agent = %id, cause = %e, "agent data dropped");
+                lost.insert(id.clone(), format!("its results could not be merged: {e}"));
+                tally = Tally::default();
+                false
             }
-        }
-        intervals.insert(id.clone(), st.intervals);
+        };
+        intervals.insert(id.clone(), if usable { st.intervals } else { Vec::new() });
         merged.merge(&tally);
         let attempts = tally.attempts();
         let outcomes = tally.outcomes;
@@ -559,7 +565,7 @@ fn build_report(
             outcomes,
             connect_latency_us,
             errors,
-            complete: st.result.as_ref().is_some_and(|r| !r.cancelled),
+            complete: usable && st.result.as_ref().is_some_and(|r| !r.cancelled),
             ..Default::default()
         };
         if let Some(r) = &st.result {
@@ -652,5 +658,41 @@ pub(crate) mod tests {
         let shares: Vec<u64> = (0..3).map(|i| plan.share(i, 3)).collect();
         assert_eq!(shares, vec![4, 3, 3]);
         assert_eq!(shares.iter().sum::<u64>(), 10);
+    }
+
+    /// An agent whose histogram cannot be decoded is named lost; the others still report.
+    #[test]
+    fn unusable_agent_data_costs_that_agent_only() {
+        let good = pb::FinalResult {
+            outcomes: Some(pb::Outcomes {
+                established: 5,
+                ..Default::default()
+            }),
+            connections: 5,
+            ..Default::default()
+        };
+        let bad = pb::FinalResult {
+            connect_latency_hist: b"garbage".to_vec(),
+            ..good.clone()
+        };
+        let mut states = BTreeMap::new();
+        for (id, r) in [("a", good), ("b", bad)] {
+            let st = AgentState {
+                connections: 5,
+                result: Some(r),
+                ..Default::default()
+            };
+            states.insert(id.to_owned(), st);
+        }
+        let plan = plan_for_tests();
+        let done =
+            build_report("r".into(), 0, &plan, states, BTreeMap::new(), false, None).unwrap();
+        let r = &done.report;
+        assert!(r.partial);
+        assert_eq!(r.lost_agents, vec!["b".to_owned()]);
+        assert!(r.lost_reasons["b"].contains("could not be merged"), "{r:?}");
+        assert_eq!(r.outcomes.established, 5);
+        assert!(r.agents.iter().find(|a| a.id == "a").unwrap().complete);
+        assert!(!r.agents.iter().find(|a| a.id == "b").unwrap().complete);
     }
 }
