@@ -332,6 +332,8 @@ pub async fn execute(
         + Duration::from_secs(15);
     let mut lost: BTreeMap<String, String> = BTreeMap::new();
     let mut aborted = false;
+    // Agents told to stop at the run's deadline still send what they have.
+    let mut overdue = false;
     let started = Instant::now();
     for st in states.values_mut() {
         st.last_seen = Some(started);
@@ -373,6 +375,7 @@ pub async fn execute(
                         lost.insert(id.clone(), format!("no message for {liveness:?}"));
                         registry.send(id, Out::Abort(pb::Abort { run_id: run_id.clone(), reason: "declared lost".into() })).await;
                     } else if now > end_by {
+                        overdue = true;
                         lost.insert(id.clone(), "no result by the run's deadline".into());
                         registry.send(id, Out::Abort(pb::Abort { run_id: run_id.clone(), reason: "run deadline passed".into() })).await;
                     }
@@ -384,6 +387,11 @@ pub async fn execute(
                 }
             }
         }
+    }
+
+    if overdue && !aborted {
+        let grace = Instant::now() + Duration::from_secs(2);
+        drain_until(&mut events, &mut states, &run_id, grace).await;
     }
 
     // The agents' results are in: a target that died or stalled under the load costs its
