@@ -26,8 +26,8 @@ use crate::engine::FireError;
 use crate::plan::{CloseMode, DEFAULT_MAX_CONNECTIONS, FireConfig, Plan};
 use crate::{Armed, Interval, arm};
 
-/// How an agent session is set up.
-#[derive(Debug, Clone)]
+/// How an agent session is set up. Its `Debug` leaves the token out.
+#[derive(Clone)]
 pub struct SessionConfig {
     /// The coordinator, `http://HOST:PORT` (or `https://` with TLS).
     pub coordinator: String,
@@ -45,6 +45,21 @@ pub struct SessionConfig {
     pub tls: Option<ClientTlsConfig>,
     /// Give up after this many failed connection attempts in a row (`None`: never).
     pub max_retries: Option<u32>,
+}
+
+impl std::fmt::Debug for SessionConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionConfig")
+            .field("coordinator", &self.coordinator)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("id", &self.id)
+            .field("allow", &self.allow)
+            .field("max_connections", &self.max_connections)
+            .field("source_ips", &self.source_ips)
+            .field("tls", &self.tls.is_some())
+            .field("max_retries", &self.max_retries)
+            .finish()
+    }
 }
 
 impl SessionConfig {
@@ -430,12 +445,13 @@ async fn attach_once(
             Err(e) => return Ended::Broken(format!("cannot connect to {}: {e}", config.coordinator)),
         },
     };
-    let auth = Auth(
-        config
-            .token
-            .as_ref()
-            .and_then(|t| format!("Bearer {t}").parse().ok()),
-    );
+    let auth = Auth(config.token.as_ref().and_then(|t| {
+        let mut v: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+            format!("Bearer {t}").parse().ok()?;
+        // Kept out of any debug output of the request.
+        v.set_sensitive(true);
+        Some(v)
+    }));
     let mut client: Client =
         pb::coordinator_client::CoordinatorClient::with_interceptor(channel, auth)
             .max_decoding_message_size(16 * 1024 * 1024);
@@ -548,4 +564,20 @@ async fn attach_once(
         f.cancel.cancel();
     }
     ended
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let config = SessionConfig {
+            token: Some("s3cret-t0ken".into()),
+            ..SessionConfig::loopback()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
 }
