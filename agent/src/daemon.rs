@@ -135,6 +135,13 @@ pub fn run(args: &DaemonArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if config.token.is_some() && config.tls.is_none() && !is_loopback_url(&config.coordinator) {
+        tracing::warn!(
+            coordinator = %config.coordinator,
+            "the token travels in clear text and the coordinator is not verified: use \
+             https:// with --tls-ca off a trusted network"
+        );
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -154,6 +161,48 @@ pub fn run(args: &DaemonArgs) -> ExitCode {
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// True for `http://127.x.x.x…`, `http://[::1]…` and `http://localhost…`.
+fn is_loopback_url(url: &str) -> bool {
+    let host = url
+        .split("://")
+        .nth(1)
+        .unwrap_or(url)
+        .split('/')
+        .next()
+        .unwrap_or("");
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_url;
+
+    #[test]
+    fn loopback_urls_are_recognised() {
+        for url in [
+            "http://127.0.0.1:7700",
+            "http://[::1]:7700/",
+            "http://localhost:1",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        for url in [
+            "http://198.18.0.1:7700",
+            "http://coordinator:7700",
+            "http://[2001:db8::1]:1",
+        ] {
+            assert!(!is_loopback_url(url), "{url}");
         }
     }
 }
