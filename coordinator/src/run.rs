@@ -170,6 +170,9 @@ impl Finished {
     }
 }
 
+/// The shortest lead between Start and the start instant, whatever the plan says.
+const MIN_LEAD: Duration = Duration::from_millis(50);
+
 /// Per-agent bookkeeping during a run.
 #[derive(Debug, Default)]
 struct AgentState {
@@ -306,7 +309,9 @@ pub async fn execute(
 
     // Start: far enough ahead that every agent hears of it in time (≥ 5 × the worst RTT).
     let max_rtt = Duration::from_nanos(states.values().map(|s| s.clock_rtt_ns).max().unwrap_or(0));
-    let lead = plan.lead.max(max_rtt * 5);
+    // The RTT is each agent's best probe, so a jittery path can need more than 5 × it: a
+    // floor keeps a tiny configured lead (say "0ms") from making every agent refuse.
+    let lead = plan.lead.max(max_rtt * 5).max(MIN_LEAD);
     let start_at = unix_nanos_now() + lead.as_nanos() as i64;
     for id in states.keys() {
         registry
@@ -355,7 +360,8 @@ pub async fn execute(
                 abort_all(registry, &states, &run_id, "aborted by the coordinator (interrupted)").await;
                 // Give agents a moment to send what they have, then stop waiting.
                 let grace = Instant::now() + Duration::from_secs(2);
-                drain_until(&mut events, &mut states, &run_id, grace).await;
+                // Results cut short by our own Abort do not make their agents lost.
+                drain_until(&mut events, &mut states, &run_id, grace, &mut BTreeMap::new()).await;
                 for id in pending {
                     if states[&id].result.is_none() {
                         lost.insert(id, "run aborted before its result arrived".into());
@@ -391,7 +397,7 @@ pub async fn execute(
 
     if overdue && !aborted {
         let grace = Instant::now() + Duration::from_secs(2);
-        drain_until(&mut events, &mut states, &run_id, grace).await;
+        drain_until(&mut events, &mut states, &run_id, grace, &mut lost).await;
     }
 
     // The agents' results are in: a target that died or stalled under the load costs its
@@ -459,11 +465,11 @@ async fn drain_until(
     states: &mut BTreeMap<String, AgentState>,
     run_id: &str,
     until: Instant,
+    lost: &mut BTreeMap<String, String>,
 ) {
-    let mut lost = BTreeMap::new();
     while states.values().any(|s| s.result.is_none()) {
         match tokio::time::timeout_at(until, events.recv()).await {
-            Ok(Some(e)) => handle_event(e, states, run_id, &mut lost),
+            Ok(Some(e)) => handle_event(e, states, run_id, lost),
             _ => break,
         }
     }
@@ -585,6 +591,7 @@ fn build_report(
                 issue_ends.push(first + r.issue_duration_us as i64 * 1_000);
             }
             a.kernel = r.kernel.as_ref().map(Into::into).unwrap_or_default();
+            a.unfinished = r.unfinished;
             kernel.get_or_insert_with(|| a.kernel.clone());
         }
         agents.push(a);

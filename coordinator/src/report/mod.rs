@@ -43,6 +43,9 @@ pub struct AgentReport {
     pub kernel: Kernel,
     /// Errors by errno name.
     pub errors: BTreeMap<String, u64>,
+    /// Attempts it never classified because its run was cut short (Abort, shutdown).
+    #[serde(default)]
+    pub unfinished: u64,
 }
 
 /// The whole report.
