@@ -2,7 +2,7 @@
 //! connect and first-byte histograms) merged exactly into [`Interval`]s (about 1 s each) and
 //! the whole-run [`RunResult`], plus their report, wire and terminal forms.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
@@ -51,7 +51,31 @@ fn add_counts<K: Ord + Copy>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64
     }
 }
 
+/// A tally's counts and histograms in their wire types, shared by both result messages.
+struct Wire {
+    outcomes: pb::Outcomes,
+    syn_retransmits: HashMap<u32, u64>,
+    ghost_syn_retransmits: HashMap<u32, u64>,
+    pending_syn_retransmits: HashMap<u32, u64>,
+    errors: HashMap<String, u64>,
+    connect_latency_hist: Vec<u8>,
+    ttfb_hist: Vec<u8>,
+}
+
 impl Tally {
+    fn wire(&self) -> Result<Wire, HistogramError> {
+        let map = |m: &BTreeMap<u32, u64>| m.iter().map(|(k, n)| (*k, *n)).collect();
+        Ok(Wire {
+            outcomes: (&self.outcomes).into(),
+            syn_retransmits: map(&self.syn_retransmits),
+            ghost_syn_retransmits: map(&self.ghost_syn_retransmits),
+            pending_syn_retransmits: map(&self.pending_syn_retransmits),
+            errors: self.errors_by_name().into_iter().collect(),
+            connect_latency_hist: histogram::encode(&self.connect_latency)?,
+            ttfb_hist: histogram::encode(&self.ttfb)?,
+        })
+    }
+
     /// Counts one classified attempt.
     pub fn record(&mut self, outcome: Outcome) {
         self.outcomes.count(outcome);
@@ -103,26 +127,17 @@ pub struct Interval {
 impl Interval {
     /// The wire form for the coordinator.
     pub fn to_pb(&self, run_id: &str) -> Result<pb::IntervalResult, HistogramError> {
+        let w = self.tally.wire()?;
         Ok(pb::IntervalResult {
             run_id: run_id.to_owned(),
             seq: self.seq,
-            outcomes: Some((&self.tally.outcomes).into()),
-            syn_retransmits: self.tally.syn_retransmits.clone().into_iter().collect(),
-            connect_latency_hist: histogram::encode(&self.tally.connect_latency)?,
-            ttfb_hist: histogram::encode(&self.tally.ttfb)?,
-            ghost_syn_retransmits: self
-                .tally
-                .ghost_syn_retransmits
-                .clone()
-                .into_iter()
-                .collect(),
-            pending_syn_retransmits: self
-                .tally
-                .pending_syn_retransmits
-                .clone()
-                .into_iter()
-                .collect(),
-            errors: self.tally.errors_by_name().into_iter().collect(),
+            outcomes: Some(w.outcomes),
+            syn_retransmits: w.syn_retransmits,
+            connect_latency_hist: w.connect_latency_hist,
+            ttfb_hist: w.ttfb_hist,
+            ghost_syn_retransmits: w.ghost_syn_retransmits,
+            pending_syn_retransmits: w.pending_syn_retransmits,
+            errors: w.errors,
         })
     }
 }
@@ -189,12 +204,13 @@ impl RunResult {
 
     /// The wire form for the coordinator.
     pub fn to_pb(&self, run_id: &str) -> Result<pb::FinalResult, HistogramError> {
+        let w = self.tally.wire()?;
         Ok(pb::FinalResult {
             run_id: run_id.to_owned(),
-            outcomes: Some((&self.tally.outcomes).into()),
-            syn_retransmits: self.tally.syn_retransmits.clone().into_iter().collect(),
-            connect_latency_hist: histogram::encode(&self.tally.connect_latency)?,
-            ttfb_hist: histogram::encode(&self.tally.ttfb)?,
+            outcomes: Some(w.outcomes),
+            syn_retransmits: w.syn_retransmits,
+            connect_latency_hist: w.connect_latency_hist,
+            ttfb_hist: w.ttfb_hist,
             first_connect_unix_nanos: self
                 .first_connect
                 .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
@@ -206,22 +222,12 @@ impl RunResult {
                 self.issue_lag.max()
             },
             kernel: Some((&self.kernel).into()),
-            errors: self.tally.errors_by_name().into_iter().collect(),
+            errors: w.errors,
             connections: self.connections,
             cancelled: self.cancelled,
             unfinished: self.unfinished,
-            ghost_syn_retransmits: self
-                .tally
-                .ghost_syn_retransmits
-                .clone()
-                .into_iter()
-                .collect(),
-            pending_syn_retransmits: self
-                .tally
-                .pending_syn_retransmits
-                .clone()
-                .into_iter()
-                .collect(),
+            ghost_syn_retransmits: w.ghost_syn_retransmits,
+            pending_syn_retransmits: w.pending_syn_retransmits,
         })
     }
 
