@@ -283,21 +283,26 @@ async fn a_target_that_dies_costs_its_section_not_the_report() {
     s.stop.cancel();
 }
 
+/// 40 connects from 2 agents at a target that accepts nothing during a step, over `backlogs`.
+fn sweep_plan(s: &System, backlogs: Vec<i32>) -> stampede::sweep::SweepPlan {
+    let mut run = plan(s, 2, 40, burst());
+    run.expect_greeting = false;
+    run.timeout = Duration::from_millis(1500);
+    stampede::sweep::SweepPlan {
+        run,
+        backlogs,
+        accept_rates: vec![0.0],
+        p99_max: Duration::from_millis(100),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_finds_the_smallest_backlog_that_absorbs_the_burst() {
     let s = system(2, Cidr::loopback()).await;
     // A target that never accepts during the burst: backlog B admits exactly B+1 on
-    // loopback (KERNEL.md §1), so 40 connects need B >= 39.
-    let mut run = plan(&s, 2, 40, burst());
-    run.expect_greeting = false;
-    run.timeout = Duration::from_millis(1500);
-    let sweep = stampede::sweep::SweepPlan {
-        run,
-        // Out of order and repeated on purpose: steps run smallest first, once each.
-        backlogs: vec![64, 1, 64],
-        accept_rates: vec![0.0],
-        p99_max: Duration::from_millis(100),
-    };
+    // loopback (KERNEL.md §1), so 40 connects need B >= 39. Out of order and repeated on
+    // purpose: steps run smallest first, once each.
+    let sweep = sweep_plan(&s, vec![64, 1, 64]);
     let r = stampede::sweep::execute(
         &s.coordinator.registry,
         &sweep,
@@ -351,15 +356,7 @@ async fn sweep_finds_the_smallest_backlog_that_absorbs_the_burst() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_sweep_keeps_its_finished_steps() {
     let s = system(2, Cidr::loopback()).await;
-    let mut run = plan(&s, 2, 40, burst());
-    run.expect_greeting = false;
-    run.timeout = Duration::from_millis(1500);
-    let sweep = stampede::sweep::SweepPlan {
-        run,
-        backlogs: vec![64, 128],
-        accept_rates: vec![0.0],
-        p99_max: Duration::from_millis(100),
-    };
+    let sweep = sweep_plan(&s, vec![64, 128]);
     let cancel = CancellationToken::new();
     // "Ctrl-C" as the second step begins.
     let progress = |line: &str| {
