@@ -118,6 +118,9 @@ enum Ended {
     Refused(tonic::Status),
 }
 
+/// How long Attach may take to be answered with Welcome.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How many times in a row an "id already attached" refusal is retried (with the usual
 /// backoff, ~23 s in all: more than the coordinator's keepalive, 5 s pings with a 10 s
 /// timeout, takes to drop a dead stream).
@@ -460,21 +463,38 @@ async fn attach_once(
         tx.try_send(pb::AgentMessage { msg: Some(msg) }).is_ok()
     };
     send(&out_tx, Out::Hello(hello(config)));
-    let response = client
-        .attach(tokio_stream::wrappers::ReceiverStream::new(out_rx))
-        .await;
-    let mut inbound = match response {
-        Ok(r) => r.into_inner(),
-        Err(s) if is_refusal(&s) => return Ended::Refused(s),
-        Err(s) => return Ended::Broken(format!("attach failed: {}", s.message())),
+    // Attach and Welcome are bounded, and give way to shutdown: a coordinator that accepts
+    // the stream but never answers must not hold the agent (nor its SIGTERM) forever.
+    let handshake = async {
+        let mut inbound = match client
+            .attach(tokio_stream::wrappers::ReceiverStream::new(out_rx))
+            .await
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) if is_refusal(&s) => return Err(Ended::Refused(s)),
+            Err(s) => return Err(Ended::Broken(format!("attach failed: {}", s.message()))),
+        };
+        match inbound.message().await {
+            Ok(Some(pb::CoordinatorMessage {
+                msg: Some(In::Welcome(w)),
+            })) => Ok((inbound, w)),
+            Ok(_) => Err(Ended::Broken("the coordinator did not send Welcome".into())),
+            Err(s) if is_refusal(&s) => Err(Ended::Refused(s)),
+            Err(s) => Err(Ended::Broken(s.message().to_owned())),
+        }
     };
-    let welcome = match inbound.message().await {
-        Ok(Some(pb::CoordinatorMessage {
-            msg: Some(In::Welcome(w)),
-        })) => w,
-        Ok(_) => return Ended::Broken("the coordinator did not send Welcome".into()),
-        Err(s) if is_refusal(&s) => return Ended::Refused(s),
-        Err(s) => return Ended::Broken(s.message().to_owned()),
+    let (mut inbound, welcome) = tokio::select! {
+        _ = shutdown.cancelled() => return Ended::Shutdown,
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => match r {
+            Ok(Ok(attached)) => attached,
+            Ok(Err(ended)) => return ended,
+            Err(_) => {
+                return Ended::Broken(format!(
+                    "no Welcome from {} within {HANDSHAKE_TIMEOUT:?}",
+                    config.coordinator
+                ));
+            }
+        },
     };
     tracing::info!(coordinator = %config.coordinator, id = %config.id, "attached");
     let mut tick = tokio::time::interval(Duration::from_millis(
