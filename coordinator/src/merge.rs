@@ -91,6 +91,22 @@ fn add_counts<K: Ord + Clone>(
     }
 }
 
+/// The [`Parts`] of an `IntervalResult` or a `FinalResult`: the two messages name their
+/// counts and histograms alike.
+macro_rules! parts {
+    ($r:expr) => {
+        Parts {
+            outcomes: $r.outcomes.as_ref(),
+            syn_retransmits: &$r.syn_retransmits,
+            ghost_syn_retransmits: &$r.ghost_syn_retransmits,
+            pending_syn_retransmits: &$r.pending_syn_retransmits,
+            errors: &$r.errors,
+            connect: &$r.connect_latency_hist,
+            ttfb: &$r.ttfb_hist,
+        }
+    };
+}
+
 impl Tally {
     /// Adds counts and encoded histograms.
     pub fn add_parts(&mut self, p: Parts<'_>) -> Result<(), MergeError> {
@@ -120,28 +136,12 @@ impl Tally {
 
     /// Adds one interval's deltas.
     pub fn add_interval(&mut self, r: &pb::IntervalResult) -> Result<(), MergeError> {
-        self.add_parts(Parts {
-            outcomes: r.outcomes.as_ref(),
-            syn_retransmits: &r.syn_retransmits,
-            ghost_syn_retransmits: &r.ghost_syn_retransmits,
-            pending_syn_retransmits: &r.pending_syn_retransmits,
-            errors: &r.errors,
-            connect: &r.connect_latency_hist,
-            ttfb: &r.ttfb_hist,
-        })
+        self.add_parts(parts!(r))
     }
 
     /// Adds an agent's whole result.
     pub fn add_final(&mut self, r: &pb::FinalResult) -> Result<(), MergeError> {
-        self.add_parts(Parts {
-            outcomes: r.outcomes.as_ref(),
-            syn_retransmits: &r.syn_retransmits,
-            ghost_syn_retransmits: &r.ghost_syn_retransmits,
-            pending_syn_retransmits: &r.pending_syn_retransmits,
-            errors: &r.errors,
-            connect: &r.connect_latency_hist,
-            ttfb: &r.ttfb_hist,
-        })
+        self.add_parts(parts!(r))
     }
 
     /// Adds another tally.
