@@ -43,6 +43,19 @@ impl CounterDeltas {
     }
 }
 
+/// The keys of `report.json`'s `target{}` object (DESIGN.md "Reports"), in contract order.
+pub const CONTRACT_KEYS: [&str; 9] = [
+    "backlog_requested",
+    "backlog_effective",
+    "somaxconn",
+    "accept_queue_max",
+    "accepted",
+    "listen_overflows",
+    "listen_drops",
+    "req_qfull_drops",
+    "syncookies_sent",
+];
+
 /// A snapshot of a listener's queue and counters: `target{}` in report.json.
 #[derive(Debug, Clone, Serialize)]
 pub struct TargetStats {
@@ -206,6 +219,7 @@ mod tests {
             timeline: None,
         };
         let v = serde_json::to_value(&s).unwrap();
+        // Spelled out, not CONTRACT_KEYS: the test is the contract's independent check.
         for key in [
             "backlog_requested",
             "backlog_effective",
@@ -218,6 +232,12 @@ mod tests {
             "syncookies_sent",
         ] {
             assert!(v.get(key).is_some(), "missing {key} in {v}");
+        }
+        for key in CONTRACT_KEYS {
+            assert!(
+                v.get(key).is_some(),
+                "CONTRACT_KEYS names {key}, not in {v}"
+            );
         }
         assert_eq!(v["listen_overflows"], 91);
     }

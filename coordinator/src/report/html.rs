@@ -236,17 +236,7 @@ pub fn render(r: &Report, connect: &Histogram<u64>) -> String {
     }
     if let Some(t) = &r.target {
         s.push_str("<h2>Target</h2><table>");
-        for key in [
-            "backlog_requested",
-            "backlog_effective",
-            "somaxconn",
-            "accept_queue_max",
-            "accepted",
-            "listen_overflows",
-            "listen_drops",
-            "syncookies_sent",
-            "req_qfull_drops",
-        ] {
+        for key in stampede_target::stats::CONTRACT_KEYS {
             // null: observing another process's listener, which alone knows it.
             let v = t
                 .get(key)
