@@ -143,18 +143,10 @@ impl Finished {
 
     /// Writes `report.json`, `report.csv`, `report.html` and `report.hlog` into `dir`.
     pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))
-        })?;
-        stampede_target::stats::write_json_atomic(&dir.join("report.json"), &self.report)?;
-        let write = |name: &str, text: String| {
-            let path = dir.join(name);
-            std::fs::write(&path, text).map_err(|e| {
-                std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display()))
-            })
-        };
-        write("report.csv", crate::report::csv::render(&self.report))?;
-        write(
+        let out = crate::report::OutDir::create(dir)?;
+        out.json("report.json", &self.report)?;
+        out.file("report.csv", crate::report::csv::render(&self.report))?;
+        out.file(
             "report.html",
             crate::report::html::render(&self.report, &self.merged().connect_us),
         )?;
@@ -164,9 +156,7 @@ impl Finished {
             &self.intervals,
         )
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-        let path = dir.join("report.hlog");
-        std::fs::write(&path, hlog)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
+        out.file("report.hlog", hlog)
     }
 }
 

@@ -284,13 +284,9 @@ fn recommend(plan: &SweepPlan, rate: Option<f64>, steps: &[Step]) -> Recommendat
 impl SweepReport {
     /// Writes `sweep.json` and `sweep.html` into `dir`.
     pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))
-        })?;
-        stampede_target::stats::write_json_atomic(&dir.join("sweep.json"), self)?;
-        let path = dir.join("sweep.html");
-        std::fs::write(&path, crate::report::html::render_sweep(self))
-            .map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
+        let out = crate::report::OutDir::create(dir)?;
+        out.json("sweep.json", self)?;
+        out.file("sweep.html", crate::report::html::render_sweep(self))
     }
 
     /// The terminal table and the recommendations.

@@ -14,6 +14,32 @@ use serde::{Deserialize, Serialize};
 use stampede_proto::outcome::OutcomeClass;
 pub use stampede_proto::report::{Admission, Kernel, Latency, Outcomes};
 
+/// An output directory for report files: created on demand; errors name the path.
+#[derive(Debug, Clone, Copy)]
+pub struct OutDir<'a>(&'a std::path::Path);
+
+impl<'a> OutDir<'a> {
+    /// Creates `dir` (and its parents) if needed.
+    pub fn create(dir: &'a std::path::Path) -> std::io::Result<OutDir<'a>> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))
+        })?;
+        Ok(OutDir(dir))
+    }
+
+    /// Writes `name` as JSON, atomically (scripts may be watching for it).
+    pub fn json(self, name: &str, value: &impl Serialize) -> std::io::Result<()> {
+        stampede_target::stats::write_json_atomic(&self.0.join(name), value)
+    }
+
+    /// Writes `name`.
+    pub fn file(self, name: &str, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
+        let path = self.0.join(name);
+        std::fs::write(&path, contents)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
+    }
+}
+
 /// One agent's part of the run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AgentReport {
