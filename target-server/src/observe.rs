@@ -62,6 +62,11 @@ impl ObserveConfig {
         Ok(())
     }
 
+    /// The timeline's first bucket: one sample interval, at least 1 ms.
+    fn timeline_bucket_us(&self) -> u64 {
+        self.interval.as_micros().max(1000) as u64
+    }
+
     fn matches(&self, l: &ListenerInfo) -> bool {
         l.addr.port() == self.port && self.addr.is_none_or(|a| a == l.addr.ip())
     }
@@ -87,10 +92,6 @@ struct State {
 }
 
 impl State {
-    fn timeline_bucket_us(&self) -> u64 {
-        self.config.interval.as_micros().max(1000) as u64
-    }
-
     /// One dump: the queue now, its max, the effective backlog. Returns the queue length.
     fn sample(&mut self) -> Result<u32, Error> {
         let found: Vec<ListenerInfo> = self
@@ -131,8 +132,7 @@ impl State {
         self.start = Instant::now();
         self.stats.samples = 0;
         self.stats.accept_queue_max = 0;
-        let bucket = self.timeline_bucket_us();
-        self.timeline.clear(bucket);
+        self.timeline.clear(self.config.timeline_bucket_us());
         self.sample()?;
         self.refresh_counters()
     }
@@ -217,7 +217,6 @@ impl Observe {
         let somaxconn = stampede_proto::sysctl::read_u64(stampede_proto::sysctl::SOMAXCONN)
             .map_err(Error::io("reading somaxconn"))? as u32;
         let control = config.control.map(control::bind).transpose()?;
-        let bucket = config.interval.as_micros().max(1000) as u64;
         let mut state = State {
             config: config.clone(),
             diag,
@@ -238,7 +237,7 @@ impl Observe {
                 samples: 0,
                 timeline: None,
             },
-            timeline: Timeline::new(bucket, TIMELINE_CAPACITY),
+            timeline: Timeline::new(config.timeline_bucket_us(), TIMELINE_CAPACITY),
         };
         state.sample()?;
         let (queue_tx, _) = broadcast::channel(1024);

@@ -272,17 +272,9 @@ fn observe_serves_a_foreign_listener_over_control() {
     let ns = Netns::new("tgtobsctl").unwrap();
     ns.block_on(async {
         // "Another process's" listener: backlog 5, never accepting.
-        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        listener
-            .bind(
-                &"127.0.0.1:0"
-                    .parse::<std::net::SocketAddr>()
-                    .unwrap()
-                    .into(),
-            )
-            .unwrap();
-        listener.listen(5).unwrap();
-        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let listener =
+            stampede_target::listener::Listener::bind("127.0.0.1:0".parse().unwrap(), 5).unwrap();
+        let addr = listener.local_addr();
         let observe = Observe::bind(&ObserveConfig {
             port: addr.port(),
             addr: None,
