@@ -75,12 +75,8 @@ struct Slot {
     phase: Phase,
     /// SYN retransmits at connect completion.
     k: u32,
-    /// When epoll first reported the connect complete (ns after start), if it did during a
-    /// burst's issue loop; `NOT_SEEN` otherwise.
-    seen_ns: u64,
 }
 
-const NOT_SEEN: u64 = u64::MAX;
 /// During a burst, completions are collected (time-stamped, not yet processed) every this
 /// many connects, so a connect's latency is not inflated by the rest of the burst.
 const POLL_EVERY: usize = 32;
@@ -236,10 +232,6 @@ impl<'a> Worker<'a> {
     fn on_connect_event(&mut self, idx: usize, events: u32, now: u64) {
         let Some(socket) = self.slots[idx].socket.as_ref() else {
             return;
-        };
-        let now = match self.slots[idx].seen_ns {
-            NOT_SEEN => now,
-            seen => seen,
         };
         let mut err = match socket.take_error() {
             Ok(None) => 0,
@@ -422,11 +414,8 @@ impl<'a> Worker<'a> {
         let now = now_ns(self.start);
         for ev in events.iter().take(got.max(0) as usize) {
             let (idx, bits) = (ev.u64 as usize, ev.events);
-            if self.slots[idx].phase == Phase::Connecting {
-                self.slots[idx].seen_ns = now;
-            }
-            // The time seen goes along: a greeting that arrived while a later wave was being
-            // issued is measured then, not after the issue loop.
+            // The time seen goes along, so a completion or greeting that arrived while the
+            // issue loop went on is measured then, not when the loop ends.
             ready.push((idx, bits, now));
         }
     }
@@ -661,7 +650,6 @@ impl Armed {
                                 offset_ns: a.offset_ns,
                                 phase: Phase::Armed,
                                 k: 0,
-                                seen_ns: NOT_SEEN,
                             })
                             .collect();
                         let worker = Worker {
