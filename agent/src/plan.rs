@@ -6,7 +6,6 @@
 //! ports) happen when arming ([`crate::arm`]).
 
 use std::net::{IpAddr, SocketAddr};
-use std::str::FromStr;
 use std::time::Duration;
 
 use stampede_proto::pattern::Pattern;
@@ -15,30 +14,7 @@ use crate::cidr::Cidr;
 
 /// Default per-run connection cap (`--max-connections`).
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 100_000;
-/// Default deadline of an attempt, from its intended send time (`--timeout`).
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How connections are closed after the hold.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CloseMode {
-    /// RST (SO_LINGER zero): no TIME_WAIT on the agent, so ports are reusable at once.
-    #[default]
-    Rst,
-    /// FIN: an orderly close; TIME_WAIT stays on the agent for 60 s.
-    Fin,
-}
-
-impl FromStr for CloseMode {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "rst" => Ok(CloseMode::Rst),
-            "fin" => Ok(CloseMode::Fin),
-            _ => Err(format!("invalid close mode \"{s}\": expected rst or fin")),
-        }
-    }
-}
+pub use stampede_proto::plan::{CloseMode, DEFAULT_TIMEOUT, Load, LoadError};
 
 /// A run as requested, before validation.
 #[derive(Debug, Clone, PartialEq)]
@@ -74,19 +50,48 @@ pub struct FireConfig {
 impl FireConfig {
     /// A burst of `connections` to `target` with every other setting at its default.
     pub fn new(target: SocketAddr, connections: u64) -> FireConfig {
+        FireConfig::of_load(Load::burst(target, connections))
+    }
+
+    /// `load` under this agent's default limits.
+    pub fn of_load(load: Load) -> FireConfig {
+        let Load {
+            target,
+            connections,
+            pattern,
+            timeout,
+            hold,
+            close,
+            expect_greeting,
+            probe_admission,
+        } = load;
         FireConfig {
             target,
             connections,
-            pattern: Pattern::Burst,
-            timeout: DEFAULT_TIMEOUT,
-            hold: Duration::ZERO,
-            close: CloseMode::Rst,
-            expect_greeting: false,
-            probe_admission: false,
+            pattern,
+            timeout,
+            hold,
+            close,
+            expect_greeting,
+            probe_admission,
             source_ips: Vec::new(),
             allow_targets: Cidr::loopback(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             workers: None,
+        }
+    }
+
+    /// The load it asks for, without the agent's limits.
+    pub fn load(&self) -> Load {
+        Load {
+            target: self.target,
+            connections: self.connections,
+            pattern: self.pattern,
+            timeout: self.timeout,
+            hold: self.hold,
+            close: self.close,
+            expect_greeting: self.expect_greeting,
+            probe_admission: self.probe_admission,
         }
     }
 }
@@ -94,9 +99,9 @@ impl FireConfig {
 /// Why a configuration is not a valid plan.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum PlanError {
-    /// `connections` is zero.
-    #[error("invalid connections 0: at least 1 is needed")]
-    NoConnections,
+    /// The load itself breaks a rule every plan follows.
+    #[error(transparent)]
+    Load(#[from] LoadError),
     /// Above `--max-connections`.
     #[error(
         "{connections} connections exceed this agent's cap of {max} per run (--max-connections)"
@@ -123,35 +128,9 @@ pub enum PlanError {
         /// The target.
         target: SocketAddr,
     },
-    /// A ramp that cannot issue all connections within its duration.
-    #[error(
-        "pattern {pattern} issues at most {fits} connections, not {connections}: raise the rate or the duration, or lower --connections"
-    )]
-    RampTooShort {
-        /// The pattern.
-        pattern: String,
-        /// What fits.
-        fits: u64,
-        /// Requested.
-        connections: u64,
-    },
-    /// A zero deadline.
-    #[error("invalid timeout 0: an attempt needs time to connect")]
-    ZeroTimeout,
-    /// A deadline past what the latency histograms hold (1 h): latencies would be clamped.
-    #[error("invalid timeout {timeout}: at most 1h (the latency histograms' range)")]
-    TimeoutTooLong {
-        /// The timeout, as given.
-        timeout: String,
-    },
     /// Zero workers.
     #[error("invalid workers 0: at least 1 is needed")]
     NoWorkers,
-    /// Both admission checks at once.
-    #[error(
-        "--expect-greeting and --probe-admission exclude each other: the server speaks first or the client does"
-    )]
-    GreetingAndProbe,
 }
 
 /// When each attempt is meant to be issued, as an offset from the start instant; one value
@@ -210,9 +189,7 @@ pub struct Plan {
 impl Plan {
     /// Validates a configuration.
     pub fn new(config: FireConfig) -> Result<Plan, PlanError> {
-        if config.connections == 0 {
-            return Err(PlanError::NoConnections);
-        }
+        config.load().check()?;
         if config.connections > config.max_connections {
             return Err(PlanError::OverCap {
                 connections: config.connections,
@@ -244,31 +221,8 @@ impl Plan {
                 target: config.target,
             });
         }
-        if config.timeout.is_zero() {
-            return Err(PlanError::ZeroTimeout);
-        }
-        if config.timeout.as_micros() > u128::from(stampede_proto::histogram::MAX_LATENCY_US) {
-            return Err(PlanError::TimeoutTooLong {
-                timeout: stampede_proto::duration::format_duration(config.timeout),
-            });
-        }
         if config.workers == Some(0) {
             return Err(PlanError::NoWorkers);
-        }
-        if config.expect_greeting && config.probe_admission {
-            return Err(PlanError::GreetingAndProbe);
-        }
-        if let Pattern::Ramp { rate, duration } = config.pattern {
-            // Attempt i goes at i / rate; the last one must go before the ramp ends (with one
-            // attempt of rounding slack).
-            let fits = (rate * duration.as_secs_f64()).ceil().max(1.0) as u64;
-            if config.connections > fits {
-                return Err(PlanError::RampTooShort {
-                    pattern: config.pattern.to_string(),
-                    fits,
-                    connections: config.connections,
-                });
-            }
         }
         let schedule = Schedule::new(config.pattern, config.connections);
         Ok(Plan { config, schedule })
@@ -322,7 +276,10 @@ mod tests {
 
     #[test]
     fn validation_names_the_problem() {
-        assert_eq!(Plan::new(cfg(0)), Err(PlanError::NoConnections));
+        assert_eq!(
+            Plan::new(cfg(0)),
+            Err(PlanError::Load(LoadError::NoConnections))
+        );
         let mut c = cfg(10);
         c.max_connections = 5;
         assert!(matches!(Plan::new(c), Err(PlanError::OverCap { .. })));
@@ -347,7 +304,7 @@ mod tests {
         assert!(Plan::new(c).is_ok());
         let mut c = cfg(1);
         c.timeout = Duration::ZERO;
-        assert_eq!(Plan::new(c), Err(PlanError::ZeroTimeout));
+        assert_eq!(Plan::new(c), Err(PlanError::Load(LoadError::ZeroTimeout)));
         let mut c = cfg(1);
         c.timeout = Duration::from_secs(3_601);
         let e = Plan::new(c).unwrap_err();
@@ -358,7 +315,10 @@ mod tests {
         let mut c = cfg(1);
         c.expect_greeting = true;
         c.probe_admission = true;
-        assert_eq!(Plan::new(c), Err(PlanError::GreetingAndProbe));
+        assert_eq!(
+            Plan::new(c),
+            Err(PlanError::Load(LoadError::GreetingAndProbe))
+        );
     }
 
     #[test]

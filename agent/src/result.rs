@@ -2,117 +2,18 @@
 //! connect and first-byte histograms) merged exactly into [`Interval`]s (about 1 s each) and
 //! the whole-run [`RunResult`], plus their report, wire and terminal forms.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
-use stampede_proto::histogram::{self, HistogramError};
-use stampede_proto::outcome::{Outcome, OutcomeClass, errno_name};
+use stampede_proto::histogram::HistogramError;
+use stampede_proto::outcome::OutcomeClass;
 use stampede_proto::pb;
-use stampede_proto::report::{Admission, FireReport, Kernel, Latency, Outcomes};
+use stampede_proto::report::{Admission, FireReport, Kernel, Latency};
+use stampede_proto::tally::CarriesTally as _;
 
-/// Counts and histograms of a set of attempts; merging two is exact.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tally {
-    /// Attempts by class.
-    pub outcomes: Outcomes,
-    /// `syn_retransmitted` attempts by k.
-    pub syn_retransmits: BTreeMap<u32, u64>,
-    /// Ghosts by the k their connect() took.
-    pub ghost_syn_retransmits: BTreeMap<u32, u64>,
-    /// Pending attempts by SYN retransmits so far.
-    pub pending_syn_retransmits: BTreeMap<u32, u64>,
-    /// `error` attempts by errno.
-    pub errors: BTreeMap<i32, u64>,
-    /// Intended send time → connect() success or failure, µs.
-    pub connect_latency: Histogram<u64>,
-    /// Intended send time → server's first byte, µs.
-    pub ttfb: Histogram<u64>,
-}
-
-impl Default for Tally {
-    fn default() -> Self {
-        Tally {
-            outcomes: Outcomes::default(),
-            syn_retransmits: BTreeMap::new(),
-            ghost_syn_retransmits: BTreeMap::new(),
-            pending_syn_retransmits: BTreeMap::new(),
-            errors: BTreeMap::new(),
-            connect_latency: histogram::new_latency(),
-            ttfb: histogram::new_latency(),
-        }
-    }
-}
-
-fn add_counts<K: Ord + Copy>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {
-    for (k, n) in from {
-        *into.entry(*k).or_default() += n;
-    }
-}
-
-/// A tally's counts and histograms in their wire types, shared by both result messages.
-struct Wire {
-    outcomes: pb::Outcomes,
-    syn_retransmits: HashMap<u32, u64>,
-    ghost_syn_retransmits: HashMap<u32, u64>,
-    pending_syn_retransmits: HashMap<u32, u64>,
-    errors: HashMap<String, u64>,
-    connect_latency_hist: Vec<u8>,
-    ttfb_hist: Vec<u8>,
-}
-
-impl Tally {
-    fn wire(&self) -> Result<Wire, HistogramError> {
-        let map = |m: &BTreeMap<u32, u64>| m.iter().map(|(k, n)| (*k, *n)).collect();
-        Ok(Wire {
-            outcomes: (&self.outcomes).into(),
-            syn_retransmits: map(&self.syn_retransmits),
-            ghost_syn_retransmits: map(&self.ghost_syn_retransmits),
-            pending_syn_retransmits: map(&self.pending_syn_retransmits),
-            errors: self.errors_by_name().into_iter().collect(),
-            connect_latency_hist: histogram::encode(&self.connect_latency)?,
-            ttfb_hist: histogram::encode(&self.ttfb)?,
-        })
-    }
-
-    /// Counts one classified attempt.
-    pub fn record(&mut self, outcome: Outcome) {
-        self.outcomes.count(outcome);
-        match outcome {
-            Outcome::SynRetransmitted { k } => *self.syn_retransmits.entry(k).or_default() += 1,
-            Outcome::Ghost { k } => *self.ghost_syn_retransmits.entry(k).or_default() += 1,
-            Outcome::Pending { k } => *self.pending_syn_retransmits.entry(k).or_default() += 1,
-            Outcome::Error { errno } => *self.errors.entry(errno).or_default() += 1,
-            _ => {}
-        }
-    }
-
-    /// Adds another tally (histograms with `Histogram::add`: exact).
-    pub fn merge(&mut self, other: &Tally) -> Result<(), HistogramError> {
-        self.outcomes.add(&other.outcomes);
-        add_counts(&mut self.syn_retransmits, &other.syn_retransmits);
-        add_counts(
-            &mut self.ghost_syn_retransmits,
-            &other.ghost_syn_retransmits,
-        );
-        add_counts(
-            &mut self.pending_syn_retransmits,
-            &other.pending_syn_retransmits,
-        );
-        add_counts(&mut self.errors, &other.errors);
-        histogram::merge(&mut self.connect_latency, &other.connect_latency)?;
-        histogram::merge(&mut self.ttfb, &other.ttfb)
-    }
-
-    /// Errors keyed by errno name.
-    pub fn errors_by_name(&self) -> BTreeMap<String, u64> {
-        self.errors
-            .iter()
-            .map(|(e, n)| (errno_name(*e), *n))
-            .collect()
-    }
-}
+pub use stampede_proto::tally::Tally;
 
 /// What all workers recorded during one interval (attempts classified in it).
 #[derive(Debug, Clone, PartialEq)]
@@ -127,18 +28,13 @@ pub struct Interval {
 impl Interval {
     /// The wire form for the coordinator.
     pub fn to_pb(&self, run_id: &str) -> Result<pb::IntervalResult, HistogramError> {
-        let w = self.tally.wire()?;
-        Ok(pb::IntervalResult {
+        let mut msg = pb::IntervalResult {
             run_id: run_id.to_owned(),
             seq: self.seq,
-            outcomes: Some(w.outcomes),
-            syn_retransmits: w.syn_retransmits,
-            connect_latency_hist: w.connect_latency_hist,
-            ttfb_hist: w.ttfb_hist,
-            ghost_syn_retransmits: w.ghost_syn_retransmits,
-            pending_syn_retransmits: w.pending_syn_retransmits,
-            errors: w.errors,
-        })
+            ..Default::default()
+        };
+        msg.set_wire_tally(self.tally.to_wire()?);
+        Ok(msg)
     }
 }
 
@@ -204,13 +100,8 @@ impl RunResult {
 
     /// The wire form for the coordinator.
     pub fn to_pb(&self, run_id: &str) -> Result<pb::FinalResult, HistogramError> {
-        let w = self.tally.wire()?;
-        Ok(pb::FinalResult {
+        let mut msg = pb::FinalResult {
             run_id: run_id.to_owned(),
-            outcomes: Some(w.outcomes),
-            syn_retransmits: w.syn_retransmits,
-            connect_latency_hist: w.connect_latency_hist,
-            ttfb_hist: w.ttfb_hist,
             first_connect_unix_nanos: self
                 .first_connect
                 .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
@@ -222,13 +113,13 @@ impl RunResult {
                 self.issue_lag.max()
             },
             kernel: Some((&self.kernel).into()),
-            errors: w.errors,
             connections: self.connections,
             cancelled: self.cancelled,
             unfinished: self.unfinished,
-            ghost_syn_retransmits: w.ghost_syn_retransmits,
-            pending_syn_retransmits: w.pending_syn_retransmits,
-        })
+            ..Default::default()
+        };
+        msg.set_wire_tally(self.tally.to_wire()?);
+        Ok(msg)
     }
 
     /// The terminal summary: outcomes, k breakdown, percentiles, issue duration.
@@ -326,36 +217,6 @@ fn us(v: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tallies_merge_exactly() {
-        let mut a = Tally::default();
-        let mut b = Tally::default();
-        a.record(Outcome::Established);
-        a.record(Outcome::SynRetransmitted { k: 3 });
-        b.record(Outcome::SynRetransmitted { k: 3 });
-        b.record(Outcome::Ghost { k: 3 });
-        b.record(Outcome::Error {
-            errno: libc::EADDRNOTAVAIL,
-        });
-        a.connect_latency.record(10).unwrap();
-        b.connect_latency.record(3_070_000).unwrap();
-        let mut all = Tally::default();
-        all.merge(&a).unwrap();
-        all.merge(&b).unwrap();
-        assert_eq!(all.outcomes.total(), 5);
-        assert_eq!(all.syn_retransmits, BTreeMap::from([(3, 2)]));
-        assert_eq!(all.ghost_syn_retransmits, BTreeMap::from([(3, 1)]));
-        assert_eq!(
-            all.errors_by_name(),
-            BTreeMap::from([("EADDRNOTAVAIL".to_owned(), 1)])
-        );
-        assert_eq!(all.connect_latency.len(), 2);
-        assert!(
-            all.connect_latency
-                .equivalent(all.connect_latency.max(), 3_070_000)
-        );
-    }
 
     #[test]
     fn dates_are_rfc3339() {

@@ -24,11 +24,16 @@ pub mod histogram;
 pub mod hlog;
 pub mod netstat;
 pub mod outcome;
+pub mod output;
 pub mod pattern;
+pub mod plan;
 pub mod report;
 pub mod signal;
 pub mod sysctl;
+pub mod tally;
+pub mod target;
 pub mod tcp_info;
+pub mod timeline;
 pub mod tls;
 pub mod usage;
 

@@ -144,33 +144,82 @@ impl Outcome {
     }
 }
 
+/// An errno as a counter key: ordered by number, shown and serialized by its symbolic name
+/// (`EADDRNOTAVAIL`, or `errno N` for ones stampede does not expect), parsed back from either
+/// form, so `errors{}` reads the same in report.json, on the wire and on the terminal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Errno(pub i32);
+
+impl std::fmt::Display for Errno {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&errno_name(self.0))
+    }
+}
+
+/// A name that is neither a known errno nor `errno N`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown errno name \"{0}\"")]
+pub struct UnknownErrno(pub String);
+
+impl std::str::FromStr for Errno {
+    type Err = UnknownErrno;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if let Some(n) = s.strip_prefix("errno ").and_then(|n| n.parse().ok()) {
+            return Ok(Errno(n));
+        }
+        KNOWN_ERRNOS
+            .iter()
+            .find(|(_, name)| *name == s)
+            .map(|(n, _)| Errno(*n))
+            .ok_or_else(|| UnknownErrno(s.to_owned()))
+    }
+}
+
+impl Serialize for Errno {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Errno {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The errnos a connect attempt is expected to meet, with their symbolic names.
+const KNOWN_ERRNOS: [(i32, &str); 20] = [
+    (libc::EADDRNOTAVAIL, "EADDRNOTAVAIL"),
+    (libc::EADDRINUSE, "EADDRINUSE"),
+    (libc::ECONNREFUSED, "ECONNREFUSED"),
+    (libc::ECONNRESET, "ECONNRESET"),
+    (libc::ECONNABORTED, "ECONNABORTED"),
+    (libc::ETIMEDOUT, "ETIMEDOUT"),
+    (libc::EHOSTUNREACH, "EHOSTUNREACH"),
+    (libc::ENETUNREACH, "ENETUNREACH"),
+    (libc::ENETDOWN, "ENETDOWN"),
+    (libc::EPIPE, "EPIPE"),
+    (libc::EMFILE, "EMFILE"),
+    (libc::ENFILE, "ENFILE"),
+    (libc::ENOBUFS, "ENOBUFS"),
+    (libc::ENOMEM, "ENOMEM"),
+    (libc::EPERM, "EPERM"),
+    (libc::EACCES, "EACCES"),
+    (libc::EAGAIN, "EAGAIN"),
+    (libc::EINVAL, "EINVAL"),
+    (libc::EAFNOSUPPORT, "EAFNOSUPPORT"),
+    (libc::EPROTO, "EPROTO"),
+];
+
 /// The symbolic name of an errno (`EADDRNOTAVAIL`), or `errno N` for ones stampede does not
 /// expect to meet.
 pub fn errno_name(errno: i32) -> String {
-    let name = match errno {
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        libc::EADDRINUSE => "EADDRINUSE",
-        libc::ECONNREFUSED => "ECONNREFUSED",
-        libc::ECONNRESET => "ECONNRESET",
-        libc::ECONNABORTED => "ECONNABORTED",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        libc::EHOSTUNREACH => "EHOSTUNREACH",
-        libc::ENETUNREACH => "ENETUNREACH",
-        libc::ENETDOWN => "ENETDOWN",
-        libc::EPIPE => "EPIPE",
-        libc::EMFILE => "EMFILE",
-        libc::ENFILE => "ENFILE",
-        libc::ENOBUFS => "ENOBUFS",
-        libc::ENOMEM => "ENOMEM",
-        libc::EPERM => "EPERM",
-        libc::EACCES => "EACCES",
-        libc::EAGAIN => "EAGAIN",
-        libc::EINVAL => "EINVAL",
-        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
-        libc::EPROTO => "EPROTO",
-        _ => return format!("errno {errno}"),
-    };
-    name.to_owned()
+    match KNOWN_ERRNOS.iter().find(|(n, _)| *n == errno) {
+        Some((_, name)) => (*name).to_owned(),
+        None => format!("errno {errno}"),
+    }
 }
 
 #[cfg(test)]
@@ -225,5 +274,9 @@ mod tests {
         );
         assert_eq!(errno_name(libc::EADDRNOTAVAIL), "EADDRNOTAVAIL");
         assert_eq!(errno_name(9999), "errno 9999");
+        for e in [Errno(libc::EADDRNOTAVAIL), Errno(9999)] {
+            assert_eq!(e.to_string().parse::<Errno>(), Ok(e));
+        }
+        assert!("EWHAT".parse::<Errno>().is_err());
     }
 }

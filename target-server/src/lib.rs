@@ -22,7 +22,7 @@ pub mod diag;
 pub mod listener;
 pub mod observe;
 pub mod stats;
-pub mod timeline;
+pub use stampede_proto::timeline;
 
 mod accept;
 mod action;

@@ -6,10 +6,10 @@
 //! downsampling), its last value and the cumulative accepted count at its end, so the
 //! accept rate over time can be read from any two buckets.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// One bucket of the timeline.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Point {
     /// Start of the bucket, microseconds since the timeline's start.
     pub t_us: u64,
@@ -22,7 +22,7 @@ pub struct Point {
 }
 
 /// The timeline: a bounded list of equal-width buckets.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timeline {
     /// Width of every bucket in microseconds (doubles as the timeline fills).
     pub bucket_us: u64,
