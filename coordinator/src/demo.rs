@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Token;
 use crate::run::{Finished, RunPlan};
+use crate::scenario::ConfigError;
 
 /// The demo's knobs.
 #[derive(Debug, Clone)]
@@ -28,24 +29,24 @@ pub struct DemoConfig {
 
 impl DemoConfig {
     /// Checks the values.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, value: String, expected| ConfigError::Invalid {
+            name,
+            value,
+            expected,
+        };
         if !(1..=64).contains(&self.agents) {
-            return Err(format!(
-                "invalid agents \"{}\": expected 1 to 64",
-                self.agents
-            ));
+            return Err(invalid("agents", self.agents.to_string(), "1 to 64"));
         }
         if !(1..=10_000).contains(&self.connections) {
-            return Err(format!(
-                "invalid connections \"{}\": expected 1 to 10000 for the demo",
-                self.connections
+            return Err(invalid(
+                "connections",
+                self.connections.to_string(),
+                "1 to 10000 for the demo",
             ));
         }
         if self.backlog < 0 {
-            return Err(format!(
-                "invalid backlog \"{}\": expected 0 or more",
-                self.backlog
-            ));
+            return Err(invalid("backlog", self.backlog.to_string(), "0 or more"));
         }
         Ok(())
     }

@@ -1,205 +1,481 @@
-//! Scenario files (`stampede run SCENARIO.toml`) and how flags override them.
+//! The settings of a run and of a sweep, defined once: every field of [`Scenario`] (and of
+//! [`SweepSettings`]) is both a command-line flag (clap derive; its default shown in `--help`,
+//! its `STAMPEDE_<FLAG>` environment variable) and a key of a scenario file (TOML; sweep keys in
+//! a `[sweep]` table). A file gives the base; flags given on the command line or in the
+//! environment override it ([`Scenario::layered`]). Unknown keys are errors that name the file,
+//! the line and the key, because a misspelt `conections = 10000` silently ignored would run the
+//! wrong test.
 //!
-//! A scenario carries everything the `run` flags do. Unknown keys are errors that name the
-//! file, the line and the key, because a misspelt `conections = 10000` silently ignored
-//! would run the wrong test.
+//! The policy a run must follow lives here too, not in `main`: [`Scenario::plan`] checks the
+//! load (through [`Load::check`], the rules the agents apply as well), the target-control URL
+//! and that a backlog has a target to configure; [`Scenario::serve_config`] refuses to listen
+//! off loopback without a token and pairs the TLS files.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
+use clap::{Args, Parser};
 use serde::{Deserialize, Serialize};
-use stampede_proto::duration::parse_duration;
+use stampede_proto::duration::Dur;
 use stampede_proto::pattern::Pattern;
-use stampede_proto::pb;
+use stampede_proto::plan::{CloseMode, Load, LoadError};
+use stampede_proto::token::{Token, TokenError};
 
+use crate::ServeConfig;
 use crate::run::RunPlan;
+use crate::sweep::SweepPlan;
 
-/// A bad scenario or flag value: exit 64.
+/// A bad scenario or flag value: exit 64. Each message names the value or the file.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ScenarioError(pub String);
+pub enum ConfigError {
+    /// The scenario file could not be read.
+    #[error("reading scenario {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The scenario file is not valid TOML for a scenario.
+    #[error("{location}: {message}")]
+    File {
+        /// `FILE:LINE` (or the file alone).
+        location: String,
+        /// The parser's complaint, naming the key.
+        message: String,
+    },
+    /// No target given.
+    #[error("no target: give --target HOST:PORT (or target = \"HOST:PORT\" in the scenario)")]
+    NoTarget,
+    /// Zero agents.
+    #[error("invalid agents \"0\": need at least one agent")]
+    NoAgents,
+    /// The load breaks a rule every plan follows.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A target-control URL that is not `http(s)://HOST:PORT`.
+    #[error("invalid target_control \"{url}\": expected http://HOST:PORT ({reason})")]
+    ControlUrl {
+        /// The URL.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A backlog with nobody to configure it.
+    #[error("--backlog needs --target-control to configure the target")]
+    BacklogWithoutControl,
+    /// A sweep without a target to configure.
+    #[error("a sweep sets the target's backlog at each step: give --target-control URL")]
+    SweepWithoutControl,
+    /// A sweep without backlogs.
+    #[error(
+        "a sweep needs backlogs: give --backlogs LIST (or backlogs = [...] under [sweep] in the scenario)"
+    )]
+    NoBacklogs,
+    /// A negative backlog in a sweep.
+    #[error("{0}")]
+    Backlog(String),
+    /// Listening off loopback without a token.
+    #[error(
+        "listening on {0} without --token-file would let anyone on the network drive the agents; give a token file (or listen on loopback)"
+    )]
+    TokenRequired(SocketAddr),
+    /// The token file is unusable.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// A value outside what a setting takes.
+    #[error("invalid {name} \"{value}\": expected {expected}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// The value given.
+        value: String,
+        /// What it takes.
+        expected: &'static str,
+    },
+    /// TLS files given in an unusable combination, or unreadable.
+    #[error("{0}")]
+    Tls(String),
+}
 
-/// Every setting of a run; `None` = not given (a default applies).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Every setting of a run: a flag each, and a key each in a scenario file.
+#[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct Scenario {
     /// Address agents dial (the coordinator's gRPC listener).
-    pub listen: Option<SocketAddr>,
+    #[arg(long, env = "STAMPEDE_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:7700")]
+    pub listen: SocketAddr,
     /// Agents to wait for.
-    pub agents: Option<usize>,
-    /// How long to wait for them ("60s").
-    pub agent_wait: Option<String>,
-    /// One target, HOST:PORT.
+    #[arg(long, env = "STAMPEDE_AGENTS", default_value_t = 1)]
+    pub agents: usize,
+    /// How long to wait for the agents.
+    #[arg(long, env = "STAMPEDE_AGENT_WAIT", value_name = "DUR", default_value = "60s")]
+    pub agent_wait: Dur,
+    /// Target HOST:PORT (an IP literal).
+    #[arg(long, env = "STAMPEDE_TARGET", value_name = "HOST:PORT")]
     pub target: Option<SocketAddr>,
-    /// The target's control service, `http://HOST:PORT`.
+    /// The target's control service (http://HOST:PORT), to configure it and read its stats.
+    #[arg(long, env = "STAMPEDE_TARGET_CONTROL", value_name = "URL")]
     pub target_control: Option<String>,
-    /// Backlog to configure on the target before the run.
+    /// Backlog to configure on the target first (needs --target-control).
+    #[arg(long, env = "STAMPEDE_BACKLOG", allow_negative_numbers = true)]
     pub backlog: Option<i32>,
-    /// Connections in total across agents.
-    pub connections: Option<u64>,
-    /// burst | ramp:RATE:DUR | waves:K:PERIOD.
-    pub pattern: Option<String>,
-    /// Per-attempt deadline ("10s").
-    pub timeout: Option<String>,
-    /// Hold established connections ("0").
-    pub hold: Option<String>,
-    /// rst | fin.
-    pub close: Option<String>,
-    /// The target greets on accept.
-    pub expect_greeting: Option<bool>,
-    /// Client speaks first: probe admission with one byte.
-    pub probe_admission: Option<bool>,
-    /// Minimum time between Start and the start instant ("500ms").
-    pub lead: Option<String>,
-    /// Output directory for report.json.
+    /// Connections in total, split evenly across agents.
+    #[arg(long, env = "STAMPEDE_CONNECTIONS", default_value_t = 100)]
+    pub connections: u64,
+    /// burst | ramp:RATE:DUR (RATE for the whole run) | waves:K:PERIOD.
+    #[arg(long, env = "STAMPEDE_PATTERN", default_value = "burst")]
+    pub pattern: Pattern,
+    /// Deadline of each attempt (connect, then greeting), from its intended send time.
+    #[arg(long, env = "STAMPEDE_TIMEOUT", value_name = "DUR", default_value = "10s")]
+    pub timeout: Dur,
+    /// Hold each admitted connection open this long before closing it.
+    #[arg(long, env = "STAMPEDE_HOLD", value_name = "DUR", default_value = "0")]
+    pub hold: Dur,
+    /// How agents close connections: rst (no TIME_WAIT on agents) or fin.
+    #[arg(long, env = "STAMPEDE_CLOSE", default_value = "rst")]
+    pub close: CloseMode,
+    /// The target greets on accept: measure time to first byte and detect ghosts.
+    #[arg(long, env = "STAMPEDE_EXPECT_GREETING")]
+    pub expect_greeting: bool,
+    /// The client speaks first: agents send one byte and a connection whose byte is never
+    /// acknowledged is a ghost (excludes --expect-greeting).
+    #[arg(long, env = "STAMPEDE_PROBE_ADMISSION")]
+    pub probe_admission: bool,
+    /// Least time between Start and the start instant (raised to 5x the worst agent RTT).
+    #[arg(long, env = "STAMPEDE_LEAD", value_name = "DUR", default_value = "500ms")]
+    pub lead: Dur,
+    /// Directory for report.json, report.csv, report.html and report.hlog (sweep.json and
+    /// sweep.html for a sweep).
+    #[arg(long, env = "STAMPEDE_OUT", value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// File holding the agents' bearer token.
+    /// File holding the bearer token agents must present (required off loopback).
+    #[arg(long, env = "STAMPEDE_TOKEN_FILE", value_name = "F")]
     pub token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM) presented to agents (with --tls-key).
+    #[arg(long, env = "STAMPEDE_TLS_CERT", value_name = "F")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "STAMPEDE_TLS_KEY", value_name = "F")]
+    pub tls_key: Option<PathBuf>,
+    /// Require agents to present a client certificate signed by this CA (mutual TLS).
+    #[arg(long, env = "STAMPEDE_TLS_CLIENT_CA", value_name = "F")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// The `[sweep]` table of a scenario file (its flags belong to `stampede sweep`).
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepSettings>,
 }
+
+/// The settings a sweep adds to a run: flags of `stampede sweep`, keys of `[sweep]`.
+#[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SweepSettings {
+    /// Backlogs to try, comma-separated (e.g. 8,64,512,4096).
+    #[arg(long, env = "STAMPEDE_BACKLOGS", value_delimiter = ',', value_parser = parse_backlog)]
+    pub backlogs: Vec<i32>,
+    /// Target accept rates to try, per second, comma-separated; `max` = as fast as possible
+    /// (none: leave the target's own policy).
+    #[arg(long, env = "STAMPEDE_ACCEPT_RATES", value_delimiter = ',')]
+    pub accept_rates: Vec<AcceptRate>,
+    /// A recommended backlog must keep p99 connect latency under this.
+    #[arg(long, env = "STAMPEDE_P99_MAX", value_name = "DUR", default_value = "100ms")]
+    pub p99_max: Dur,
+}
+
+/// A backlog to sweep: a whole number, 0 or more.
+fn parse_backlog(s: &str) -> Result<i32, String> {
+    match s.trim().parse::<i32>() {
+        Ok(b) if b >= 0 => Ok(b),
+        _ => Err(format!(
+            "invalid backlog \"{s}\": expected a whole number, 0 or more"
+        )),
+    }
+}
+
+/// Accepts per second for a sweep step; `max` (infinity) = as fast as possible.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AcceptRate(pub f64);
+
+impl std::str::FromStr for AcceptRate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "max" => Ok(AcceptRate(f64::INFINITY)),
+            t => t
+                .parse::<f64>()
+                .ok()
+                .filter(|r| r.is_finite() && *r >= 0.0)
+                .map(AcceptRate)
+                .ok_or_else(|| {
+                    format!("invalid accept rate \"{s}\": expected accepts per second or max")
+                }),
+        }
+    }
+}
+
+impl std::fmt::Display for AcceptRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_infinite() {
+            f.write_str("max")
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
+}
+
+impl Serialize for AcceptRate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for AcceptRate {
+    /// A number (`500`) or a string (`"500"`, `"max"`).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Number(n) => n.to_string(),
+            Raw::Text(t) => t,
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The defaults of a settings type are its flags' defaults: parsed from an empty command
+/// line, so they are written once, in the `#[arg]` attributes `--help` shows.
+macro_rules! defaults_from_flags {
+    ($t:ty) => {
+        impl Default for $t {
+            fn default() -> Self {
+                #[derive(Parser)]
+                struct Empty {
+                    #[command(flatten)]
+                    inner: $t,
+                }
+                Empty::try_parse_from(["stampede"])
+                    .expect("every flag has a default or is optional")
+                    .inner
+            }
+        }
+    };
+}
+
+defaults_from_flags!(Scenario);
+defaults_from_flags!(SweepSettings);
 
 /// 1-based line of a byte offset.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// `over`'s fields named in `explicit` written over `base` (both as their serialized maps).
+fn overlay<T: Serialize + serde::de::DeserializeOwned>(
+    base: &T,
+    over: &T,
+    explicit: &BTreeSet<String>,
+) -> T {
+    let mut base_v = serde_json::to_value(base).expect("settings serialize");
+    let over_v = serde_json::to_value(over).expect("settings serialize");
+    if let (Some(b), Some(o)) = (base_v.as_object_mut(), over_v.as_object()) {
+        for key in explicit {
+            if let Some(v) = o.get(key) {
+                b.insert(key.clone(), v.clone());
+            }
+        }
+    }
+    serde_json::from_value(base_v).expect("a serialized settings map reads back")
+}
+
 impl Scenario {
     /// Reads a scenario file; errors name the file, line and key.
-    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ScenarioError(format!("reading scenario {}: {e}", path.display())))?;
+    pub fn load(path: &Path) -> Result<Scenario, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
         Scenario::parse(&text, &path.display().to_string())
     }
 
     /// Parses scenario text; `name` is used in errors.
-    pub fn parse(text: &str, name: &str) -> Result<Scenario, ScenarioError> {
+    pub fn parse(text: &str, name: &str) -> Result<Scenario, ConfigError> {
         toml::from_str(text).map_err(|e| {
             let line = e.span().map(|s| line_of(text, s.start));
-            let msg = e.message().trim().to_owned();
-            ScenarioError(match line {
-                Some(l) => format!("{name}:{l}: {msg}"),
-                None => format!("{name}: {msg}"),
-            })
+            let message = e.message().trim();
+            // A bad value's message names the value; the key is on its line.
+            let key = line
+                .and_then(|l| text.lines().nth(l - 1))
+                .and_then(|l| l.split_once('='))
+                .map(|(k, _)| k.trim())
+                .filter(|k| !k.is_empty() && !message.contains(k));
+            ConfigError::File {
+                location: match line {
+                    Some(l) => format!("{name}:{l}"),
+                    None => name.to_owned(),
+                },
+                message: match key {
+                    Some(k) => format!("{k}: {message}"),
+                    None => message.to_owned(),
+                },
+            }
         })
     }
 
-    /// Fills every field `self` leaves unset from `base` (flags over file).
-    pub fn over(self, base: Scenario) -> Scenario {
-        macro_rules! pick {
-            ($($f:ident),*) => { Scenario { $($f: self.$f.or(base.$f)),* } };
-        }
-        pick!(
-            listen,
-            agents,
-            agent_wait,
-            target,
-            target_control,
-            backlog,
-            connections,
-            pattern,
-            timeout,
-            hold,
-            close,
-            expect_greeting,
-            probe_admission,
-            lead,
-            out,
-            token_file
-        )
+    /// The settings of a run: `file` (or the defaults) with the flags the user gave
+    /// (`explicit`: their names, as on the command line or in the environment) over it.
+    pub fn layered(
+        file: Option<Scenario>,
+        flags: &Scenario,
+        explicit: &BTreeSet<String>,
+    ) -> Scenario {
+        overlay(&file.unwrap_or_default(), flags, explicit)
     }
 
-    /// Resolves defaults and checks every value.
-    pub fn plan(&self) -> Result<RunPlan, ScenarioError> {
-        let dur = |field: &str,
-                   v: &Option<String>,
-                   default: Duration|
-         -> Result<Duration, ScenarioError> {
-            match v {
-                Some(s) => parse_duration(s).map_err(|e| ScenarioError(format!("{field}: {e}"))),
-                None => Ok(default),
-            }
+    /// The load, checked (the agents check it again against their own limits).
+    pub fn load_spec(&self) -> Result<Load, ConfigError> {
+        let target = self.target.ok_or(ConfigError::NoTarget)?;
+        let load = Load {
+            target,
+            connections: self.connections,
+            pattern: self.pattern,
+            timeout: self.timeout.0,
+            hold: self.hold.0,
+            close: self.close,
+            expect_greeting: self.expect_greeting,
+            probe_admission: self.probe_admission,
         };
-        let Some(target) = self.target else {
-            return Err(ScenarioError(
-                "no target: give --target HOST:PORT (or target = \"HOST:PORT\" in the scenario)"
-                    .into(),
-            ));
-        };
-        let agents = self.agents.unwrap_or(1);
-        if agents == 0 {
-            return Err(ScenarioError(
-                "invalid agents \"0\": need at least one agent".into(),
-            ));
+        load.check()?;
+        Ok(load)
+    }
+
+    /// Checks every value and the rules between them; the plan of the run.
+    pub fn plan(&self) -> Result<RunPlan, ConfigError> {
+        let load = self.load_spec()?;
+        if self.agents == 0 {
+            return Err(ConfigError::NoAgents);
         }
-        let connections = self.connections.unwrap_or(100);
-        if connections == 0 {
-            return Err(ScenarioError(
-                "invalid connections \"0\": need at least one".into(),
-            ));
+        if let Some(url) = &self.target_control {
+            check_control_url(url)?;
         }
-        let pattern: Pattern = self.pattern.as_deref().unwrap_or("burst").parse().map_err(
-            |e: stampede_proto::pattern::ParsePatternError| ScenarioError(e.to_string()),
-        )?;
-        if let Some(most) = pattern.max_connections()
-            && connections > most
-        {
-            return Err(ScenarioError(format!(
-                "pattern {pattern} issues at most {most} connections, not {connections}: \
-                 raise the rate or the duration, or lower the connections"
-            )));
-        }
-        let close = match self.close.as_deref().unwrap_or("rst") {
-            "rst" => pb::CloseMode::Rst,
-            "fin" => pb::CloseMode::Fin,
-            other => {
-                return Err(ScenarioError(format!(
-                    "invalid close \"{other}\": expected rst or fin"
-                )));
-            }
-        };
-        if self.expect_greeting == Some(true) && self.probe_admission == Some(true) {
-            return Err(ScenarioError(
-                "expect_greeting and probe_admission exclude each other: the first is for \
-                 servers that speak first, the second for clients that do"
-                    .into(),
-            ));
-        }
-        let timeout = dur("timeout", &self.timeout, Duration::from_secs(10))?;
-        if timeout.is_zero() {
-            return Err(ScenarioError(
-                "invalid timeout \"0\": attempts need a deadline".into(),
-            ));
-        }
-        if let Some(url) = &self.target_control
-            && !(url.starts_with("http://") || url.starts_with("https://"))
-        {
-            return Err(ScenarioError(format!(
-                "invalid target_control \"{url}\": expected http://HOST:PORT"
-            )));
+        if self.backlog.is_some() && self.target_control.is_none() {
+            return Err(ConfigError::BacklogWithoutControl);
         }
         Ok(RunPlan {
-            agents,
-            agent_wait: dur("agent_wait", &self.agent_wait, Duration::from_secs(60))?,
-            connections,
-            target,
-            pattern: pattern.into(),
-            timeout,
-            hold: dur("hold", &self.hold, Duration::ZERO)?,
-            close,
-            expect_greeting: self.expect_greeting.unwrap_or(false),
-            probe_admission: self.probe_admission.unwrap_or(false),
-            lead: dur("lead", &self.lead, Duration::from_millis(500))?,
+            agents: self.agents,
+            agent_wait: self.agent_wait.0,
+            connections: load.connections,
+            target: load.target,
+            pattern: load.pattern.into(),
+            timeout: load.timeout,
+            hold: load.hold,
+            close: load.close.into(),
+            expect_greeting: load.expect_greeting,
+            probe_admission: load.probe_admission,
+            lead: self.lead.0,
             target_control: self.target_control.clone(),
             backlog: self.backlog,
             accept_rate: None,
             scenario: serde_json::to_value(self).unwrap_or_default(),
         })
     }
+
+    /// The sweep these settings and `sweep` ask for.
+    pub fn sweep_plan(&self, sweep: &SweepSettings) -> Result<SweepPlan, ConfigError> {
+        if sweep.backlogs.is_empty() {
+            return Err(ConfigError::NoBacklogs);
+        }
+        let run = self.plan()?;
+        if run.target_control.is_none() {
+            return Err(ConfigError::SweepWithoutControl);
+        }
+        for b in &sweep.backlogs {
+            parse_backlog(&b.to_string()).map_err(ConfigError::Backlog)?;
+        }
+        Ok(SweepPlan {
+            run,
+            backlogs: sweep.backlogs.clone(),
+            accept_rates: sweep.accept_rates.iter().map(|r| r.0).collect(),
+            p99_max: sweep.p99_max.0,
+        })
+    }
+
+    /// How the coordinator's endpoint is set up: the token (required off loopback) and TLS.
+    pub fn serve_config(&self) -> Result<ServeConfig, ConfigError> {
+        let token = match &self.token_file {
+            Some(path) => Some(Token::from_file(path)?),
+            None => None,
+        };
+        if token.is_none() && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::TokenRequired(self.listen));
+        }
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                stampede_proto::tls::server_config(cert, key, self.tls_client_ca.as_deref())
+                    .map_err(|e| ConfigError::Tls(e.to_string()))?,
+            ),
+            (None, None) if self.tls_client_ca.is_none() => None,
+            _ => {
+                return Err(ConfigError::Tls(
+                    "TLS needs both --tls-cert and --tls-key (and --tls-client-ca only with them)"
+                        .into(),
+                ));
+            }
+        };
+        Ok(ServeConfig {
+            tls,
+            ..ServeConfig::new(self.listen, token)
+        })
+    }
+}
+
+impl SweepSettings {
+    /// The sweep settings: the file's `[sweep]` table (or the defaults) with the flags the
+    /// user gave over it.
+    pub fn layered(
+        file: Option<SweepSettings>,
+        flags: &SweepSettings,
+        explicit: &BTreeSet<String>,
+    ) -> SweepSettings {
+        overlay(&file.unwrap_or_default(), flags, explicit)
+    }
+}
+
+/// A control URL must be `http://` or `https://` with a host (IPv6 in brackets) and a port.
+fn check_control_url(url: &str) -> Result<(), ConfigError> {
+    let bad = |reason: &str| ConfigError::ControlUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(bad("the scheme must be http or https")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(bad("no host"));
+    }
+    if uri.port_u16().is_none() {
+        return Err(bad("no port"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+
+    fn explicit(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| (*n).to_owned()).collect()
+    }
 
     #[test]
     fn unknown_key_names_file_line_and_key() {
@@ -217,14 +493,45 @@ mod tests {
         )
         .unwrap();
         let flags = Scenario {
-            connections: Some(99),
+            connections: 99,
+            // Not given by the user: the file's value stands.
+            agents: 7,
             ..Default::default()
         };
-        let plan = flags.over(file).plan().unwrap();
+        let plan = Scenario::layered(Some(file), &flags, &explicit(&["connections"]))
+            .plan()
+            .unwrap();
         assert_eq!(plan.connections, 99);
         assert_eq!(plan.agents, 3);
         assert_eq!(plan.pattern.waves, 2);
         assert_eq!(plan.target, "127.0.0.1:9".parse().unwrap());
+    }
+
+    #[test]
+    fn defaults_are_the_flags_defaults() {
+        let s = Scenario::default();
+        assert_eq!(s.listen, "127.0.0.1:7700".parse().unwrap());
+        assert_eq!((s.agents, s.connections), (1, 100));
+        assert_eq!(s.timeout.0, Duration::from_secs(10));
+        assert_eq!(s.lead.0, Duration::from_millis(500));
+        assert_eq!(s.close, CloseMode::Rst);
+        // Every key of the file form is a flag and back: a file written from the defaults
+        // reads back as the defaults.
+        let text = toml::to_string(&s).unwrap();
+        assert_eq!(Scenario::parse(&text, "d.toml").unwrap(), s);
+        let sweep = Scenario::parse(
+            "[sweep]\nbacklogs = [8, 64]\naccept_rates = [500, \"max\"]\np99_max = \"50ms\"\n",
+            "s.toml",
+        )
+        .unwrap()
+        .sweep
+        .unwrap();
+        assert_eq!(sweep.backlogs, [8, 64]);
+        assert_eq!(
+            sweep.accept_rates,
+            [AcceptRate(500.0), AcceptRate(f64::INFINITY)]
+        );
+        assert_eq!(sweep.p99_max.0, Duration::from_millis(50));
     }
 
     #[test]
@@ -244,10 +551,42 @@ mod tests {
                 "exclude each other",
             ),
             ("target = \"localhost\"", "s.toml:1"),
+            (
+                "target = \"127.0.0.1:9\"\ntarget_control = \"ftp://h:1\"",
+                "http or https",
+            ),
+            (
+                "target = \"127.0.0.1:9\"\nbacklog = 8",
+                "--target-control",
+            ),
         ] {
             let err = Scenario::parse(s, "s.toml").and_then(|sc| sc.plan().map(|_| sc));
             let msg = err.unwrap_err().to_string();
             assert!(msg.contains(needle), "{s}: {msg}");
         }
+    }
+
+    #[test]
+    fn control_urls_are_parsed_not_split() {
+        assert!(check_control_url("http://[::1]:8001").is_ok());
+        assert!(check_control_url("https://198.18.0.5:8001").is_ok());
+        let e = check_control_url("http://198.18.0.5").unwrap_err().to_string();
+        assert!(e.contains("no port"), "{e}");
+    }
+
+    #[test]
+    fn off_loopback_needs_a_token() {
+        let s = Scenario {
+            listen: "0.0.0.0:0".parse().unwrap(),
+            ..Default::default()
+        };
+        let e = s.serve_config().unwrap_err().to_string();
+        assert!(e.contains("token"), "{e}");
+        let s = Scenario {
+            tls_cert: Some("c.pem".into()),
+            ..Default::default()
+        };
+        let e = s.serve_config().unwrap_err().to_string();
+        assert!(e.contains("--tls-key"), "{e}");
     }
 }

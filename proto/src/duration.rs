@@ -14,6 +14,27 @@ pub struct ParseDurationError {
     reason: &'static str,
 }
 
+/// A duration as flags and files give it: parsed by [`parse_duration`], shown by
+/// [`format_duration`], and (de)serialized as that text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct Dur(pub Duration);
+
+impl std::str::FromStr for Dur {
+    type Err = ParseDurationError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        parse_duration(s).map(Dur)
+    }
+}
+
+impl std::fmt::Display for Dur {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&format_duration(self.0))
+    }
+}
+
+serde_via_str!(Dur);
+
 /// Parses `500ms`, `2s`, `1.5s`, `1m`, `0`.
 pub fn parse_duration(input: &str) -> Result<Duration, ParseDurationError> {
     let err = |reason| ParseDurationError {

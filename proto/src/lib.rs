@@ -18,6 +18,25 @@
 //! Agents, the target server and the coordinator all depend on this crate and on nothing of
 //! each other, so anything two of them must agree on lives here.
 
+/// Serializes a type as its `Display` text and deserializes it with its `FromStr`, so a
+/// value reads the same in a flag, a scenario file and report.json (`"500ms"`, `"ramp:500:2s"`).
+macro_rules! serde_via_str {
+    ($t:ty) => {
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
 pub mod clock;
 pub mod duration;
 pub mod histogram;
@@ -35,6 +54,7 @@ pub mod target;
 pub mod tcp_info;
 pub mod timeline;
 pub mod tls;
+pub mod token;
 pub mod usage;
 
 /// The `stampede.v1` protocol version agents and the coordinator must share; raise it on

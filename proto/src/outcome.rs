@@ -176,18 +176,7 @@ impl std::str::FromStr for Errno {
     }
 }
 
-impl Serialize for Errno {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Errno {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
+serde_via_str!(Errno);
 
 /// The errnos a connect attempt is expected to meet, with their symbolic names.
 const KNOWN_ERRNOS: [(i32, &str); 20] = [

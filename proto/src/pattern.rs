@@ -47,6 +47,19 @@ impl Pattern {
             Pattern::Burst | Pattern::Waves { .. } => None,
         }
     }
+
+    /// This pattern for one agent issuing `share` (0..=1) of a run's connections: a ramp's
+    /// rate is the whole run's, so each agent ramps at its share of it; bursts and waves are
+    /// the same for every agent.
+    pub fn share(self, share: f64) -> Pattern {
+        match self {
+            Pattern::Ramp { rate, duration } => Pattern::Ramp {
+                rate: rate * share,
+                duration,
+            },
+            other => other,
+        }
+    }
 }
 
 impl std::str::FromStr for Pattern {
@@ -98,6 +111,8 @@ impl std::fmt::Display for Pattern {
         }
     }
 }
+
+serde_via_str!(Pattern);
 
 impl From<Pattern> for pb::Pattern {
     fn from(p: Pattern) -> Self {

@@ -53,6 +53,8 @@ impl std::fmt::Display for CloseMode {
     }
 }
 
+serde_via_str!(CloseMode);
+
 impl From<CloseMode> for pb::CloseMode {
     fn from(c: CloseMode) -> Self {
         match c {
