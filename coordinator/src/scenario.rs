@@ -104,13 +104,23 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Scenario {
     /// Address agents dial (the coordinator's gRPC listener).
-    #[arg(long, env = "STAMPEDE_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:7700")]
+    #[arg(
+        long,
+        env = "STAMPEDE_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:7700"
+    )]
     pub listen: SocketAddr,
     /// Agents to wait for.
     #[arg(long, env = "STAMPEDE_AGENTS", default_value_t = 1)]
     pub agents: usize,
     /// How long to wait for the agents.
-    #[arg(long, env = "STAMPEDE_AGENT_WAIT", value_name = "DUR", default_value = "60s")]
+    #[arg(
+        long,
+        env = "STAMPEDE_AGENT_WAIT",
+        value_name = "DUR",
+        default_value = "60s"
+    )]
     pub agent_wait: Dur,
     /// Target HOST:PORT (an IP literal).
     #[arg(long, env = "STAMPEDE_TARGET", value_name = "HOST:PORT")]
@@ -128,7 +138,12 @@ pub struct Scenario {
     #[arg(long, env = "STAMPEDE_PATTERN", default_value = "burst")]
     pub pattern: Pattern,
     /// Deadline of each attempt (connect, then greeting), from its intended send time.
-    #[arg(long, env = "STAMPEDE_TIMEOUT", value_name = "DUR", default_value = "10s")]
+    #[arg(
+        long,
+        env = "STAMPEDE_TIMEOUT",
+        value_name = "DUR",
+        default_value = "10s"
+    )]
     pub timeout: Dur,
     /// Hold each admitted connection open this long before closing it.
     #[arg(long, env = "STAMPEDE_HOLD", value_name = "DUR", default_value = "0")]
@@ -144,7 +159,12 @@ pub struct Scenario {
     #[arg(long, env = "STAMPEDE_PROBE_ADMISSION")]
     pub probe_admission: bool,
     /// Least time between Start and the start instant (raised to 5x the worst agent RTT).
-    #[arg(long, env = "STAMPEDE_LEAD", value_name = "DUR", default_value = "500ms")]
+    #[arg(
+        long,
+        env = "STAMPEDE_LEAD",
+        value_name = "DUR",
+        default_value = "500ms"
+    )]
     pub lead: Dur,
     /// Directory for report.json, report.csv, report.html and report.hlog (sweep.json and
     /// sweep.html for a sweep).
@@ -180,7 +200,12 @@ pub struct SweepSettings {
     #[arg(long, env = "STAMPEDE_ACCEPT_RATES", value_delimiter = ',')]
     pub accept_rates: Vec<AcceptRate>,
     /// A recommended backlog must keep p99 connect latency under this.
-    #[arg(long, env = "STAMPEDE_P99_MAX", value_name = "DUR", default_value = "100ms")]
+    #[arg(
+        long,
+        env = "STAMPEDE_P99_MAX",
+        value_name = "DUR",
+        default_value = "100ms"
+    )]
     pub p99_max: Dur,
 }
 
@@ -555,10 +580,7 @@ mod tests {
                 "target = \"127.0.0.1:9\"\ntarget_control = \"ftp://h:1\"",
                 "http or https",
             ),
-            (
-                "target = \"127.0.0.1:9\"\nbacklog = 8",
-                "--target-control",
-            ),
+            ("target = \"127.0.0.1:9\"\nbacklog = 8", "--target-control"),
         ] {
             let err = Scenario::parse(s, "s.toml").and_then(|sc| sc.plan().map(|_| sc));
             let msg = err.unwrap_err().to_string();
@@ -570,7 +592,9 @@ mod tests {
     fn control_urls_are_parsed_not_split() {
         assert!(check_control_url("http://[::1]:8001").is_ok());
         assert!(check_control_url("https://198.18.0.5:8001").is_ok());
-        let e = check_control_url("http://198.18.0.5").unwrap_err().to_string();
+        let e = check_control_url("http://198.18.0.5")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("no port"), "{e}");
     }
 
