@@ -5,10 +5,11 @@
 //!
 //! This module holds the run's contract with its callers (`main`, `demo`, `sweep`, the
 //! tests): [`RunPlan`] in, [`execute`], [`Finished`] or [`RunError`] out. The run itself is a
-//! state machine with one method per step in `machine`; each agent's bookkeeping and the
+//! state machine with one method per step in `machine` (its collect step in `collect`); each agent's bookkeeping and the
 //! meaning of its messages are in `agents`; the merge into a report is in `report`.
 
 mod agents;
+mod collect;
 mod machine;
 mod report;
 
