@@ -4,8 +4,9 @@
 //! target's stats and merge exactly.
 //!
 //! This module holds the run's contract with its callers (`main`, `demo`, `sweep`, the
-//! tests): [`RunPlan`] in, [`execute`], [`Finished`] or [`RunError`] out. The run itself is a
-//! state machine with one method per step in `machine` (its collect step in `collect`); each agent's bookkeeping and the
+//! tests): [`RunPlan`] in, [`execute`], [`Finished`] or [`RunError`] out. The run itself is
+//! a state machine, `machine::Run`, with one method per step (prepare, start, collect,
+//! finish; the collect step, the longest, in `collect`). Each agent's bookkeeping and the
 //! meaning of its messages are in `agents`; the merge into a report is in `report`.
 
 mod agents;

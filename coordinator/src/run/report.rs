@@ -17,6 +17,8 @@ fn by_k(counts: &BTreeMap<u32, u64>) -> BTreeMap<String, u64> {
     counts.iter().map(|(k, n)| (k.to_string(), *n)).collect()
 }
 
+/// Merges the agents' data into the report: a finished agent counts with its final result,
+/// a lost one with the intervals it delivered; `lost` and `aborted` make it partial.
 pub(super) fn build_report(
     run_id: String,
     start_at: i64,
