@@ -1,0 +1,167 @@
+//! Step 3 of a run, [`Run::collect`]: record intervals and results until every agent has
+//! delivered or is lost. Each tick declares silent agents lost and stops those past the
+//! run's deadline (they get a grace period to send what they have, and count as lost);
+//! cancellation (Ctrl-C) aborts every agent, waits the same grace period, and makes the
+//! report partial without blaming agents whose results our own Abort cut short.
+
+use std::ops::ControlFlow;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::agents::{self, Loss};
+use super::machine::Run;
+use crate::service::AgentEvent;
+
+/// Slack after the run's expected end (lead, pattern, timeout, hold) before agents that have
+/// not delivered are told to stop.
+const DEADLINE_SLACK: Duration = Duration::from_secs(15);
+
+/// How long agents told to stop get to send what they have.
+const GRACE: Duration = Duration::from_secs(2);
+
+/// How often the collect step checks liveness and the deadline.
+const TICK: Duration = Duration::from_millis(250);
+
+/// How often the collect step reports progress.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+/// The shortest silence after which an agent is declared lost (else 4 heartbeats).
+const MIN_LIVENESS: Duration = Duration::from_secs(3);
+
+/// What the collect step watches the clock for.
+struct Watch {
+    /// Attempts in the whole run, for the progress line.
+    total: u64,
+    /// Silence after which an agent is lost.
+    liveness: Duration,
+    /// When agents that have not delivered are told to stop.
+    end_by: Instant,
+    /// When the last progress line went out.
+    last_progress: Instant,
+}
+
+impl Run<'_> {
+    /// Step 3: collect until every agent has delivered its result or is lost.
+    pub(super) async fn collect(&mut self) {
+        let plan = self.plan;
+        let total = self.agents.values().map(|s| s.connections).sum();
+        let liveness = (self.registry.heartbeat() * 4).max(MIN_LIVENESS);
+        let end_by = Instant::now()
+            + self.lead
+            + plan.pattern_span()
+            + plan.timeout
+            + plan.hold
+            + DEADLINE_SLACK;
+        let started = Instant::now();
+        for st in self.agents.values_mut() {
+            st.last_seen = Some(started);
+        }
+        let mut tick = tokio::time::interval(TICK);
+        let mut watch = Watch {
+            total,
+            liveness,
+            end_by,
+            last_progress: Instant::now(),
+        };
+        let cancel = self.cancel;
+        loop {
+            let pending = self.pending();
+            if pending.is_empty() {
+                break;
+            }
+            let flow = tokio::select! {
+                _ = cancel.cancelled() => self.on_cancel(pending).await,
+                e = self.events.recv() => self.on_event(e),
+                _ = tick.tick() => self.on_tick(&pending, &mut watch).await,
+            };
+            if flow.is_break() {
+                break;
+            }
+        }
+        if self.overdue && !self.aborted {
+            let losses = self.drain().await;
+            self.lost.extend(losses);
+        }
+    }
+
+    /// Agents that have neither delivered their result nor been declared lost.
+    fn pending(&self) -> Vec<String> {
+        self.agents
+            .iter()
+            .filter(|(id, s)| s.result.is_none() && !self.lost.contains_key(*id))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// An agent's event; `None`: the registry is gone, so no more can come.
+    fn on_event(&mut self, event: Option<AgentEvent>) -> ControlFlow<()> {
+        let Some(event) = event else {
+            return ControlFlow::Break(());
+        };
+        if let Some((agent, why)) = agents::note(&mut self.agents, &self.id, event) {
+            self.lost.insert(agent, why);
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Declares silent agents lost, stops those past the run's deadline, reports progress.
+    async fn on_tick(&mut self, pending: &[String], watch: &mut Watch) -> ControlFlow<()> {
+        let now = Instant::now();
+        for id in pending {
+            let st = &self.agents[id];
+            if st.last_seen.is_some_and(|t| now - t > watch.liveness) {
+                let why = format!("no message for {:?}", watch.liveness);
+                self.lost.insert(id.clone(), why);
+                self.send_abort(id, "declared lost").await;
+            } else if now > watch.end_by {
+                self.overdue = true;
+                let why = "no result by the run's deadline".to_owned();
+                self.lost.insert(id.clone(), why);
+                self.send_abort(id, "run deadline passed").await;
+            }
+        }
+        if now - watch.last_progress >= PROGRESS_EVERY {
+            watch.last_progress = now;
+            let done: u64 = self.agents.values().map(|s| s.done()).sum();
+            let finished = self.agents.values().filter(|s| s.result.is_some()).count();
+            (self.progress)(&format!(
+                "{done}/{} attempts done, {finished} of {} agents finished",
+                watch.total,
+                self.agents.len()
+            ));
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Cancelled mid-run: every agent is told to abort and gets a moment to send what it has;
+    /// the report will be partial.
+    async fn on_cancel(&mut self, pending: Vec<String>) -> ControlFlow<()> {
+        self.aborted = true;
+        self.abort_all("aborted by the coordinator (interrupted)")
+            .await;
+        // Results cut short by our own Abort do not make their agents lost.
+        let _cut_short = self.drain().await;
+        for id in pending {
+            if self.agents[&id].result.is_none() {
+                let why = "run aborted before its result arrived".to_owned();
+                self.lost.insert(id, why);
+            }
+        }
+        ControlFlow::Break(())
+    }
+
+    /// Records events for a grace period, or until every agent has delivered; returns the
+    /// losses those events report, for the caller to count or not.
+    async fn drain(&mut self) -> Vec<Loss> {
+        let until = Instant::now() + GRACE;
+        let mut losses = Vec::new();
+        while self.agents.values().any(|s| s.result.is_none()) {
+            match tokio::time::timeout_at(until, self.events.recv()).await {
+                Ok(Some(e)) => losses.extend(agents::note(&mut self.agents, &self.id, e)),
+                _ => break,
+            }
+        }
+        losses
+    }
+}

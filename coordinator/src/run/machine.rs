@@ -1,0 +1,307 @@
+//! The run as a state machine, one method per step:
+//!
+//! - [`Run::prepare`]: wait for the agents, configure the target, send each agent its
+//!   Prepare and gather Ready (or the Rejected, departure or timeout that ends the run);
+//! - [`Run::start`]: pick a lead every agent can meet and send Start;
+//! - [`Run::collect`]: record intervals and results until every agent has delivered or is
+//!   lost, watching each agent's liveness, the run's deadline and cancellation (Ctrl-C);
+//! - [`Run::finish`]: read the target's stats and build the report.
+//!
+//! Each wait is a `select!` whose arms call one `on_*` method each. The collect step, the
+//! longest, is in `collect`; the bookkeeping of a single agent is in `agents`, the report
+//! in `report`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use stampede_proto::clock::{rfc3339, unix_nanos_now};
+use stampede_proto::pb::{self, agent_message::Msg as In, coordinator_message::Msg as Out};
+use tokio::sync::MutexGuard;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::agents::{self, Agents};
+use super::report::build_report;
+use super::{Finished, RunError, RunPlan};
+use crate::service::{AgentEvent, Registry};
+use crate::target::TargetControl;
+
+/// The shortest lead between Start and the start instant, whatever the plan says.
+const MIN_LEAD: Duration = Duration::from_millis(50);
+
+/// How long agents have to answer Prepare (validate, sync their clock, arm).
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One run in progress.
+pub(super) struct Run<'a> {
+    pub(super) registry: &'a Registry,
+    pub(super) plan: &'a RunPlan,
+    pub(super) cancel: &'a CancellationToken,
+    pub(super) progress: &'a (dyn Fn(&str) + Sync),
+    /// The agents' events; held for the whole run (one run at a time reads them).
+    pub(super) events: MutexGuard<'a, UnboundedReceiver<AgentEvent>>,
+    /// This run's id; messages of other runs are ignored.
+    pub(super) id: String,
+    pub(super) agents: Agents,
+    /// Agents lost so far, and why: any makes the report partial.
+    pub(super) lost: BTreeMap<String, String>,
+    /// The target's control service, when the plan names one.
+    pub(super) target: Option<TargetControl>,
+    /// Between Start and the start instant (set by `start`).
+    pub(super) lead: Duration,
+    /// The agreed start instant, coordinator time (set by `start`).
+    pub(super) start_at: i64,
+    /// Cancelled during the collect step: the agents were told to abort.
+    pub(super) aborted: bool,
+    /// Agents were told to stop at the run's deadline; they still send what they have.
+    pub(super) overdue: bool,
+}
+
+impl<'a> Run<'a> {
+    /// Step 1: every agent validates the plan, syncs its clock and arms, or says why not.
+    pub(super) async fn prepare(
+        registry: &'a Registry,
+        plan: &'a RunPlan,
+        cancel: &'a CancellationToken,
+        progress: &'a (dyn Fn(&str) + Sync),
+    ) -> Result<Run<'a>, RunError> {
+        let mut events = registry.events().await;
+        // Events from before this run (agents that came and went) are no longer news.
+        while events.try_recv().is_ok() {}
+
+        let ids = wait_for_agents(registry, plan, cancel, progress).await?;
+        let id = format!("{:x}", unix_nanos_now());
+        let agents = agents::assign(plan, &ids, &registry.agents());
+        let target = configure_target(plan).await?;
+        let mut run = Run {
+            registry,
+            plan,
+            cancel,
+            progress,
+            events,
+            id,
+            agents,
+            lost: BTreeMap::new(),
+            target,
+            lead: Duration::ZERO,
+            start_at: 0,
+            aborted: false,
+            overdue: false,
+        };
+        run.send_prepare().await?;
+        run.await_ready().await?;
+        Ok(run)
+    }
+
+    /// Sends each agent its part of the plan.
+    async fn send_prepare(&self) -> Result<(), RunError> {
+        let plan = self.plan;
+        let total_connections = plan.connections.max(1);
+        for (id, st) in &self.agents {
+            // The pattern's rate is the whole run's: each agent ramps at its share of it.
+            let mut pattern = plan.pattern;
+            pattern.rate_per_sec *= st.connections as f64 / total_connections as f64;
+            let prepare = pb::Prepare {
+                run_id: self.id.clone(),
+                targets: vec![plan.target.to_string()],
+                connections: st.connections,
+                pattern: Some(pattern),
+                timeout_ms: plan.timeout.as_millis() as u64,
+                hold_ms: plan.hold.as_millis() as u64,
+                close: plan.close as i32,
+                expect_greeting: plan.expect_greeting,
+                probe_admission: plan.probe_admission,
+            };
+            if !self.registry.send(id, Out::Prepare(prepare)).await {
+                return Err(RunError::LostBeforeStart {
+                    agent: id.clone(),
+                    reason: "stream closed".into(),
+                });
+            }
+        }
+        (self.progress)(&format!("preparing {} agents", self.agents.len()));
+        Ok(())
+    }
+
+    /// Waits until every agent is Ready; anything else ends the run, every agent told why.
+    async fn await_ready(&mut self) -> Result<(), RunError> {
+        let deadline = Instant::now() + PREPARE_TIMEOUT;
+        let cancel = self.cancel;
+        let mut ready = BTreeSet::new();
+        while ready.len() < self.agents.len() {
+            let event = tokio::select! {
+                _ = cancel.cancelled() => return Err(self.on_cancel_before_start().await),
+                e = tokio::time::timeout_at(deadline, self.events.recv()) => e,
+            };
+            match event {
+                Ok(Some(e)) => self.on_prepare_event(e, &mut ready).await?,
+                _ => return Err(self.on_prepare_timeout(&ready).await),
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a Ready; a Rejected, or the departure of one of this run's agents, ends the
+    /// run.
+    async fn on_prepare_event(
+        &mut self,
+        event: AgentEvent,
+        ready: &mut BTreeSet<String>,
+    ) -> Result<(), RunError> {
+        let (agent, msg) = match event {
+            AgentEvent::Gone { agent, reason } if self.agents.contains_key(&agent) => {
+                self.abort_all("another agent was lost").await;
+                return Err(RunError::LostBeforeStart { agent, reason });
+            }
+            AgentEvent::Gone { .. } => return Ok(()),
+            AgentEvent::Message { agent, msg } => (agent, *msg),
+        };
+        match msg {
+            In::Ready(r) if r.run_id == self.id => {
+                if let Some(st) = self.agents.get_mut(&agent) {
+                    st.clock_offset_ns = r.clock_offset_ns;
+                    st.clock_rtt_ns = r.clock_rtt_ns;
+                    ready.insert(agent);
+                }
+            }
+            In::Rejected(r) if r.run_id == self.id && self.agents.contains_key(&agent) => {
+                self.abort_all("another agent rejected the plan").await;
+                return Err(RunError::Rejected {
+                    agent,
+                    reason: r.reason,
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Not every agent answered in time: the error names those that did not.
+    async fn on_prepare_timeout(&self, ready: &BTreeSet<String>) -> RunError {
+        let missing: Vec<_> = self
+            .agents
+            .keys()
+            .filter(|k| !ready.contains(*k))
+            .cloned()
+            .collect();
+        self.abort_all("prepare timed out").await;
+        RunError::PrepareTimeout(PREPARE_TIMEOUT, missing.join(", "))
+    }
+
+    /// Cancelled before the start: nothing to report.
+    async fn on_cancel_before_start(&self) -> RunError {
+        self.abort_all("aborted by the coordinator").await;
+        RunError::Aborted
+    }
+
+    /// Step 2: Start, far enough ahead that every agent hears of it in time (≥ 5 × the
+    /// worst RTT).
+    pub(super) async fn start(&mut self) {
+        let max_rtt = Duration::from_nanos(
+            self.agents
+                .values()
+                .map(|s| s.clock_rtt_ns)
+                .max()
+                .unwrap_or(0),
+        );
+        // The RTT is each agent's best probe, so a jittery path can need more than 5 × it: a
+        // floor keeps a tiny configured lead (say "0ms") from making every agent refuse.
+        self.lead = self.plan.lead.max(max_rtt * 5).max(MIN_LEAD);
+        self.start_at = unix_nanos_now() + self.lead.as_nanos() as i64;
+        for id in self.agents.keys() {
+            let start = pb::Start {
+                run_id: self.id.clone(),
+                start_at_unix_nanos: self.start_at,
+            };
+            self.registry.send(id, Out::Start(start)).await;
+        }
+        (self.progress)(&format!(
+            "start in {:?} at {}",
+            self.lead,
+            rfc3339(self.start_at)
+        ));
+    }
+
+    /// Step 4: the report. The agents' results are in: a target that died or stalled under
+    /// the load costs its own section of the report, never the report.
+    pub(super) async fn finish(mut self) -> Result<Finished, RunError> {
+        let (target_stats, target_error) = match &mut self.target {
+            Some(t) => match t.stats().await {
+                Ok(s) => (Some(s), None),
+                Err(e) => {
+                    tracing::warn!(cause = %e, "final target stats unavailable");
+                    (None, Some(e.to_string()))
+                }
+            },
+            None => (None, None),
+        };
+        let mut finished = build_report(
+            self.id,
+            self.start_at,
+            self.plan,
+            self.agents,
+            self.lost,
+            self.aborted,
+            target_stats,
+        )?;
+        finished.report.target_error = target_error;
+        Ok(finished)
+    }
+
+    /// Tells one agent to abort this run.
+    pub(super) async fn send_abort(&self, agent: &str, reason: &str) {
+        let abort = pb::Abort {
+            run_id: self.id.clone(),
+            reason: reason.to_owned(),
+        };
+        self.registry.send(agent, Out::Abort(abort)).await;
+    }
+
+    /// Tells every agent of this run to abort it.
+    pub(super) async fn abort_all(&self, reason: &str) {
+        for id in self.agents.keys() {
+            self.send_abort(id, reason).await;
+        }
+    }
+}
+
+/// Waits for the plan's number of agents and takes the first ones (by id).
+async fn wait_for_agents(
+    registry: &Registry,
+    plan: &RunPlan,
+    cancel: &CancellationToken,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<String>, RunError> {
+    let want = plan.agents;
+    let report = |n| progress(&format!("waiting for agents: {n}/{want} attached"));
+    let waited = tokio::select! {
+        _ = cancel.cancelled() => return Err(RunError::Aborted),
+        r = registry.wait_for(want, plan.agent_wait, report) => r,
+    };
+    match waited {
+        Ok(mut ids) => {
+            ids.truncate(want);
+            Ok(ids)
+        }
+        Err(have) => Err(RunError::NotEnoughAgents {
+            want,
+            have,
+            waited: plan.agent_wait,
+        }),
+    }
+}
+
+/// Connects to the target's control service when the plan names one, applies the plan's
+/// backlog and accept rate and resets the target's counters for this run.
+async fn configure_target(plan: &RunPlan) -> Result<Option<TargetControl>, RunError> {
+    let Some(url) = &plan.target_control else {
+        return Ok(None);
+    };
+    let mut t = TargetControl::connect(url).await?;
+    if plan.backlog.is_some() || plan.accept_rate.is_some() {
+        t.configure(plan.backlog, plan.accept_rate).await?;
+    }
+    t.reset().await?;
+    Ok(Some(t))
+}

@@ -1,0 +1,224 @@
+//! One run, start to report (DESIGN.md "A run, step by step", steps 2–9): wait for agents,
+//! split the connections, configure the target, prepare and arm every agent, start them
+//! together, collect intervals and results while watching for lost agents, pull the
+//! target's stats and merge exactly.
+//!
+//! This module holds the run's contract with its callers (`main`, `demo`, `sweep`, the
+//! tests): [`RunPlan`] in, [`execute`], [`Finished`] or [`RunError`] out. The run itself is
+//! a state machine, `machine::Run`, with one method per step (prepare, start, collect,
+//! finish; the collect step, the longest, in `collect`). Each agent's bookkeeping and the
+//! meaning of its messages are in `agents`; the merge into a report is in `report`.
+
+mod agents;
+mod collect;
+mod machine;
+mod report;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use stampede_proto::pb;
+use tokio_util::sync::CancellationToken;
+
+use self::machine::Run;
+use crate::merge::{MergeError, Tally};
+use crate::report::Report;
+use crate::service::Registry;
+use crate::target::TargetError;
+
+/// What to run, already validated.
+#[derive(Debug, Clone)]
+pub struct RunPlan {
+    /// How many agents to wait for and use.
+    pub agents: usize,
+    /// How long to wait for them.
+    pub agent_wait: Duration,
+    /// Connections in total, split across agents.
+    pub connections: u64,
+    /// The target, HOST:PORT.
+    pub target: SocketAddr,
+    /// When the connects happen.
+    pub pattern: pb::Pattern,
+    /// Per-attempt deadline.
+    pub timeout: Duration,
+    /// Hold established connections this long.
+    pub hold: Duration,
+    /// How agents close connections.
+    pub close: pb::CloseMode,
+    /// The target greets on accept (time to first byte, ghosts).
+    pub expect_greeting: bool,
+    /// Agents send one byte after connecting and watch it being acknowledged (ghosts, for
+    /// client-speaks-first servers).
+    pub probe_admission: bool,
+    /// Minimum lead between Start and the start instant.
+    pub lead: Duration,
+    /// The target's control service (`http://HOST:PORT`).
+    pub target_control: Option<String>,
+    /// Backlog to configure on the target before the run.
+    pub backlog: Option<i32>,
+    /// Accept rate to configure on the target before the run (`f64::INFINITY`: as fast as
+    /// possible, 0: never).
+    pub accept_rate: Option<f64>,
+    /// The scenario as the user gave it, echoed into the report.
+    pub scenario: serde_json::Value,
+}
+
+impl RunPlan {
+    /// How long the pattern itself lasts.
+    fn pattern_span(&self) -> Duration {
+        match pb::PatternKind::try_from(self.pattern.kind) {
+            Ok(pb::PatternKind::Ramp) => Duration::from_millis(self.pattern.duration_ms),
+            Ok(pb::PatternKind::Waves) => Duration::from_millis(
+                self.pattern.period_ms * u64::from(self.pattern.waves.saturating_sub(1)),
+            ),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// Connections for agent `i` of `n`: an even split, the remainder to the first ones.
+    pub fn share(&self, i: usize, n: usize) -> u64 {
+        let n = n as u64;
+        let i = i as u64;
+        self.connections / n + u64::from(i < self.connections % n)
+    }
+}
+
+/// Why a run could not happen or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Not enough agents attached in time.
+    #[error("waited {waited:?} for {want} agents, {} attached{}", have.len(), if have.is_empty() { String::new() } else { format!(" ({})", have.join(", ")) })]
+    NotEnoughAgents {
+        /// Wanted.
+        want: usize,
+        /// Attached.
+        have: Vec<String>,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// An agent refused the plan.
+    #[error("agent {agent} rejected the plan: {reason}")]
+    Rejected {
+        /// Agent id.
+        agent: String,
+        /// Its reason.
+        reason: String,
+    },
+    /// An agent left before the start.
+    #[error("agent {agent} was lost before the start: {reason}")]
+    LostBeforeStart {
+        /// Agent id.
+        agent: String,
+        /// Why.
+        reason: String,
+    },
+    /// Agents did not answer Prepare in time.
+    #[error("no answer to the plan within {0:?} from: {1}")]
+    PrepareTimeout(Duration, String),
+    /// The target's control service failed.
+    #[error(transparent)]
+    TargetControl(#[from] TargetError),
+    /// An agent's data could not be merged.
+    #[error(transparent)]
+    Merge(#[from] MergeError),
+    /// Aborted before the start.
+    #[error("aborted before the start")]
+    Aborted,
+}
+
+/// A finished (or partial) run: the report, and each agent's counts and histograms as
+/// merged into it (for interval logs and for checking the merge).
+#[derive(Debug)]
+pub struct Finished {
+    /// The report.
+    pub report: Report,
+    /// Per agent: its final result, or the intervals it delivered before it was lost.
+    pub tallies: BTreeMap<String, Tally>,
+    /// Per agent: the interval results it sent, in arrival order (for `report.hlog`).
+    pub intervals: BTreeMap<String, Vec<pb::IntervalResult>>,
+    /// The agreed start instant, coordinator time.
+    pub start_at_unix_nanos: i64,
+}
+
+impl Finished {
+    /// All agents' tallies merged: the histograms behind the report's percentiles.
+    pub fn merged(&self) -> Tally {
+        self.tallies.values().fold(Tally::default(), |mut acc, t| {
+            acc.merge(t);
+            acc
+        })
+    }
+
+    /// Writes `report.json`, `report.csv`, `report.html` and `report.hlog` into `dir`.
+    pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        let out = crate::report::OutDir::create(dir)?;
+        out.json("report.json", &self.report)?;
+        out.file("report.csv", crate::report::csv::render(&self.report))?;
+        out.file(
+            "report.html",
+            crate::report::html::render(&self.report, &self.merged().connect_us),
+        )?;
+        let hlog = crate::report::hlog::render(
+            &self.report.run_id,
+            self.start_at_unix_nanos,
+            &self.intervals,
+        )
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        out.file("report.hlog", hlog)
+    }
+}
+
+/// Runs `plan` with the registry's agents. `progress` receives one-line status updates.
+///
+/// The steps are those of `machine::Run`: prepare (agents armed), start (one instant for all), collect
+/// (until every agent has delivered or is lost) and finish (the report).
+pub async fn execute(
+    registry: &Registry,
+    plan: &RunPlan,
+    cancel: &CancellationToken,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Finished, RunError> {
+    let mut run = Run::prepare(registry, plan, cancel, progress).await?;
+    run.start().await;
+    run.collect().await;
+    run.finish().await
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A plan with every field set to something neutral, for unit tests.
+    pub(crate) fn plan_for_tests() -> RunPlan {
+        RunPlan {
+            agents: 3,
+            agent_wait: Duration::ZERO,
+            connections: 10,
+            target: "127.0.0.1:9".parse().unwrap(),
+            pattern: pb::Pattern::default(),
+            timeout: Duration::ZERO,
+            hold: Duration::ZERO,
+            close: pb::CloseMode::Rst,
+            expect_greeting: false,
+            probe_admission: false,
+            lead: Duration::ZERO,
+            target_control: None,
+            backlog: None,
+            accept_rate: None,
+            scenario: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn share_splits_evenly_with_remainder_first() {
+        let plan = RunPlan {
+            agents: 3,
+            connections: 10,
+            ..plan_for_tests()
+        };
+        let shares: Vec<u64> = (0..3).map(|i| plan.share(i, 3)).collect();
+        assert_eq!(shares, vec![4, 3, 3]);
+        assert_eq!(shares.iter().sum::<u64>(), 10);
+    }
+}

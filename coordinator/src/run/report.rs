@@ -1,0 +1,172 @@
+//! The run's report: every agent's final result (or, for a lost agent, the intervals it
+//! delivered) merged exactly into one [`Report`], with per-agent rows, start spread and
+//! issue duration, and the target's stats when they could be read.
+
+use std::collections::BTreeMap;
+
+use stampede_proto::clock::rfc3339;
+use stampede_proto::pb;
+
+use super::agents::AgentState;
+use super::{Finished, RunError, RunPlan};
+use crate::merge::Tally;
+use crate::report::{Admission, AgentReport, Latency, Report};
+
+/// Counts by k with string keys, as report.json has them (`{"1": n}`).
+fn by_k(counts: &BTreeMap<u32, u64>) -> BTreeMap<String, u64> {
+    counts.iter().map(|(k, n)| (k.to_string(), *n)).collect()
+}
+
+/// Merges the agents' data into the report: a finished agent counts with its final result,
+/// a lost one with the intervals it delivered; `lost` and `aborted` make it partial.
+pub(super) fn build_report(
+    run_id: String,
+    start_at: i64,
+    plan: &RunPlan,
+    states: BTreeMap<String, AgentState>,
+    mut lost: BTreeMap<String, String>,
+    aborted: bool,
+    target: Option<pb::TargetStats>,
+) -> Result<Finished, RunError> {
+    let mut merged = Tally::default();
+    let mut agents = Vec::with_capacity(states.len());
+    let mut tallies = BTreeMap::new();
+    let mut intervals = BTreeMap::new();
+    let mut first_connects = Vec::new();
+    let mut issue_ends = Vec::new();
+    let mut kernel = None;
+    for (id, st) in states {
+        // A finished agent's final result is authoritative; a lost one counts with the
+        // intervals it delivered (it loses at most the interval in flight).
+        let mut tally = Tally::default();
+        let added = match &st.result {
+            Some(r) => tally.add_final(r),
+            None => st.intervals.iter().try_for_each(|r| tally.add_interval(r)),
+        };
+        // One agent's unusable data (a bug, version skew) costs that agent, not the run.
+        let usable = match added {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(agent = %id, cause = %e, "agent data dropped");
+                lost.insert(id.clone(), format!("its results could not be merged: {e}"));
+                tally = Tally::default();
+                false
+            }
+        };
+        intervals.insert(id.clone(), if usable { st.intervals } else { Vec::new() });
+        merged.merge(&tally);
+        let attempts = tally.attempts();
+        let outcomes = tally.outcomes;
+        let connect_latency_us = Latency::from(&tally.connect_us);
+        let errors = tally.errors.clone();
+        tallies.insert(id.clone(), tally);
+        let mut a = AgentReport {
+            id: id.clone(),
+            host: st.host,
+            connections: st.connections,
+            attempts,
+            clock_offset_us: st.clock_offset_ns / 1_000,
+            clock_uncertainty_us: st.clock_rtt_ns / 2_000,
+            outcomes,
+            connect_latency_us,
+            errors,
+            complete: usable && st.result.as_ref().is_some_and(|r| !r.cancelled),
+            ..Default::default()
+        };
+        if let Some(r) = &st.result {
+            if r.first_connect_unix_nanos != 0 {
+                let first = r.first_connect_unix_nanos + st.clock_offset_ns;
+                a.start_error_us = Some((first - start_at) / 1_000);
+                a.issue_duration_us = Some(r.issue_duration_us);
+                first_connects.push(first);
+                issue_ends.push(first + r.issue_duration_us as i64 * 1_000);
+            }
+            a.kernel = r.kernel.as_ref().map(Into::into).unwrap_or_default();
+            a.unfinished = r.unfinished;
+            kernel.get_or_insert_with(|| a.kernel.clone());
+        }
+        agents.push(a);
+    }
+    let spread = match (first_connects.iter().min(), first_connects.iter().max()) {
+        (Some(lo), Some(hi)) => Some(((hi - lo) / 1_000) as u64),
+        _ => None,
+    };
+    let issue = match (first_connects.iter().min(), issue_ends.iter().max()) {
+        (Some(lo), Some(hi)) => Some(((hi - lo).max(0) / 1_000) as u64),
+        _ => None,
+    };
+    let report = Report {
+        run_id,
+        started_at: rfc3339(start_at),
+        scenario: plan.scenario.clone(),
+        partial: aborted || !lost.is_empty(),
+        aborted,
+        lost_agents: lost.keys().cloned().collect(),
+        lost_reasons: lost,
+        agents,
+        admission: Admission::of(plan.expect_greeting, plan.probe_admission),
+        outcomes: merged.outcomes,
+        syn_retransmits: by_k(&merged.syn_retransmits),
+        ghost_syn_retransmits: by_k(&merged.ghost_syn_retransmits),
+        pending_syn_retransmits: by_k(&merged.pending_syn_retransmits),
+        errors: merged.errors.clone(),
+        connect_latency_us: Latency::from(&merged.connect_us),
+        ttfb_us: Latency::from(&merged.ttfb_us),
+        start_spread_us: spread,
+        issue_duration_us: issue,
+        kernel: kernel.unwrap_or_default(),
+        target_error: None,
+        target: target.map(|t| {
+            serde_json::to_value(stampede_target::stats::TargetStats::from(&t))
+                .expect("stats serialize")
+        }),
+    };
+    Ok(Finished {
+        report,
+        tallies,
+        intervals,
+        start_at_unix_nanos: start_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::tests::plan_for_tests;
+
+    /// An agent whose histogram cannot be decoded is named lost; the others still report.
+    #[test]
+    fn unusable_agent_data_costs_that_agent_only() {
+        let good = pb::FinalResult {
+            outcomes: Some(pb::Outcomes {
+                established: 5,
+                ..Default::default()
+            }),
+            connections: 5,
+            ..Default::default()
+        };
+        let bad = pb::FinalResult {
+            connect_latency_hist: b"garbage".to_vec(),
+            ..good.clone()
+        };
+        let mut states = BTreeMap::new();
+        for (id, r) in [("a", good), ("b", bad)] {
+            let st = AgentState {
+                connections: 5,
+                result: Some(r),
+                ..Default::default()
+            };
+            states.insert(id.to_owned(), st);
+        }
+        let plan = plan_for_tests();
+        let done =
+            build_report("r".into(), 0, &plan, states, BTreeMap::new(), false, None).unwrap();
+        let r = &done.report;
+        assert!(r.partial);
+        assert_eq!(r.lost_agents, vec!["b".to_owned()]);
+        assert!(r.lost_reasons["b"].contains("could not be merged"), "{r:?}");
+        assert_eq!(r.outcomes.established, 5);
+        assert!(r.agents.iter().find(|a| a.id == "a").unwrap().complete);
+        assert!(!r.agents.iter().find(|a| a.id == "b").unwrap().complete);
+    }
+}
