@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
-use stampede::merge::Tally;
 use stampede_proto::pb;
+use stampede_proto::tally::Tally;
 
 fn main() {
     let agents = 1_000u64;
@@ -50,9 +50,9 @@ fn main() {
         let t = Instant::now();
         let mut tally = Tally::default();
         for r in &results {
-            tally.add_interval(r).unwrap();
+            tally.add_wire(r).unwrap();
         }
-        assert_eq!(tally.connect_us.len(), agents * per_agent);
+        assert_eq!(tally.connect_latency.len(), agents * per_agent);
         best = best.min(t.elapsed().as_secs_f64());
     }
     println!(

@@ -11,7 +11,7 @@ use stampede::auth::Token;
 use stampede::run::RunPlan;
 use stampede_agent::session::{self, SessionConfig};
 use stampede_lab::Lab;
-use stampede_proto::pb;
+use stampede_proto::plan::Load;
 use stampede_target::Target;
 use stampede_target::config::{Config as TargetConfig, OnAccept};
 use tokio_util::sync::CancellationToken;
@@ -89,17 +89,10 @@ fn main() {
                 let plan = RunPlan {
                     agents: AGENTS,
                     agent_wait: Duration::from_secs(20),
-                    connections: 4_000,
-                    target: target_addr,
-                    pattern: pb::Pattern {
-                        kind: pb::PatternKind::Burst as i32,
-                        ..Default::default()
+                    load: Load {
+                        timeout: Duration::from_secs(5),
+                        ..Load::burst(target_addr, 4_000)
                     },
-                    timeout: Duration::from_secs(5),
-                    hold: Duration::ZERO,
-                    close: pb::CloseMode::Rst,
-                    expect_greeting: false,
-                    probe_admission: false,
                     lead: Duration::from_millis(500),
                     target_control: Some(format!("http://{control_addr}")),
                     backlog: None,

@@ -7,14 +7,14 @@
 use std::time::Duration;
 
 use stampede_agent::session::{self, SessionConfig};
-use stampede_proto::pb;
+use stampede_proto::duration::Dur;
 use stampede_target::Target;
 use stampede_target::config::{AcceptPolicy, Config as TargetConfig, OnAccept};
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Token;
-use crate::run::{Finished, RunPlan};
-use crate::scenario::ConfigError;
+use crate::run::Finished;
+use crate::scenario::{ConfigError, Scenario};
 
 /// The demo's knobs.
 #[derive(Debug, Clone)]
@@ -103,34 +103,29 @@ pub async fn run(
         });
     }
 
-    let plan = RunPlan {
+    let mut plan = Scenario {
         agents: config.agents,
-        agent_wait: Duration::from_secs(10),
+        agent_wait: Dur(Duration::from_secs(10)),
+        target: Some(target_addr),
         connections: config.connections,
-        target: target_addr,
-        pattern: pb::Pattern {
-            kind: pb::PatternKind::Burst as i32,
-            ..Default::default()
-        },
-        timeout: Duration::from_secs(4),
-        hold: Duration::ZERO,
-        close: pb::CloseMode::Rst,
+        timeout: Dur(Duration::from_secs(4)),
         expect_greeting: true,
-        probe_admission: false,
-        lead: Duration::from_millis(300),
+        lead: Dur(Duration::from_millis(300)),
         target_control: Some(format!("http://{control}")),
         backlog: Some(config.backlog),
-        accept_rate: None,
-        scenario: serde_json::json!({
-            "demo": true,
-            "agents": config.agents,
-            "connections": config.connections,
-            "backlog": config.backlog,
-            "target_accept_rate_per_sec": 50,
-            "pattern": "burst",
-            "expect_greeting": true,
-            "timeout": "4s",
-        }),
-    };
+        ..Scenario::default()
+    }
+    .plan()?;
+    // What the demo is, rather than every default it did not choose.
+    plan.scenario = serde_json::json!({
+        "demo": true,
+        "agents": config.agents,
+        "connections": config.connections,
+        "backlog": config.backlog,
+        "target_accept_rate_per_sec": 50,
+        "pattern": "burst",
+        "expect_greeting": true,
+        "timeout": "4s",
+    });
     Ok(crate::run::execute(&coordinator.registry, &plan, shutdown, progress).await?)
 }

@@ -1,6 +1,6 @@
 //! stampede, the coordinator: agents dial in and authenticate ([`service`], [`auth`]); a run
 //! ([`run`]) waits for them, has them arm, starts them at one instant in coordinator time,
-//! collects their results and merges them exactly ([`merge`]) into a report ([`report`]).
+//! collects their results and merges them exactly (`stampede_proto::tally`) into a report ([`report`]).
 //! [`scenario`] holds every setting of a run, as flags and scenario keys alike, and the
 //! rules between them; [`cli`] is the command line and what each command does; [`sweep`] repeats a run over backlogs and
 //! accept rates to size `listen()` backlog and somaxconn; [`target`] drives the target's
@@ -9,7 +9,6 @@
 pub mod auth;
 pub mod cli;
 pub mod demo;
-pub mod merge;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -395,14 +395,7 @@ impl Scenario {
         Ok(RunPlan {
             agents: self.agents,
             agent_wait: self.agent_wait.0,
-            connections: load.connections,
-            target: load.target,
-            pattern: load.pattern.into(),
-            timeout: load.timeout,
-            hold: load.hold,
-            close: load.close.into(),
-            expect_greeting: load.expect_greeting,
-            probe_admission: load.probe_admission,
+            load,
             lead: self.lead.0,
             target_control: self.target_control.clone(),
             backlog: self.backlog,
@@ -526,10 +519,10 @@ mod tests {
         let plan = Scenario::layered(Some(file), &flags, &explicit(&["connections"]))
             .plan()
             .unwrap();
-        assert_eq!(plan.connections, 99);
+        assert_eq!(plan.load.connections, 99);
         assert_eq!(plan.agents, 3);
-        assert_eq!(plan.pattern.waves, 2);
-        assert_eq!(plan.target, "127.0.0.1:9".parse().unwrap());
+        assert_eq!(plan.load.pattern.to_string(), "waves:2:1s");
+        assert_eq!(plan.load.target, "127.0.0.1:9".parse().unwrap());
     }
 
     #[test]

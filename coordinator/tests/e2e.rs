@@ -10,6 +10,7 @@ use stampede::run::{Finished, RunError, RunPlan};
 use stampede_agent::cidr::Cidr;
 use stampede_agent::session::{self, SessionConfig};
 use stampede_proto::pb;
+use stampede_proto::plan::Load;
 use stampede_target::Target;
 use stampede_target::config::{Config as TargetConfig, OnAccept};
 use tokio_util::sync::CancellationToken;
@@ -70,14 +71,12 @@ fn plan(s: &System, agents: usize, connections: u64, pattern: pb::Pattern) -> Ru
     RunPlan {
         agents,
         agent_wait: Duration::from_secs(10),
-        connections,
-        target: s.target,
-        pattern,
-        timeout: Duration::from_secs(3),
-        hold: Duration::ZERO,
-        close: pb::CloseMode::Rst,
-        expect_greeting: true,
-        probe_admission: false,
+        load: Load {
+            pattern: pattern.try_into().unwrap(),
+            timeout: Duration::from_secs(3),
+            expect_greeting: true,
+            ..Load::burst(s.target, connections)
+        },
         lead: Duration::from_millis(200),
         target_control: Some(format!("http://{}", s.control)),
         backlog: None,
@@ -127,23 +126,23 @@ async fn three_agents_merge_exactly() {
     // here value by value from each agent's histogram (not with Histogram::add).
     let mut union = stampede_proto::histogram::new_latency();
     for t in done.tallies.values() {
-        for v in t.connect_us.iter_recorded() {
+        for v in t.connect_latency.iter_recorded() {
             union
                 .record_n(v.value_iterated_to(), v.count_at_value())
                 .unwrap();
         }
     }
     assert_eq!(union.len(), 301);
-    let merged = done
-        .tallies
-        .values()
-        .fold(stampede::merge::Tally::default(), |mut acc, t| {
-            acc.merge(t);
-            acc
-        });
+    let merged =
+        done.tallies
+            .values()
+            .fold(stampede_proto::tally::Tally::default(), |mut acc, t| {
+                acc.merge(t).unwrap();
+                acc
+            });
     for q in [0.0, 0.5, 0.9, 0.99, 0.999, 1.0] {
         assert_eq!(
-            merged.connect_us.value_at_quantile(q),
+            merged.connect_latency.value_at_quantile(q),
             union.value_at_quantile(q),
             "quantile {q}"
         );
@@ -157,7 +156,7 @@ async fn three_agents_merge_exactly() {
     assert_eq!(r.outcomes.established, 301, "{r:?}");
     assert_eq!(r.ttfb_us.count, 301);
     let target = r.target.as_ref().unwrap();
-    assert_eq!(target["accepted"], 301);
+    assert_eq!(target.accepted, Some(301));
     // Clocks: one host, so each offset lies within its stated uncertainty; the spread is
     // what the agents' own first connects say.
     let mut starts = Vec::new();
@@ -286,8 +285,8 @@ async fn a_target_that_dies_costs_its_section_not_the_report() {
 /// 40 connects from 2 agents at a target that accepts nothing during a step, over `backlogs`.
 fn sweep_plan(s: &System, backlogs: Vec<i32>) -> stampede::sweep::SweepPlan {
     let mut run = plan(s, 2, 40, burst());
-    run.expect_greeting = false;
-    run.timeout = Duration::from_millis(1500);
+    run.load.expect_greeting = false;
+    run.load.timeout = Duration::from_millis(1500);
     stampede::sweep::SweepPlan {
         run,
         backlogs,

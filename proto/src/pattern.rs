@@ -48,6 +48,16 @@ impl Pattern {
         }
     }
 
+    /// How long the pattern itself lasts: a ramp's duration, the time from the first wave
+    /// to the last; zero for a burst.
+    pub fn duration(&self) -> Duration {
+        match self {
+            Pattern::Burst => Duration::ZERO,
+            Pattern::Ramp { duration, .. } => *duration,
+            Pattern::Waves { waves, period } => *period * waves.saturating_sub(1),
+        }
+    }
+
     /// This pattern for one agent issuing `share` (0..=1) of a run's connections: a ramp's
     /// rate is the whole run's, so each agent ramps at its share of it; bursts and waves are
     /// the same for every agent.

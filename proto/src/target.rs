@@ -138,6 +138,29 @@ impl From<&pb::TargetStats> for TargetStats {
 }
 
 impl TargetStats {
+    /// The `target{}` contract fields in [`CONTRACT_KEYS`] order, each as text; `None` where
+    /// the value is unknown (an observed listener's `accepted` and `backlog_requested`).
+    pub fn contract(&self) -> [(&'static str, Option<String>); 9] {
+        let c = &self.counters;
+        let values = [
+            self.backlog_requested.map(|b| b.to_string()),
+            Some(self.backlog_effective.to_string()),
+            Some(self.somaxconn.to_string()),
+            Some(self.accept_queue_max.to_string()),
+            self.accepted.map(|a| a.to_string()),
+            Some(c.listen_overflows.to_string()),
+            Some(c.listen_drops.to_string()),
+            Some(c.req_qfull_drops.to_string()),
+            Some(c.syncookies_sent.to_string()),
+        ];
+        let mut i = 0;
+        CONTRACT_KEYS.map(|k| {
+            let v = values[i].clone();
+            i += 1;
+            (k, v)
+        })
+    }
+
     /// A one-line human summary for the terminal.
     pub fn summary(&self) -> String {
         let accepted = self

@@ -196,7 +196,7 @@ pub fn render(r: &Report, connect: &Histogram<u64>) -> String {
         let ks: Vec<String> = r
             .syn_retransmits
             .iter()
-            .map(|(k, n)| format!("k={}: {n}", esc(k)))
+            .map(|(k, n)| format!("k={k}: {n}"))
             .collect();
         s.push_str(&ks.join(", "));
         s.push_str("</p>");
@@ -239,12 +239,9 @@ pub fn render(r: &Report, connect: &Histogram<u64>) -> String {
     }
     if let Some(t) = &r.target {
         s.push_str("<h2>Target</h2><table>");
-        for key in stampede_target::stats::CONTRACT_KEYS {
-            // null: observing another process's listener, which alone knows it.
-            let v = t
-                .get(key)
-                .filter(|v| !v.is_null())
-                .map_or_else(|| "–".to_owned(), |v| v.to_string());
+        for (key, v) in t.contract() {
+            // "–": observing another process's listener, which alone knows it.
+            let v = v.unwrap_or_else(|| "–".to_owned());
             let _ = write!(s, "<tr><td>{key}</td><td>{}</td></tr>", esc(&v));
         }
         s.push_str("</table>");

@@ -11,34 +11,12 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
+pub use stampede_proto::outcome::Errno;
 use stampede_proto::outcome::OutcomeClass;
 pub use stampede_proto::report::{Admission, Kernel, Latency, Outcomes};
+pub use stampede_proto::target::TargetStats;
 
-/// An output directory for report files: created on demand; errors name the path.
-#[derive(Debug, Clone, Copy)]
-pub struct OutDir<'a>(&'a std::path::Path);
-
-impl<'a> OutDir<'a> {
-    /// Creates `dir` (and its parents) if needed.
-    pub fn create(dir: &'a std::path::Path) -> std::io::Result<OutDir<'a>> {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            std::io::Error::new(e.kind(), format!("creating {}: {e}", dir.display()))
-        })?;
-        Ok(OutDir(dir))
-    }
-
-    /// Writes `name` as JSON, atomically (scripts may be watching for it).
-    pub fn json(self, name: &str, value: &impl Serialize) -> std::io::Result<()> {
-        stampede_target::stats::write_json_atomic(&self.0.join(name), value)
-    }
-
-    /// Writes `name`.
-    pub fn file(self, name: &str, contents: impl AsRef<[u8]>) -> std::io::Result<()> {
-        let path = self.0.join(name);
-        std::fs::write(&path, contents)
-            .map_err(|e| std::io::Error::new(e.kind(), format!("writing {}: {e}", path.display())))
-    }
-}
+pub use stampede_proto::output::OutDir;
 
 /// One agent's part of the run.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -67,8 +45,8 @@ pub struct AgentReport {
     pub complete: bool,
     /// Its kernel settings and counters (TCPRetransFail: its own congestion).
     pub kernel: Kernel,
-    /// Errors by errno name.
-    pub errors: BTreeMap<String, u64>,
+    /// Errors by errno (named in JSON).
+    pub errors: BTreeMap<Errno, u64>,
     /// Attempts it never classified because its run was cut short (Abort, shutdown).
     #[serde(default)]
     pub unfinished: u64,
@@ -97,14 +75,14 @@ pub struct Report {
     pub admission: Admission,
     /// Merged outcomes.
     pub outcomes: Outcomes,
-    /// Merged counts by SYN-retransmit count k.
-    pub syn_retransmits: BTreeMap<String, u64>,
+    /// Merged counts by SYN-retransmit count k (`{"1": n}` in JSON, in numeric order).
+    pub syn_retransmits: BTreeMap<u32, u64>,
     /// Merged ghosts by the k their connect() took.
-    pub ghost_syn_retransmits: BTreeMap<String, u64>,
+    pub ghost_syn_retransmits: BTreeMap<u32, u64>,
     /// Merged pending attempts by the SYN retransmits made when the deadline hit.
-    pub pending_syn_retransmits: BTreeMap<String, u64>,
-    /// Merged `error` attempts by errno name.
-    pub errors: BTreeMap<String, u64>,
+    pub pending_syn_retransmits: BTreeMap<u32, u64>,
+    /// Merged `error` attempts by errno (named in JSON).
+    pub errors: BTreeMap<Errno, u64>,
     /// Merged connect latency, µs.
     pub connect_latency_us: Latency,
     /// Merged time to first byte, µs.
@@ -116,7 +94,7 @@ pub struct Report {
     /// Kernel settings of the first agent (each agent's are in `agents[]`).
     pub kernel: Kernel,
     /// The target's view, if a target control address was given.
-    pub target: Option<serde_json::Value>,
+    pub target: Option<TargetStats>,
     /// Why the target's final stats are missing, if they are (it died or stalled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_error: Option<String>,
@@ -210,21 +188,17 @@ impl Report {
             let _ = writeln!(s, "target: no final stats ({e})");
         }
         if let Some(t) = &self.target {
-            // null: observing another process's listener, which alone knows it.
-            let g = |k: &str| {
-                t.get(k)
-                    .filter(|v| !v.is_null())
-                    .map_or_else(|| "-".to_owned(), |v| v.to_string())
-            };
+            // "-": observing another process's listener, which alone knows it.
+            let g = |v: Option<String>| v.unwrap_or_else(|| "-".to_owned());
             let _ = writeln!(
                 s,
                 "target: backlog {} (effective {}), queue max {}, accepted {}, overflows {}, cookies {}",
-                g("backlog_requested"),
-                g("backlog_effective"),
-                g("accept_queue_max"),
-                g("accepted"),
-                g("listen_overflows"),
-                g("syncookies_sent")
+                g(t.backlog_requested.map(|b| b.to_string())),
+                t.backlog_effective,
+                t.accept_queue_max,
+                g(t.accepted.map(|a| a.to_string())),
+                t.counters.listen_overflows,
+                t.counters.syncookies_sent
             );
         }
         s
@@ -294,10 +268,13 @@ mod tests {
     #[test]
     fn unknown_target_values_show_as_a_dash() {
         let r = Report {
-            target: Some(
-                serde_json::json!({"backlog_requested": null, "accepted": null,
-                "backlog_effective": 5, "accept_queue_max": 6}),
-            ),
+            target: Some(TargetStats {
+                backlog_requested: None,
+                accepted: None,
+                backlog_effective: 5,
+                accept_queue_max: 6,
+                ..TargetStats::default()
+            }),
             ..Report::default()
         };
         let s = r.summary();

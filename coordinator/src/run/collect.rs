@@ -49,9 +49,9 @@ impl Run<'_> {
         let liveness = (self.registry.heartbeat() * 4).max(MIN_LIVENESS);
         let end_by = Instant::now()
             + self.lead
-            + plan.pattern_span()
-            + plan.timeout
-            + plan.hold
+            + plan.load.pattern.duration()
+            + plan.load.timeout
+            + plan.load.hold
             + DEADLINE_SLACK;
         let started = Instant::now();
         for st in self.agents.values_mut() {

@@ -96,23 +96,8 @@ impl<'a> Run<'a> {
 
     /// Sends each agent its part of the plan.
     async fn send_prepare(&self) -> Result<(), RunError> {
-        let plan = self.plan;
-        let total_connections = plan.connections.max(1);
         for (id, st) in &self.agents {
-            // The pattern's rate is the whole run's: each agent ramps at its share of it.
-            let mut pattern = plan.pattern;
-            pattern.rate_per_sec *= st.connections as f64 / total_connections as f64;
-            let prepare = pb::Prepare {
-                run_id: self.id.clone(),
-                targets: vec![plan.target.to_string()],
-                connections: st.connections,
-                pattern: Some(pattern),
-                timeout_ms: plan.timeout.as_millis() as u64,
-                hold_ms: plan.hold.as_millis() as u64,
-                close: plan.close as i32,
-                expect_greeting: plan.expect_greeting,
-                probe_admission: plan.probe_admission,
-            };
+            let prepare = self.plan.agent_load(st.connections).to_prepare(&self.id);
             if !self.registry.send(id, Out::Prepare(prepare)).await {
                 return Err(RunError::LostBeforeStart {
                     agent: id.clone(),

@@ -15,17 +15,18 @@ mod machine;
 mod report;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use stampede_proto::pb;
 use tokio_util::sync::CancellationToken;
 
 use self::machine::Run;
-use crate::merge::{MergeError, Tally};
+use stampede_proto::plan::Load;
+
 use crate::report::Report;
 use crate::service::Registry;
 use crate::target::TargetError;
+use stampede_proto::tally::{MergeError, Tally};
 
 /// What to run, already validated.
 #[derive(Debug, Clone)]
@@ -34,23 +35,9 @@ pub struct RunPlan {
     pub agents: usize,
     /// How long to wait for them.
     pub agent_wait: Duration,
-    /// Connections in total, split across agents.
-    pub connections: u64,
-    /// The target, HOST:PORT.
-    pub target: SocketAddr,
-    /// When the connects happen.
-    pub pattern: pb::Pattern,
-    /// Per-attempt deadline.
-    pub timeout: Duration,
-    /// Hold established connections this long.
-    pub hold: Duration,
-    /// How agents close connections.
-    pub close: pb::CloseMode,
-    /// The target greets on accept (time to first byte, ghosts).
-    pub expect_greeting: bool,
-    /// Agents send one byte after connecting and watch it being acknowledged (ghosts, for
-    /// client-speaks-first servers).
-    pub probe_admission: bool,
+    /// The whole run's load (connections in total, the whole run's ramp rate), checked;
+    /// each agent gets its share ([`RunPlan::share`]).
+    pub load: Load,
     /// Minimum lead between Start and the start instant.
     pub lead: Duration,
     /// The target's control service (`http://HOST:PORT`).
@@ -65,22 +52,21 @@ pub struct RunPlan {
 }
 
 impl RunPlan {
-    /// How long the pattern itself lasts.
-    fn pattern_span(&self) -> Duration {
-        match pb::PatternKind::try_from(self.pattern.kind) {
-            Ok(pb::PatternKind::Ramp) => Duration::from_millis(self.pattern.duration_ms),
-            Ok(pb::PatternKind::Waves) => Duration::from_millis(
-                self.pattern.period_ms * u64::from(self.pattern.waves.saturating_sub(1)),
-            ),
-            _ => Duration::ZERO,
-        }
-    }
-
     /// Connections for agent `i` of `n`: an even split, the remainder to the first ones.
     pub fn share(&self, i: usize, n: usize) -> u64 {
-        let n = n as u64;
-        let i = i as u64;
-        self.connections / n + u64::from(i < self.connections % n)
+        let (n, i, total) = (n as u64, i as u64, self.load.connections);
+        total / n + u64::from(i < total % n)
+    }
+
+    /// The load of an agent that opens `connections` of the run's: a ramp's rate is the
+    /// whole run's, so each agent ramps at its share of it.
+    pub fn agent_load(&self, connections: u64) -> Load {
+        let share = connections as f64 / self.load.connections.max(1) as f64;
+        Load {
+            connections,
+            pattern: self.load.pattern.share(share),
+            ..self.load
+        }
     }
 }
 
@@ -145,7 +131,8 @@ impl Finished {
     /// All agents' tallies merged: the histograms behind the report's percentiles.
     pub fn merged(&self) -> Tally {
         self.tallies.values().fold(Tally::default(), |mut acc, t| {
-            acc.merge(t);
+            acc.merge(t)
+                .expect("every tally has the layout of histogram::new_latency");
             acc
         })
     }
@@ -157,7 +144,7 @@ impl Finished {
         out.file("report.csv", crate::report::csv::render(&self.report))?;
         out.file(
             "report.html",
-            crate::report::html::render(&self.report, &self.merged().connect_us),
+            crate::report::html::render(&self.report, &self.merged().connect_latency),
         )?;
         let hlog = crate::report::hlog::render(
             &self.report.run_id,
@@ -194,14 +181,7 @@ pub(crate) mod tests {
         RunPlan {
             agents: 3,
             agent_wait: Duration::ZERO,
-            connections: 10,
-            target: "127.0.0.1:9".parse().unwrap(),
-            pattern: pb::Pattern::default(),
-            timeout: Duration::ZERO,
-            hold: Duration::ZERO,
-            close: pb::CloseMode::Rst,
-            expect_greeting: false,
-            probe_admission: false,
+            load: Load::burst("127.0.0.1:9".parse().unwrap(), 10),
             lead: Duration::ZERO,
             target_control: None,
             backlog: None,
@@ -214,11 +194,23 @@ pub(crate) mod tests {
     fn share_splits_evenly_with_remainder_first() {
         let plan = RunPlan {
             agents: 3,
-            connections: 10,
             ..plan_for_tests()
         };
         let shares: Vec<u64> = (0..3).map(|i| plan.share(i, 3)).collect();
         assert_eq!(shares, vec![4, 3, 3]);
         assert_eq!(shares.iter().sum::<u64>(), 10);
+        let ramp = RunPlan {
+            load: Load {
+                pattern: "ramp:100:1s".parse().unwrap(),
+                ..plan.load
+            },
+            ..plan
+        };
+        assert_eq!(
+            ramp.agent_load(4).pattern,
+            "ramp:40:1s"
+                .parse::<stampede_proto::pattern::Pattern>()
+                .unwrap()
+        );
     }
 }

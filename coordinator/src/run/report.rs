@@ -9,13 +9,10 @@ use stampede_proto::pb;
 
 use super::agents::AgentState;
 use super::{Finished, RunError, RunPlan};
-use crate::merge::Tally;
-use crate::report::{Admission, AgentReport, Latency, Report};
+use stampede_proto::tally::Tally;
+use stampede_proto::target::TargetStats;
 
-/// Counts by k with string keys, as report.json has them (`{"1": n}`).
-fn by_k(counts: &BTreeMap<u32, u64>) -> BTreeMap<String, u64> {
-    counts.iter().map(|(k, n)| (k.to_string(), *n)).collect()
-}
+use crate::report::{AgentReport, Latency, Report};
 
 /// Merges the agents' data into the report: a finished agent counts with its final result,
 /// a lost one with the intervals it delivered; `lost` and `aborted` make it partial.
@@ -40,8 +37,8 @@ pub(super) fn build_report(
         // intervals it delivered (it loses at most the interval in flight).
         let mut tally = Tally::default();
         let added = match &st.result {
-            Some(r) => tally.add_final(r),
-            None => st.intervals.iter().try_for_each(|r| tally.add_interval(r)),
+            Some(r) => tally.add_wire(r),
+            None => st.intervals.iter().try_for_each(|r| tally.add_wire(r)),
         };
         // One agent's unusable data (a bug, version skew) costs that agent, not the run.
         let usable = match added {
@@ -54,10 +51,12 @@ pub(super) fn build_report(
             }
         };
         intervals.insert(id.clone(), if usable { st.intervals } else { Vec::new() });
-        merged.merge(&tally);
+        merged
+            .merge(&tally)
+            .expect("every tally has the layout of histogram::new_latency");
         let attempts = tally.attempts();
         let outcomes = tally.outcomes;
-        let connect_latency_us = Latency::from(&tally.connect_us);
+        let connect_latency_us = Latency::from(&tally.connect_latency);
         let errors = tally.errors.clone();
         tallies.insert(id.clone(), tally);
         let mut a = AgentReport {
@@ -104,22 +103,19 @@ pub(super) fn build_report(
         lost_agents: lost.keys().cloned().collect(),
         lost_reasons: lost,
         agents,
-        admission: Admission::of(plan.expect_greeting, plan.probe_admission),
+        admission: plan.load.admission(),
         outcomes: merged.outcomes,
-        syn_retransmits: by_k(&merged.syn_retransmits),
-        ghost_syn_retransmits: by_k(&merged.ghost_syn_retransmits),
-        pending_syn_retransmits: by_k(&merged.pending_syn_retransmits),
+        syn_retransmits: merged.syn_retransmits.clone(),
+        ghost_syn_retransmits: merged.ghost_syn_retransmits.clone(),
+        pending_syn_retransmits: merged.pending_syn_retransmits.clone(),
         errors: merged.errors.clone(),
-        connect_latency_us: Latency::from(&merged.connect_us),
-        ttfb_us: Latency::from(&merged.ttfb_us),
+        connect_latency_us: Latency::from(&merged.connect_latency),
+        ttfb_us: Latency::from(&merged.ttfb),
         start_spread_us: spread,
         issue_duration_us: issue,
         kernel: kernel.unwrap_or_default(),
         target_error: None,
-        target: target.map(|t| {
-            serde_json::to_value(stampede_target::stats::TargetStats::from(&t))
-                .expect("stats serialize")
-        }),
+        target: target.as_ref().map(TargetStats::from),
     };
     Ok(Finished {
         report,

@@ -156,18 +156,17 @@ pub async fn execute(
             };
             let r = done.report;
             let t = r.target.clone().unwrap_or_default();
-            let get = |k: &str| t.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0);
             steps.push(Step {
                 backlog,
                 accept_rate: *rate,
-                backlog_effective: get("backlog_effective") as u32,
-                somaxconn: get("somaxconn") as u32,
+                backlog_effective: t.backlog_effective,
+                somaxconn: t.somaxconn,
                 outcomes: r.outcomes,
                 connect_latency_us: r.connect_latency_us,
-                listen_overflows: get("listen_overflows"),
-                syncookies_sent: get("syncookies_sent"),
-                accept_queue_max: get("accept_queue_max") as u32,
-                accepted: get("accepted"),
+                listen_overflows: t.counters.listen_overflows,
+                syncookies_sent: t.counters.syncookies_sent,
+                accept_queue_max: t.accept_queue_max,
+                accepted: t.accepted.unwrap_or(0),
                 partial: r.partial,
                 issue_duration_us: r.issue_duration_us,
             });
@@ -192,7 +191,7 @@ pub async fn execute(
         .map(|rate| recommend(plan, *rate, &steps))
         .collect();
     Ok(SweepReport {
-        connections: plan.run.connections,
+        connections: plan.run.load.connections,
         p99_max_us: plan.p99_max.as_micros() as u64,
         steps,
         recommendations,

@@ -9,7 +9,7 @@ use super::{Recommendation, Step, SweepPlan, rate_name};
 pub(super) fn recommend(plan: &SweepPlan, rate: Option<f64>, steps: &[Step]) -> Recommendation {
     let p99_max = plan.p99_max.as_micros() as u64;
     let at_rate: Vec<&Step> = steps.iter().filter(|s| s.accept_rate == rate).collect();
-    let m = plan.run.connections;
+    let m = plan.run.load.connections;
     // Accepts completing during the burst: rate × issue time (median over steps).
     let mut issue: Vec<u64> = at_rate.iter().filter_map(|s| s.issue_duration_us).collect();
     issue.sort_unstable();
@@ -89,7 +89,6 @@ pub(super) fn recommend(plan: &SweepPlan, rate: Option<f64>, steps: &[Step]) -> 
 pub(crate) mod tests {
     use super::*;
     use crate::report::{Latency, Outcomes};
-    use crate::run::RunPlan;
     use std::time::Duration;
 
     /// A step at 100/s with the given figures (100 connections).
@@ -120,9 +119,10 @@ pub(crate) mod tests {
     /// A sweep of 100 connections per step, p99 threshold 100 ms.
     pub(crate) fn plan() -> SweepPlan {
         SweepPlan {
-            run: RunPlan {
-                connections: 100,
-                ..crate::run::tests::plan_for_tests()
+            run: {
+                let mut run = crate::run::tests::plan_for_tests();
+                run.load.connections = 100;
+                run
             },
             backlogs: vec![8, 64, 128],
             accept_rates: vec![100.0],
