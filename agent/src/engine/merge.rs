@@ -163,3 +163,58 @@ impl Merge {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use stampede_proto::outcome::Outcome;
+
+    use super::*;
+
+    fn tally(n: u64) -> Tally {
+        let mut t = Tally::default();
+        for _ in 0..n {
+            t.record(Outcome::Established);
+        }
+        t
+    }
+
+    fn done(seq: u32, n: u64, first: u64, unfinished: u64) -> Report {
+        let mut summary = match Report::never_started(0) {
+            Report::Done(_, _, s) => s,
+            Report::Interval(..) => unreachable!("never_started is a Done"),
+        };
+        summary.first_issue_ns = Some(first);
+        summary.last_issue_ns = first + 10;
+        summary.unfinished = unfinished;
+        Report::Done(seq, tally(n), summary)
+    }
+
+    /// Interval s goes out once every worker reported it or ended before it, in order; the
+    /// totals add up every report.
+    #[test]
+    fn intervals_wait_for_every_worker_then_go_out_in_order() {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut merge = Merge::new(2, Some(tx));
+        let mut emitted = || {
+            let mut got = Vec::new();
+            while let Ok(i) = rx.try_recv() {
+                got.push((i.seq, i.tally.outcomes.total()));
+            }
+            got
+        };
+        merge.add(Report::Interval(0, tally(1))).unwrap();
+        assert_eq!(emitted(), [], "worker B has not reported interval 0");
+        merge.add(Report::Interval(1, tally(2))).unwrap();
+        assert_eq!(emitted(), []);
+        merge.add(done(0, 4, 7, 1)).unwrap();
+        assert_eq!(emitted(), [(0, 5), (1, 2)], "B ended in 0: A alone makes 1");
+        merge.add(done(2, 8, 3, 0)).unwrap();
+        assert_eq!(emitted(), [(2, 8)]);
+        let totals = merge.finish();
+        assert_eq!(totals.tally.outcomes.total(), 15);
+        assert_eq!(totals.first_issue_ns, Some(3));
+        assert_eq!(totals.last_issue_ns, 17);
+        assert_eq!(totals.unfinished, 1);
+        assert_eq!(emitted(), []);
+    }
+}

@@ -362,3 +362,25 @@ impl Attempt<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_errno_mapping_for_every_phase() {
+        assert_eq!(outcome(0, 0), Outcome::Established);
+        assert_eq!(outcome(0, 3), Outcome::SynRetransmitted { k: 3 });
+        assert_eq!(outcome(libc::ECONNREFUSED, 0), Outcome::Refused);
+        assert_eq!(outcome(libc::ETIMEDOUT, 6), Outcome::Timeout);
+        // A reset, however the kernel words it.
+        assert_eq!(outcome(libc::ECONNRESET, 2), Outcome::Reset);
+        assert_eq!(outcome(libc::EPIPE, 2), Outcome::Reset);
+        assert_eq!(
+            outcome(libc::EADDRNOTAVAIL, 0),
+            Outcome::Error {
+                errno: libc::EADDRNOTAVAIL
+            }
+        );
+    }
+}
