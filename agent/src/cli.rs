@@ -1,5 +1,6 @@
-//! The `stampede-agent` command line (DESIGN.md "Command line"): raw clap [`Cli`] arguments,
-//! their conversion to a [`FireConfig`], and [`run`], which fires and reports.
+//! The `stampede-agent` command line (DESIGN.md "Command line"): raw clap [`Cli`] arguments
+//! (parsed by `main` through [`stampede_proto::logging::parse_args`]), their conversion to a
+//! [`FireConfig`], and [`run`], which fires and reports; daemon mode is [`crate::daemon`].
 //!
 //! Exit codes: 0 done, 1 failed, 64 bad usage or a refused plan. Every flag also reads
 //! `STAMPEDE_<FLAG>` from the environment.
@@ -14,14 +15,12 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use stampede_proto::duration::parse_duration;
 use stampede_proto::pattern::Pattern;
+use stampede_proto::usage::EX_USAGE;
 use tokio_util::sync::CancellationToken;
 
 use crate::arm::{ArmError, arm};
 use crate::cidr::Cidr;
 use crate::plan::{CloseMode, DEFAULT_MAX_CONNECTIONS, FireConfig, Plan};
-
-/// Exit code for bad usage or configuration (EX_USAGE).
-pub const EXIT_USAGE: u8 = stampede_proto::usage::EX_USAGE;
 
 /// stampede-agent: the load host of stampede. With `--coordinator URL` it runs as a daemon
 /// obeying an authenticated coordinator; `fire` works alone on this host.
@@ -161,34 +160,6 @@ impl FireArgs {
     }
 }
 
-/// Parses the command line; on a clap error prints one line (or the help/version) and
-/// returns the exit code to use.
-pub fn parse() -> Result<Cli, ExitCode> {
-    match Cli::try_parse() {
-        Ok(cli) => Ok(cli),
-        Err(e) => {
-            use clap::error::ErrorKind;
-            match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-                    let _ = e.print();
-                    Err(ExitCode::SUCCESS)
-                }
-                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-                    let _ = e.print();
-                    Err(ExitCode::from(EXIT_USAGE))
-                }
-                _ => {
-                    eprintln!(
-                        "{}",
-                        stampede_proto::usage::one_line(&e.render().to_string())
-                    );
-                    Err(ExitCode::from(EXIT_USAGE))
-                }
-            }
-        }
-    }
-}
-
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
@@ -202,14 +173,14 @@ fn fire(args: &FireArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(EX_USAGE);
         }
     };
     let armed = match arm(&plan) {
         Ok(a) => a,
         Err(e @ (ArmError::FdLimit { .. } | ArmError::PortBudget { .. })) => {
             eprintln!("error: plan refused: {e}");
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(EX_USAGE);
         }
         Err(e) => {
             eprintln!("error: arming: {e}");
@@ -235,13 +206,13 @@ fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("building the signal runtime")?;
+        .context("building the runtime")?;
     let result = runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
         // Handlers go in before firing, so a signal during the run never kills the process
-        // with its report unwritten.
-        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        // with its report unwritten: the first SIGINT or SIGTERM cancels the run, which then
+        // ends with what it has (the report marked partial).
+        stampede_proto::signal::cancel_on_signal(cancel.clone())
+            .context("installing the SIGINT/SIGTERM handlers")?;
         let firing = {
             let cancel = cancel.clone();
             tokio::task::spawn_blocking(move || {
@@ -265,14 +236,6 @@ fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
                     if args.hlog.is_some() {
                         intervals.push(i);
                     }
-                }
-                _ = int.recv() => {
-                    tracing::warn!(signal = "SIGINT", "stopping the run");
-                    cancel.cancel();
-                }
-                _ = term.recv() => {
-                    tracing::warn!(signal = "SIGTERM", "stopping the run");
-                    cancel.cancel();
                 }
             }
         };
