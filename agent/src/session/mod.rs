@@ -9,12 +9,12 @@
 //! backoff and jitter. A refusal by the coordinator (bad token, protocol version) is final.
 //!
 //! - this file: [`SessionConfig`], [`SessionError`] and [`run`], the reconnect loop;
-//! - [`link`]: dialing, the bearer token, the Attach/Welcome handshake, the clock probes;
-//! - [`attached`]: one attached session as a state machine, one method per event (Prepare,
+//! - `link.rs`: dialing, the bearer token, the Attach/Welcome handshake, the clock probes;
+//! - `attached.rs`: one attached session as a state machine, one method per event (Prepare,
 //!   Start, Abort, heartbeat tick, end of stream);
-//! - [`prepare`]: a coordinator's plan checked against this agent's limits, then armed;
-//! - [`firing`]: an armed run fired, its intervals and result streamed back;
-//! - [`rejection`]: every reason sent back in a `Rejected` message, as one typed enum.
+//! - `prepare.rs`: a coordinator's plan checked against this agent's limits, then armed;
+//! - `firing.rs`: an armed run fired, its intervals and result streamed back;
+//! - `rejection.rs`: [`Rejection`], every reason sent back in a `Rejected` message.
 
 use std::net::IpAddr;
 use std::ops::ControlFlow;
