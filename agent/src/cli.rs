@@ -7,7 +7,7 @@
 
 use std::io::IsTerminal as _;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::arm::{ArmError, arm};
 use crate::cidr::Cidr;
 use crate::plan::{CloseMode, DEFAULT_MAX_CONNECTIONS, FireConfig, Plan};
+use crate::{Interval, RunResult};
 
 /// stampede-agent: the load host of stampede. With `--coordinator URL` it runs as a daemon
 /// obeying an authenticated coordinator; `fire` works alone on this host.
@@ -196,11 +197,46 @@ fn fire(args: &FireArgs) -> ExitCode {
     }
 }
 
+/// Fires, prints the summary and writes the files asked for; an interrupted run still
+/// writes them (marked partial) and then fails.
 fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
+    let (result, intervals) = fire_watched(args, armed)?;
+    let target = args.target.to_string();
+    let pattern = args.pattern.to_string();
+    print!("{}", result.summary(&target, &pattern));
+    if let Some(path) = &args.json {
+        let report = result.report(&target, &pattern);
+        let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    if let Some(path) = &args.hlog {
+        write_hlog(path, args, &result, intervals)?;
+    }
+    if result.cancelled {
+        anyhow::bail!(
+            "run interrupted: {} attempts unfinished (report marked partial)",
+            result.unfinished
+        );
+    }
+    Ok(())
+}
+
+/// Fires now, showing progress, until the run ends or the first SIGINT/SIGTERM cancels it.
+/// Returns the result and, with --hlog, every interval (otherwise none).
+fn fire_watched(
+    args: &FireArgs,
+    armed: crate::Armed,
+) -> anyhow::Result<(RunResult, Vec<Interval>)> {
     let cancel = CancellationToken::new();
     // Intervals (every second) drive the progress line and, with --hlog, the interval log.
     let (intervals_tx, mut intervals_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut intervals = Vec::new();
+    let mut keep = |i: Interval| {
+        if args.hlog.is_some() {
+            intervals.push(i);
+        }
+    };
     let total = armed.plan().config().connections;
     let live = std::io::stderr().is_terminal();
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -233,9 +269,7 @@ fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
                 Some(i) = intervals_rx.recv() => {
                     done += i.tally.outcomes.total();
                     progress(live, started.elapsed(), done, total);
-                    if args.hlog.is_some() {
-                        intervals.push(i);
-                    }
+                    keep(i);
                 }
             }
         };
@@ -246,56 +280,47 @@ fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
     })??;
     // What came with the end of the run.
     while let Ok(i) = intervals_rx.try_recv() {
-        if args.hlog.is_some() {
-            intervals.push(i);
-        }
+        keep(i);
     }
-    let target = args.target.to_string();
-    let pattern = args.pattern.to_string();
-    print!("{}", result.summary(&target, &pattern));
-    if let Some(path) = &args.json {
-        let report = result.report(&target, &pattern);
-        let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("writing the report to {}", path.display()))?;
-    }
-    if let Some(path) = &args.hlog {
-        intervals.sort_by_key(|i| i.seq);
-        let start = result
-            .first_connect
-            .zip(result.first_connect_offset)
-            .map_or(0, |(first, offset)| {
-                (first - offset)
-                    .duration_since(std::time::SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as i64)
-            });
-        let comments = [
-            format!(
-                "stampede-agent fire: {} connections to {target}, {pattern}",
-                result.connections
-            ),
-            "values: microseconds; untagged: connect latency; ttfb: time to first byte".to_owned(),
-        ];
-        let text = stampede_proto::hlog::render(&comments, start, |lines| {
-            for i in &intervals {
-                lines.line(i.seq, None, &i.tally.connect_latency)?;
-                if args.expect_greeting {
-                    lines.line(i.seq, Some("ttfb"), &i.tally.ttfb)?;
-                }
+    Ok((result, intervals))
+}
+
+/// The HdrHistogram interval log: connect latency untagged, time to first byte tagged
+/// `ttfb` (with --expect-greeting), second by second from the run's start.
+fn write_hlog(
+    path: &Path,
+    args: &FireArgs,
+    result: &RunResult,
+    mut intervals: Vec<Interval>,
+) -> anyhow::Result<()> {
+    intervals.sort_by_key(|i| i.seq);
+    let start = result
+        .first_connect
+        .zip(result.first_connect_offset)
+        .map_or(0, |(first, offset)| {
+            (first - offset)
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64)
+        });
+    let comments = [
+        format!(
+            "stampede-agent fire: {} connections to {}, {}",
+            result.connections, args.target, args.pattern
+        ),
+        "values: microseconds; untagged: connect latency; ttfb: time to first byte".to_owned(),
+    ];
+    let text = stampede_proto::hlog::render(&comments, start, |lines| {
+        for i in &intervals {
+            lines.line(i.seq, None, &i.tally.connect_latency)?;
+            if args.expect_greeting {
+                lines.line(i.seq, Some("ttfb"), &i.tally.ttfb)?;
             }
-            Ok(())
-        })
-        .context("writing the interval log")?;
-        std::fs::write(path, text)
-            .with_context(|| format!("writing the interval log to {}", path.display()))?;
-    }
-    if result.cancelled {
-        anyhow::bail!(
-            "run interrupted: {} attempts unfinished (report marked partial)",
-            result.unfinished
-        );
-    }
-    Ok(())
+        }
+        Ok(())
+    })
+    .context("writing the interval log")?;
+    std::fs::write(path, text)
+        .with_context(|| format!("writing the interval log to {}", path.display()))
 }
 
 /// A long run's progress: a live line on a terminal, a log line a second otherwise.
