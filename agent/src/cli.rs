@@ -1,12 +1,13 @@
-//! The `stampede-agent` command line (DESIGN.md "Command line"): raw clap [`Cli`] arguments,
-//! their conversion to a [`FireConfig`], and [`run`], which fires and reports.
+//! The `stampede-agent` command line (DESIGN.md "Command line"): raw clap [`Cli`] arguments
+//! (parsed by `main` through [`stampede_proto::logging::parse_args`]), their conversion to a
+//! [`FireConfig`], and [`run`], which fires and reports; daemon mode is [`crate::daemon`].
 //!
 //! Exit codes: 0 done, 1 failed, 64 bad usage or a refused plan. Every flag also reads
 //! `STAMPEDE_<FLAG>` from the environment.
 
 use std::io::IsTerminal as _;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -14,14 +15,13 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use stampede_proto::duration::parse_duration;
 use stampede_proto::pattern::Pattern;
+use stampede_proto::usage::EX_USAGE;
 use tokio_util::sync::CancellationToken;
 
 use crate::arm::{ArmError, arm};
 use crate::cidr::Cidr;
 use crate::plan::{CloseMode, DEFAULT_MAX_CONNECTIONS, FireConfig, Plan};
-
-/// Exit code for bad usage or configuration (EX_USAGE).
-pub const EXIT_USAGE: u8 = stampede_proto::usage::EX_USAGE;
+use crate::{Interval, RunResult};
 
 /// stampede-agent: the load host of stampede. With `--coordinator URL` it runs as a daemon
 /// obeying an authenticated coordinator; `fire` works alone on this host.
@@ -161,34 +161,6 @@ impl FireArgs {
     }
 }
 
-/// Parses the command line; on a clap error prints one line (or the help/version) and
-/// returns the exit code to use.
-pub fn parse() -> Result<Cli, ExitCode> {
-    match Cli::try_parse() {
-        Ok(cli) => Ok(cli),
-        Err(e) => {
-            use clap::error::ErrorKind;
-            match e.kind() {
-                ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-                    let _ = e.print();
-                    Err(ExitCode::SUCCESS)
-                }
-                ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-                    let _ = e.print();
-                    Err(ExitCode::from(EXIT_USAGE))
-                }
-                _ => {
-                    eprintln!(
-                        "{}",
-                        stampede_proto::usage::one_line(&e.render().to_string())
-                    );
-                    Err(ExitCode::from(EXIT_USAGE))
-                }
-            }
-        }
-    }
-}
-
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
@@ -202,14 +174,14 @@ fn fire(args: &FireArgs) -> ExitCode {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(EX_USAGE);
         }
     };
     let armed = match arm(&plan) {
         Ok(a) => a,
         Err(e @ (ArmError::FdLimit { .. } | ArmError::PortBudget { .. })) => {
             eprintln!("error: plan refused: {e}");
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(EX_USAGE);
         }
         Err(e) => {
             eprintln!("error: arming: {e}");
@@ -225,23 +197,58 @@ fn fire(args: &FireArgs) -> ExitCode {
     }
 }
 
+/// Fires, prints the summary and writes the files asked for; an interrupted run still
+/// writes them (marked partial) and then fails.
 fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
+    let (result, intervals) = fire_watched(args, armed)?;
+    let target = args.target.to_string();
+    let pattern = args.pattern.to_string();
+    print!("{}", result.summary(&target, &pattern));
+    if let Some(path) = &args.json {
+        let report = result.report(&target, &pattern);
+        let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("writing the report to {}", path.display()))?;
+    }
+    if let Some(path) = &args.hlog {
+        write_hlog(path, args, &result, intervals)?;
+    }
+    if result.cancelled {
+        anyhow::bail!(
+            "run interrupted: {} attempts unfinished (report marked partial)",
+            result.unfinished
+        );
+    }
+    Ok(())
+}
+
+/// Fires now, showing progress, until the run ends or the first SIGINT/SIGTERM cancels it.
+/// Returns the result and, with --hlog, every interval (otherwise none).
+fn fire_watched(
+    args: &FireArgs,
+    armed: crate::Armed,
+) -> anyhow::Result<(RunResult, Vec<Interval>)> {
     let cancel = CancellationToken::new();
     // Intervals (every second) drive the progress line and, with --hlog, the interval log.
     let (intervals_tx, mut intervals_rx) = tokio::sync::mpsc::unbounded_channel();
     let mut intervals = Vec::new();
+    let mut keep = |i: Interval| {
+        if args.hlog.is_some() {
+            intervals.push(i);
+        }
+    };
     let total = armed.plan().config().connections;
     let live = std::io::stderr().is_terminal();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .context("building the signal runtime")?;
+        .context("building the runtime")?;
     let result = runtime.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
         // Handlers go in before firing, so a signal during the run never kills the process
-        // with its report unwritten.
-        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        // with its report unwritten: the first SIGINT or SIGTERM cancels the run, which then
+        // ends with what it has (the report marked partial).
+        stampede_proto::signal::cancel_on_signal(cancel.clone())
+            .context("installing the SIGINT/SIGTERM handlers")?;
         let firing = {
             let cancel = cancel.clone();
             tokio::task::spawn_blocking(move || {
@@ -262,17 +269,7 @@ fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
                 Some(i) = intervals_rx.recv() => {
                     done += i.tally.outcomes.total();
                     progress(live, started.elapsed(), done, total);
-                    if args.hlog.is_some() {
-                        intervals.push(i);
-                    }
-                }
-                _ = int.recv() => {
-                    tracing::warn!(signal = "SIGINT", "stopping the run");
-                    cancel.cancel();
-                }
-                _ = term.recv() => {
-                    tracing::warn!(signal = "SIGTERM", "stopping the run");
-                    cancel.cancel();
+                    keep(i);
                 }
             }
         };
@@ -283,56 +280,47 @@ fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
     })??;
     // What came with the end of the run.
     while let Ok(i) = intervals_rx.try_recv() {
-        if args.hlog.is_some() {
-            intervals.push(i);
-        }
+        keep(i);
     }
-    let target = args.target.to_string();
-    let pattern = args.pattern.to_string();
-    print!("{}", result.summary(&target, &pattern));
-    if let Some(path) = &args.json {
-        let report = result.report(&target, &pattern);
-        let text = serde_json::to_string_pretty(&report).context("serializing the report")?;
-        std::fs::write(path, text + "\n")
-            .with_context(|| format!("writing the report to {}", path.display()))?;
-    }
-    if let Some(path) = &args.hlog {
-        intervals.sort_by_key(|i| i.seq);
-        let start = result
-            .first_connect
-            .zip(result.first_connect_offset)
-            .map_or(0, |(first, offset)| {
-                (first - offset)
-                    .duration_since(std::time::SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as i64)
-            });
-        let comments = [
-            format!(
-                "stampede-agent fire: {} connections to {target}, {pattern}",
-                result.connections
-            ),
-            "values: microseconds; untagged: connect latency; ttfb: time to first byte".to_owned(),
-        ];
-        let text = stampede_proto::hlog::render(&comments, start, |lines| {
-            for i in &intervals {
-                lines.line(i.seq, None, &i.tally.connect_latency)?;
-                if args.expect_greeting {
-                    lines.line(i.seq, Some("ttfb"), &i.tally.ttfb)?;
-                }
+    Ok((result, intervals))
+}
+
+/// The HdrHistogram interval log: connect latency untagged, time to first byte tagged
+/// `ttfb` (with --expect-greeting), second by second from the run's start.
+fn write_hlog(
+    path: &Path,
+    args: &FireArgs,
+    result: &RunResult,
+    mut intervals: Vec<Interval>,
+) -> anyhow::Result<()> {
+    intervals.sort_by_key(|i| i.seq);
+    let start = result
+        .first_connect
+        .zip(result.first_connect_offset)
+        .map_or(0, |(first, offset)| {
+            (first - offset)
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64)
+        });
+    let comments = [
+        format!(
+            "stampede-agent fire: {} connections to {}, {}",
+            result.connections, args.target, args.pattern
+        ),
+        "values: microseconds; untagged: connect latency; ttfb: time to first byte".to_owned(),
+    ];
+    let text = stampede_proto::hlog::render(&comments, start, |lines| {
+        for i in &intervals {
+            lines.line(i.seq, None, &i.tally.connect_latency)?;
+            if args.expect_greeting {
+                lines.line(i.seq, Some("ttfb"), &i.tally.ttfb)?;
             }
-            Ok(())
-        })
-        .context("writing the interval log")?;
-        std::fs::write(path, text)
-            .with_context(|| format!("writing the interval log to {}", path.display()))?;
-    }
-    if result.cancelled {
-        anyhow::bail!(
-            "run interrupted: {} attempts unfinished (report marked partial)",
-            result.unfinished
-        );
-    }
-    Ok(())
+        }
+        Ok(())
+    })
+    .context("writing the interval log")?;
+    std::fs::write(path, text)
+        .with_context(|| format!("writing the interval log to {}", path.display()))
 }
 
 /// A long run's progress: a live line on a terminal, a log line a second otherwise.

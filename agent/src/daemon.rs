@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
+use stampede_proto::usage::EX_USAGE;
 use tokio_util::sync::CancellationToken;
 
 use crate::cidr::Cidr;
-use crate::cli::EXIT_USAGE;
 use crate::plan::DEFAULT_MAX_CONNECTIONS;
 use crate::session::{self, SessionConfig};
 
@@ -132,7 +132,7 @@ pub fn run(args: &DaemonArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
-            return ExitCode::from(EXIT_USAGE);
+            return ExitCode::from(EX_USAGE);
         }
     };
     if config.token.is_some() && config.tls.is_none() && !is_loopback_url(&config.coordinator) {

@@ -1,21 +1,14 @@
 //! `stampede-agent`: parse the command line, set up logging, call the library.
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
+use stampede_agent::cli::{self, Cli};
+
 fn main() -> ExitCode {
-    let cli = match stampede_agent::cli::parse() {
+    let cli: Cli = match stampede_proto::logging::parse_args("stampede-agent") {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only for a terminal: journald and log files get plain text.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    stampede_agent::cli::run(cli)
+    stampede_proto::logging::init("info");
+    cli::run(cli)
 }

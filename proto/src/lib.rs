@@ -12,8 +12,8 @@
 //!   HdrHistogram interval log and the report types shared by `stampede-agent fire` and the
 //!   coordinator.
 //! - [`tls`]: rustls configuration of the agent-coordinator channel from PEM files.
-//! - [`signal`], [`usage`]: SIGINT/SIGTERM handling and usage errors (exit 64), the same in
-//!   every binary.
+//! - [`signal`], [`usage`], [`logging`]: SIGINT/SIGTERM handling, usage errors (exit 64),
+//!   command-line parsing and the log set-up, the same in every binary.
 //!
 //! Agents, the target server and the coordinator all depend on this crate and on nothing of
 //! each other, so anything two of them must agree on lives here.
@@ -41,6 +41,7 @@ pub mod clock;
 pub mod duration;
 pub mod histogram;
 pub mod hlog;
+pub mod logging;
 pub mod netstat;
 pub mod outcome;
 pub mod output;

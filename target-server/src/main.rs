@@ -1,5 +1,6 @@
-//! `stampede-target`: parse flags, build a [`Config`], run the library, map the outcome to
-//! an exit code (0 done, 1 failed, 64 bad usage).
+//! `stampede-target`: parse flags (through [`stampede_proto::logging::parse_args`]), set up
+//! logging ([`stampede_proto::logging::init`]), build a [`Config`], run the library, map the
+//! outcome to an exit code (0 done, 1 failed, 64 bad usage).
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
@@ -141,17 +142,11 @@ impl ServeArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli: Cli = match stampede_proto::logging::parse_args("stampede-target") {
         Ok(cli) => cli,
-        Err(e) => return usage_error(&e),
+        Err(code) => return code,
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    stampede_proto::logging::init("info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -182,18 +177,6 @@ fn main() -> ExitCode {
             })
         }
     }
-}
-
-/// Clap errors become one line and exit 64; help and version print as usual and exit 0.
-fn usage_error(e: &clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-        let _ = e.print();
-        return ExitCode::SUCCESS;
-    }
-    let line = stampede_proto::usage::one_line(&e.render().to_string());
-    eprintln!("stampede-target: {line} (see --help)");
-    ExitCode::from(EX_USAGE)
 }
 
 async fn serve_main(config: Config, shutdown: CancellationToken) -> Result<TargetStats, Error> {

@@ -1,0 +1,172 @@
+//! One attached session as a state machine: [`Session`] holds what lives as long as the
+//! stream does (the link, the run armed for a Start, the run firing) and has one method per
+//! event: [`Session::on_prepare`], [`Session::on_start`], [`Session::on_abort`],
+//! [`Session::on_heartbeat_tick`], [`Session::on_stream_end`]. [`Session::run`] only
+//! dispatches; whatever ends it also ends the run in flight.
+
+use std::ops::ControlFlow::{self, Break, Continue};
+use std::time::Duration;
+
+use stampede_proto::clock::unix_nanos_now;
+use stampede_proto::pb::{self, agent_message::Msg as Out, coordinator_message::Msg as In};
+use tokio::time::{Interval, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::firing::Firing;
+use super::link::Link;
+use super::prepare::{ArmedRun, prepare};
+use super::rejection::Rejection;
+use super::{Ended, SessionConfig};
+
+/// What a step decides: go on, or end the session for this reason.
+type Step = ControlFlow<Ended>;
+
+/// An attached session's long-lived state.
+pub(super) struct Session<'a> {
+    config: &'a SessionConfig,
+    link: Link,
+    /// When to send the next heartbeat (the interval the coordinator asked for).
+    tick: Interval,
+    /// Armed by the last Prepare, waiting for its Start.
+    armed: Option<ArmedRun>,
+    /// The last run started; busy until its token is cancelled.
+    firing: Option<Firing>,
+}
+
+impl<'a> Session<'a> {
+    /// A session on a freshly attached link, heartbeats at the Welcome's interval.
+    pub(super) fn new(config: &'a SessionConfig, link: Link) -> Session<'a> {
+        let every = link.welcome.heartbeat_interval_ms.clamp(100, 60_000);
+        let mut tick = tokio::time::interval(Duration::from_millis(every));
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Session {
+            config,
+            link,
+            tick,
+            armed: None,
+            firing: None,
+        }
+    }
+
+    /// Obeys the coordinator until the stream ends or `shutdown`.
+    pub(super) async fn run(mut self, shutdown: &CancellationToken) -> Ended {
+        let ended = loop {
+            let step = tokio::select! {
+                _ = shutdown.cancelled() => Break(Ended::Shutdown),
+                _ = self.tick.tick() => self.on_heartbeat_tick().await,
+                m = self.link.inbound.message() => self.on_inbound(m).await,
+            };
+            if let Break(ended) = step {
+                break ended;
+            }
+        };
+        // Whatever ended the session ends the run: its sockets close now, not at some later
+        // moment nobody planned.
+        if let Some(f) = &self.firing {
+            f.cancel.cancel();
+        }
+        ended
+    }
+
+    /// Dispatches one thing read from the stream.
+    async fn on_inbound(
+        &mut self,
+        m: Result<Option<pb::CoordinatorMessage>, tonic::Status>,
+    ) -> Step {
+        match m {
+            Ok(Some(pb::CoordinatorMessage { msg: Some(msg) })) => match msg {
+                In::Prepare(p) => self.on_prepare(p).await,
+                In::Start(s) => self.on_start(s).await,
+                In::Abort(a) => self.on_abort(a),
+                In::Welcome(_) => Continue(()),
+            },
+            Ok(Some(_)) => Continue(()),
+            Ok(None) => self.on_stream_end(None),
+            Err(s) => self.on_stream_end(Some(s)),
+        }
+    }
+
+    /// Tells the coordinator this agent lives, and how far the run has come.
+    async fn on_heartbeat_tick(&mut self) -> Step {
+        let heartbeat = self
+            .firing
+            .as_ref()
+            .map_or_else(pb::Heartbeat::default, Firing::heartbeat);
+        self.send(Out::Heartbeat(heartbeat)).await
+    }
+
+    /// Validates, syncs the clock and arms; answers Ready or Rejected.
+    async fn on_prepare(&mut self, p: pb::Prepare) -> Step {
+        let run_id = p.run_id.clone();
+        if self.firing.as_ref().is_some_and(Firing::is_busy) {
+            return self.send(Rejection::Busy.to_msg(run_id)).await;
+        }
+        let reply = match prepare(self.config, &mut self.link.client, p).await {
+            Ok(run) => {
+                let ready = run.ready();
+                self.armed = Some(run);
+                Out::Ready(ready)
+            }
+            Err(rejection) => {
+                tracing::warn!(%run_id, reason = %rejection, "plan rejected");
+                rejection.to_msg(run_id)
+            }
+        };
+        self.send(reply).await
+    }
+
+    /// Fires the armed run at the agreed instant, or refuses to fire late.
+    async fn on_start(&mut self, s: pb::Start) -> Step {
+        let Some(run) = self.armed.take().filter(|a| a.run_id == s.run_id) else {
+            return self.reject(s.run_id, Rejection::NotArmed).await;
+        };
+        let local_start = run.clock.to_agent(s.start_at_unix_nanos);
+        let ahead_ns = local_start - unix_nanos_now();
+        if ahead_ns <= 0 {
+            // Firing late would make the burst a lie: refuse instead.
+            let late = Rejection::StartPassed {
+                late_ms: -ahead_ns as f64 / 1e6,
+            };
+            tracing::warn!(run_id = %s.run_id, reason = %late, "start refused");
+            return self.reject(s.run_id, late).await;
+        }
+        let deadline = std::time::Instant::now() + Duration::from_nanos(ahead_ns as u64);
+        self.firing = Some(Firing::start(run, deadline, self.link.out.clone()));
+        Continue(())
+    }
+
+    /// Stops the run named, firing or armed.
+    fn on_abort(&mut self, ab: pb::Abort) -> Step {
+        if let Some(f) = self.firing.as_ref().filter(|f| f.run_id == ab.run_id) {
+            tracing::warn!(run_id = %ab.run_id, reason = %ab.reason, "run aborted by the coordinator");
+            f.cancel.cancel();
+        }
+        if self.armed.as_ref().is_some_and(|a| a.run_id == ab.run_id) {
+            self.armed = None;
+        }
+        Continue(())
+    }
+
+    /// The coordinator closed the stream (`None`) or it failed.
+    fn on_stream_end(&mut self, error: Option<tonic::Status>) -> Step {
+        Break(match error {
+            None => Ended::Broken("the coordinator closed the stream".into()),
+            Some(s) => Ended::from(s),
+        })
+    }
+
+    /// Sends one message; a failed send means the stream is gone.
+    async fn send(&self, msg: Out) -> Step {
+        let msg = pb::AgentMessage { msg: Some(msg) };
+        match self.link.out.send(msg).await {
+            Ok(()) => Continue(()),
+            Err(_) => Break(Ended::Broken("stream closed".into())),
+        }
+    }
+
+    /// Refuses a Start; a failed send is found out by the next step.
+    async fn reject(&self, run_id: String, why: Rejection) -> Step {
+        let _ = self.send(why.to_msg(run_id)).await;
+        Continue(())
+    }
+}

@@ -1,0 +1,126 @@
+//! The Start step carried out: an armed run fires on a blocking thread at its deadline, its
+//! intervals go out on the stream as they come, and its final result (or the [`Rejection`]
+//! saying why there is none) after the last of them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use stampede_proto::pb::{self, agent_message::Msg as Out};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::prepare::ArmedRun;
+use super::rejection::Rejection;
+use crate::{FireError, Interval, RunResult};
+
+/// A run being fired; its token is cancelled to abort it, and by the run itself when it
+/// is over (so a cancelled token means "not busy").
+pub(super) struct Firing {
+    /// The coordinator's name for the run.
+    pub(super) run_id: String,
+    /// Aborts the run; cancelled by the run itself when it is over.
+    pub(super) cancel: CancellationToken,
+    /// Attempts classified so far (for the heartbeat).
+    completed: Arc<AtomicU64>,
+}
+
+impl Firing {
+    /// Fires on a blocking thread at `deadline`; intervals and the final result go out on
+    /// `out` as they come.
+    pub(super) fn start(
+        run: ArmedRun,
+        deadline: std::time::Instant,
+        out: mpsc::Sender<pb::AgentMessage>,
+    ) -> Firing {
+        let cancel = CancellationToken::new();
+        let completed = Arc::new(AtomicU64::new(0));
+        let (itx, irx) = mpsc::unbounded_channel::<Interval>();
+        let forwarder = tokio::spawn(forward_intervals(
+            irx,
+            run.run_id.clone(),
+            completed.clone(),
+            out.clone(),
+        ));
+        let fire_cancel = cancel.clone();
+        let armed = run.armed;
+        let firing =
+            tokio::task::spawn_blocking(move || armed.fire(deadline, &fire_cancel, Some(itx)));
+        {
+            let run_id = run.run_id.clone();
+            let finished = cancel.clone();
+            tokio::spawn(async move {
+                let result = firing.await;
+                // The engine dropped its interval sender when it returned: the forwarder ends
+                // after the last interval, so the final result always comes after them.
+                let _ = forwarder.await;
+                // The run is over: the agent is free for the next Prepare before the
+                // coordinator can even see this result.
+                finished.cancel();
+                let _ = out.send(final_message(run_id, result)).await;
+            });
+        }
+        Firing {
+            run_id: run.run_id,
+            cancel,
+            completed,
+        }
+    }
+
+    /// True until the run is over or aborted.
+    pub(super) fn is_busy(&self) -> bool {
+        !self.cancel.is_cancelled()
+    }
+
+    /// The heartbeat while this run fires: its id and the attempts classified so far.
+    pub(super) fn heartbeat(&self) -> pb::Heartbeat {
+        pb::Heartbeat {
+            run_id: self.run_id.clone(),
+            completed: self.completed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Sends each interval as it comes, counting the attempts it classified.
+async fn forward_intervals(
+    mut intervals: mpsc::UnboundedReceiver<Interval>,
+    run_id: String,
+    completed: Arc<AtomicU64>,
+    out: mpsc::Sender<pb::AgentMessage>,
+) {
+    while let Some(interval) = intervals.recv().await {
+        completed.fetch_add(interval.tally.outcomes.total(), Ordering::Relaxed);
+        match interval.to_pb(&run_id) {
+            Ok(msg) => {
+                // A failed send means the stream is gone; the session aborts the run.
+                let _ = out
+                    .send(pb::AgentMessage {
+                        msg: Some(Out::Interval(msg)),
+                    })
+                    .await;
+            }
+            Err(e) => tracing::error!(cause = %e, "encoding an interval failed"),
+        }
+    }
+}
+
+/// The run's last word: its result, or the rejection saying why it has none.
+fn final_message(
+    run_id: String,
+    result: Result<Result<RunResult, FireError>, tokio::task::JoinError>,
+) -> pb::AgentMessage {
+    let rejection = match result {
+        Ok(Ok(r)) => match r.to_pb(&run_id) {
+            Ok(fin) => {
+                return pb::AgentMessage {
+                    msg: Some(Out::Result(fin)),
+                };
+            }
+            Err(e) => Rejection::EncodeResult(e),
+        },
+        Ok(Err(e)) => Rejection::from(e),
+        Err(e) => Rejection::FirePanicked(e),
+    };
+    pb::AgentMessage {
+        msg: Some(rejection.to_msg(run_id)),
+    }
+}

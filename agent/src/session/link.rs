@@ -1,0 +1,159 @@
+//! The agent's link to the coordinator: dial, present the bearer token, open the Attach
+//! stream with a Hello and wait for Welcome (bounded, and giving way to shutdown), and the
+//! clock probes a Prepare needs. What comes out is a [`Link`] the session runs on, or how
+//! the attempt [`Ended`].
+
+use std::time::Duration;
+
+use stampede_proto::PROTOCOL_VERSION;
+use stampede_proto::clock::{self, ClockSample, unix_nanos_now};
+use stampede_proto::pb::{self, agent_message::Msg as Out, coordinator_message::Msg as In};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, Endpoint};
+
+use super::{Ended, SessionConfig, hostname};
+
+/// How long Attach may take to be answered with Welcome.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The coordinator's client, every call carrying the bearer token.
+pub(super) type Client = pb::coordinator_client::CoordinatorClient<
+    tonic::service::interceptor::InterceptedService<Channel, Auth>,
+>;
+
+/// An attached session's channels: calls, the stream in, the stream out.
+pub(super) struct Link {
+    /// For unary calls (the clock probes).
+    pub(super) client: Client,
+    /// What the coordinator sends.
+    pub(super) inbound: tonic::Streaming<pb::CoordinatorMessage>,
+    /// What this agent sends; a failed send means the stream is gone.
+    pub(super) out: mpsc::Sender<pb::AgentMessage>,
+    /// The coordinator's greeting (its heartbeat interval).
+    pub(super) welcome: pb::Welcome,
+}
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+pub(super) struct Auth(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Auth {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// A status the coordinator answers on purpose (token, version, duplicate id, bad request)
+/// ends the session as a refusal; any other is a broken link.
+impl From<tonic::Status> for Ended {
+    fn from(s: tonic::Status) -> Ended {
+        use tonic::Code::*;
+        match s.code() {
+            Unauthenticated | PermissionDenied | FailedPrecondition | AlreadyExists
+            | InvalidArgument => Ended::Refused(s),
+            _ => Ended::Broken(s.message().to_owned()),
+        }
+    }
+}
+
+/// Dials the coordinator and attaches: Hello out, Welcome back. Attach and Welcome are
+/// bounded, and give way to shutdown: a coordinator that accepts the stream but never
+/// answers must not hold the agent (nor its SIGTERM) forever.
+pub(super) async fn attach(
+    config: &SessionConfig,
+    endpoint: &Endpoint,
+    shutdown: &CancellationToken,
+) -> Result<Link, Ended> {
+    let channel = tokio::select! {
+        _ = shutdown.cancelled() => return Err(Ended::Shutdown),
+        c = endpoint.connect() => c.map_err(|e| Ended::Broken(format!("cannot connect to {}: {e}", config.coordinator)))?,
+    };
+    let mut client: Client =
+        pb::coordinator_client::CoordinatorClient::with_interceptor(channel, auth(config))
+            .max_decoding_message_size(16 * 1024 * 1024);
+    let (out, out_rx) = mpsc::channel::<pb::AgentMessage>(256);
+    let _ = out.try_send(pb::AgentMessage {
+        msg: Some(Out::Hello(hello(config))),
+    });
+    let handshake = async {
+        let mut inbound = client
+            .attach(tokio_stream::wrappers::ReceiverStream::new(out_rx))
+            .await
+            .map_err(|s| match Ended::from(s) {
+                Ended::Broken(why) => Ended::Broken(format!("attach failed: {why}")),
+                refused => refused,
+            })?
+            .into_inner();
+        match inbound.message().await? {
+            Some(pb::CoordinatorMessage {
+                msg: Some(In::Welcome(welcome)),
+            }) => Ok((inbound, welcome)),
+            _ => Err(Ended::Broken("the coordinator did not send Welcome".into())),
+        }
+    };
+    let (inbound, welcome) = tokio::select! {
+        _ = shutdown.cancelled() => return Err(Ended::Shutdown),
+        r = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake) => r.map_err(|_| {
+            Ended::Broken(format!("no Welcome from {} within {HANDSHAKE_TIMEOUT:?}", config.coordinator))
+        })??,
+    };
+    tracing::info!(coordinator = %config.coordinator, id = %config.id, "attached");
+    Ok(Link {
+        client,
+        inbound,
+        out,
+        welcome,
+    })
+}
+
+/// The token as an `authorization` header value (none if it cannot be one).
+fn auth(config: &SessionConfig) -> Auth {
+    Auth(config.token.as_ref().and_then(|t| {
+        let mut v: MetadataValue<Ascii> = format!("Bearer {t}").parse().ok()?;
+        // Kept out of any debug output of the request.
+        v.set_sensitive(true);
+        Some(v)
+    }))
+}
+
+fn hello(config: &SessionConfig) -> pb::Hello {
+    pb::Hello {
+        agent_id: config.id.clone(),
+        protocol_version: PROTOCOL_VERSION,
+        host: hostname(),
+        fd_limit: crate::raise_fd_limit().map_or(0, |l| l.soft),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        source_ips: config.source_ips.iter().map(|ip| ip.to_string()).collect(),
+        allow_targets: config.allow.iter().map(|c| c.to_string()).collect(),
+        max_connections: config.max_connections,
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_owned())
+            .unwrap_or_default(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+/// ~16 NTP-style probes; the lowest-RTT one gives the offset and its uncertainty.
+pub(super) async fn sync_clock(client: &mut Client) -> Result<clock::ClockEstimate, tonic::Status> {
+    let mut samples = Vec::with_capacity(clock::PROBES);
+    for _ in 0..clock::PROBES {
+        let t0 = unix_nanos_now();
+        let r = client
+            .clock(pb::ClockProbe { t0_unix_nanos: t0 })
+            .await?
+            .into_inner();
+        let t3 = unix_nanos_now();
+        samples.push(ClockSample {
+            t0,
+            t1: r.t1_unix_nanos,
+            t2: r.t2_unix_nanos,
+            t3,
+        });
+    }
+    Ok(clock::best(&samples).expect("PROBES > 0"))
+}

@@ -1,0 +1,163 @@
+//! The Prepare step: a coordinator's plan checked against this agent's limits, the clock
+//! synced, every socket armed. What comes out is an [`ArmedRun`] waiting for its Start, or
+//! the [`Rejection`] to send back.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use stampede_proto::clock::ClockEstimate;
+use stampede_proto::pattern::Pattern;
+use stampede_proto::pb;
+
+use super::SessionConfig;
+use super::link::{Client, sync_clock};
+use super::rejection::Rejection;
+use crate::plan::{CloseMode, FireConfig, Plan};
+use crate::{Armed, arm};
+
+/// A plan armed for a run, waiting for its Start.
+pub(super) struct ArmedRun {
+    /// The coordinator's name for the run.
+    pub(super) run_id: String,
+    /// Every socket, created and configured.
+    pub(super) armed: Armed,
+    /// The coordinator's clock as seen from here, to place the start instant.
+    pub(super) clock: ClockEstimate,
+}
+
+impl ArmedRun {
+    /// The `Ready` answer to the Prepare that armed this run.
+    pub(super) fn ready(&self) -> pb::Ready {
+        pb::Ready {
+            run_id: self.run_id.clone(),
+            armed: self.armed.sockets(),
+            clock_offset_ns: self.clock.offset_ns,
+            clock_rtt_ns: self.clock.rtt_ns,
+        }
+    }
+}
+
+/// Validates, syncs the clock and arms; the error is the Rejected reason.
+pub(super) async fn prepare(
+    config: &SessionConfig,
+    client: &mut Client,
+    p: pb::Prepare,
+) -> Result<ArmedRun, Rejection> {
+    let plan = Plan::new(fire_config(config, &p)?)?;
+    let clock = sync_clock(client)
+        .await
+        .map_err(|s| Rejection::ClockSync(s.message().to_owned()))?;
+    let armed = tokio::task::spawn_blocking(move || arm(&plan))
+        .await
+        .map_err(Rejection::ArmPanicked)??;
+    tracing::info!(run_id = %p.run_id, sockets = armed.sockets(), offset_ns = clock.offset_ns, rtt_ns = clock.rtt_ns, "armed");
+    Ok(ArmedRun {
+        run_id: p.run_id,
+        armed,
+        clock,
+    })
+}
+
+/// The engine's configuration for a coordinator's plan; the agent's own limits (allow-list,
+/// cap, source IPs) are applied here and checked by [`Plan::new`].
+fn fire_config(config: &SessionConfig, p: &pb::Prepare) -> Result<FireConfig, Rejection> {
+    let target: SocketAddr = match p.targets.as_slice() {
+        [one] => one
+            .parse()
+            .map_err(|_| Rejection::InvalidTarget(one.clone()))?,
+        [] => return Err(Rejection::NoTarget),
+        _ => return Err(Rejection::ManyTargets(p.targets.len())),
+    };
+    let pattern: Pattern = p.pattern.ok_or(Rejection::NoPattern)?.try_into()?;
+    if p.timeout_ms == 0 {
+        return Err(Rejection::ZeroTimeout);
+    }
+    Ok(FireConfig {
+        target,
+        connections: p.connections,
+        pattern,
+        timeout: Duration::from_millis(p.timeout_ms),
+        hold: Duration::from_millis(p.hold_ms),
+        close: match pb::CloseMode::try_from(p.close) {
+            Ok(pb::CloseMode::Fin) => CloseMode::Fin,
+            _ => CloseMode::Rst,
+        },
+        expect_greeting: p.expect_greeting,
+        probe_admission: p.probe_admission,
+        source_ips: config.source_ips.clone(),
+        allow_targets: config.allow.clone(),
+        max_connections: config.max_connections,
+        workers: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan() -> pb::Prepare {
+        pb::Prepare {
+            run_id: "r1".into(),
+            targets: vec!["127.0.0.1:9000".into()],
+            connections: 10,
+            pattern: Some(stampede_proto::pattern::Pattern::Burst.into()),
+            timeout_ms: 1000,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_good_plan_takes_the_agents_limits() {
+        let config = SessionConfig::loopback();
+        let fire = fire_config(&config, &plan()).unwrap();
+        assert_eq!(fire.target, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(fire.allow_targets, config.allow);
+        assert_eq!(fire.max_connections, config.max_connections);
+    }
+
+    #[test]
+    fn refusals_say_why_in_the_words_sent_to_the_coordinator() {
+        let config = SessionConfig::loopback();
+        let reason = |p: pb::Prepare| fire_config(&config, &p).unwrap_err().to_string();
+        assert_eq!(
+            reason(pb::Prepare {
+                targets: vec![],
+                ..plan()
+            }),
+            "the plan names no target"
+        );
+        assert_eq!(
+            reason(pb::Prepare {
+                targets: vec!["a:1".into(), "b:2".into()],
+                ..plan()
+            }),
+            "the plan names 2 targets; this agent fires at one per run"
+        );
+        assert_eq!(
+            reason(pb::Prepare {
+                targets: vec!["nowhere".into()],
+                ..plan()
+            }),
+            "invalid target \"nowhere\": expected IP:PORT"
+        );
+        assert_eq!(
+            reason(pb::Prepare {
+                pattern: None,
+                ..plan()
+            }),
+            "the plan has no pattern"
+        );
+        assert_eq!(
+            reason(pb::Prepare {
+                timeout_ms: 0,
+                ..plan()
+            }),
+            "the plan's timeout is zero"
+        );
+        let late = Rejection::StartPassed { late_ms: 1.5 };
+        assert_eq!(
+            late.to_string(),
+            "start time already past by 1.500 ms when Start arrived; not firing late"
+        );
+    }
+}

@@ -1,0 +1,106 @@
+//! The start of every binary, the same way in each: [`parse_args`] reads the command line
+//! (clap errors become one line and exit 64, help and version exit 0), then [`init`] sends
+//! `tracing` logs to stderr. Results go to stdout or files, never through the log.
+//!
+//! A `main` is then three steps:
+//!
+//! ```no_run
+//! # #[derive(clap::Parser)] struct Cli {}
+//! # fn run(_: Cli) -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! fn main() -> std::process::ExitCode {
+//!     let cli: Cli = match stampede_proto::logging::parse_args("stampede-example") {
+//!         Ok(cli) => cli,
+//!         Err(code) => return code,
+//!     };
+//!     stampede_proto::logging::init("info");
+//!     run(cli)
+//! }
+//! ```
+
+use std::io::IsTerminal as _;
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+
+use crate::usage::{EX_USAGE, one_line};
+
+/// Parses the process's command line into `P`. On a clap error it has already printed what
+/// the user needs, and returns the exit code `main` should return:
+/// - `--help` and `--version`: printed to stdout as usual, [`ExitCode::SUCCESS`];
+/// - anything else: one line on stderr, `BIN: error: … (see --help)` (the first paragraph of
+///   clap's message, see [`one_line`]), and exit 64 ([`EX_USAGE`]).
+///
+/// `bin` is the binary's name as the user typed it (`stampede`, `stampede-agent`, …).
+/// It never calls `process::exit`: only `main` decides how the process ends.
+pub fn parse_args<P: clap::Parser>(bin: &str) -> Result<P, ExitCode> {
+    P::try_parse().map_err(|e| usage_error(bin, &e))
+}
+
+/// Prints a clap error the way [`parse_args`] does and returns its exit code; for callers
+/// that parse with `try_parse_from` themselves.
+pub fn usage_error(bin: &str, error: &clap::Error) -> ExitCode {
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion
+    ) {
+        let _ = error.print();
+        return ExitCode::SUCCESS;
+    }
+    eprintln!("{}", usage_line(bin, error));
+    ExitCode::from(EX_USAGE)
+}
+
+/// The one line a usage error prints: `BIN: <first paragraph of the error> (see --help)`.
+fn usage_line(bin: &str, error: &clap::Error) -> String {
+    format!(
+        "{bin}: {} (see --help)",
+        one_line(&error.render().to_string())
+    )
+}
+
+/// Sends `tracing` events to stderr, filtered by `RUST_LOG` or, when that is unset or
+/// invalid, by `default_filter` (an `EnvFilter` directive such as `"info"` or
+/// `"warn,stampede=info"`). Colour codes only when stderr is a terminal, so journald and
+/// log files get plain text. Call it once, after parsing the command line; a second call
+/// (a subscriber is already set) changes nothing.
+pub fn init(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    #[command(name = "demo-bin", version)]
+    struct Cli {
+        /// A number.
+        #[arg(long)]
+        count: u32,
+    }
+
+    #[test]
+    fn a_clap_error_is_one_line_naming_the_binary() {
+        let e = Cli::try_parse_from(["demo-bin", "--count", "many"]).unwrap_err();
+        let line = usage_line("demo-bin", &e);
+        assert!(line.starts_with("demo-bin: error: "), "{line}");
+        assert!(line.ends_with(" (see --help)"), "{line}");
+        assert!(line.contains("'many'"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
+    }
+
+    #[test]
+    fn help_and_version_exit_zero_and_errors_64() {
+        let help = Cli::try_parse_from(["demo-bin", "--version"]).unwrap_err();
+        assert_eq!(usage_error("demo-bin", &help), ExitCode::SUCCESS);
+        let bad = Cli::try_parse_from(["demo-bin"]).unwrap_err();
+        assert_eq!(usage_error("demo-bin", &bad), ExitCode::from(EX_USAGE));
+    }
+}
