@@ -1,5 +1,6 @@
-//! The agent against the kernel's own ceiling (issue 3, item 8), in one run, in a fresh
-//! network namespace: a raw-syscall baseline (the idea of shared/baseline/burst.c and cps.c,
+//! The agent against the kernel's own ceiling (docs/kernel.md §7), in one run, in a fresh
+//! network namespace: a raw-syscall baseline (the idea of the burst.c and cps.c probes of
+//! docs/kernel.md §7,
 //! rewritten here with libc: nonblocking socket + connect in one thread, epoll for
 //! completions) and the engine (`arm` + `fire`), alternating, with the ratios printed.
 //!

@@ -1,8 +1,8 @@
 //! Arming: everything that can be done before the start instant is done here, so that at the
-//! instant only connect() calls remain (issue 3, item 1).
+//! instant only connect() calls remain (docs/design.md "A run, step by step", step 4).
 //!
 //! [`arm`] raises the fd limit, checks the plan against it and against the ephemeral-port
-//! budget (KERNEL.md §8), then creates and configures every socket and each worker's epoll
+//! budget (docs/kernel.md §8), then creates and configures every socket and each worker's epoll
 //! instance. A plan that cannot fit is refused here, before anything is sent.
 
 use std::io;
@@ -203,9 +203,14 @@ fn kernel_settings(fd_limit: u64) -> Kernel {
 pub fn arm(plan: &Plan) -> Result<Armed, ArmError> {
     let config = plan.config();
     let limit = raise_fd_limit().map_err(io_err("reading RLIMIT_NOFILE"))?;
-    check_fd_budget(config.connections, limit)?;
+    check_fd_budget(config.load.connections, limit)?;
     let range = sysctl::local_port_range().map_err(io_err("reading the ephemeral port range"))?;
-    check_port_budget(config.connections, &config.source_ips, config.target, range)?;
+    check_port_budget(
+        config.load.connections,
+        &config.source_ips,
+        config.load.target,
+        range,
+    )?;
 
     let workers_n = plan.workers();
     let mut workers = Vec::with_capacity(workers_n);
@@ -219,21 +224,24 @@ pub fn arm(plan: &Plan) -> Result<Armed, ArmError> {
         }
         // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
         let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
-        let share = (config.connections as usize).div_ceil(workers_n);
+        let share = (config.load.connections as usize).div_ceil(workers_n);
         workers.push(WorkerArms {
             sockets: Vec::with_capacity(share),
             epoll,
         });
     }
 
-    let domain = Domain::for_address(config.target);
-    for i in 0..config.connections {
+    let domain = Domain::for_address(config.load.target);
+    for i in 0..config.load.connections {
         let socket = Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::TCP)).map_err(
-            io_err(format!("creating socket {i} of {}", config.connections)),
+            io_err(format!(
+                "creating socket {i} of {}",
+                config.load.connections
+            )),
         )?;
-        if config.close == CloseMode::Rst {
+        if config.load.close == CloseMode::Rst {
             // Zero linger: close() sends RST, so no TIME_WAIT piles up on the agent and its
-            // ports are free for the next run at once (KERNEL.md §8).
+            // ports are free for the next run at once (docs/kernel.md §8).
             socket
                 .set_linger(Some(std::time::Duration::ZERO))
                 .map_err(io_err("setting SO_LINGER 0"))?;
@@ -257,7 +265,7 @@ pub fn arm(plan: &Plan) -> Result<Armed, ArmError> {
     Ok(Armed {
         plan: plan.clone(),
         workers,
-        target: config.target.into(),
+        target: config.load.target.into(),
         // Opened here so it reads this thread's namespace, whichever thread fires.
         netstat: Netstat::open().ok(),
         kernel: kernel_settings(limit.soft),

@@ -1,4 +1,4 @@
-//! CIDR blocks for the agent's `--allow-target` list (DESIGN.md "Safety": an agent refuses
+//! CIDR blocks for the agent's `--allow-target` list (docs/design.md "Safety": an agent refuses
 //! targets outside its allow-list; the default allows loopback only).
 
 use std::net::IpAddr;

@@ -1,4 +1,4 @@
-//! The `stampede-agent` command line (DESIGN.md "Command line"): raw clap [`Cli`] arguments
+//! The `stampede-agent` command line (docs/design.md "Command line"): raw clap [`Cli`] arguments
 //! (parsed by `main` through [`stampede_proto::logging::parse_args`]), their conversion to a
 //! [`FireConfig`], and [`run`], which fires and reports; daemon mode is [`crate::daemon`].
 //!
@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::arm::{ArmError, arm};
 use crate::cidr::Cidr;
-use crate::plan::{CloseMode, DEFAULT_MAX_CONNECTIONS, FireConfig, Plan};
+use crate::plan::{CloseMode, DEFAULT_MAX_CONNECTIONS, FireConfig, Load, Plan};
 use crate::{Interval, RunResult};
 
 /// stampede-agent: the load host of stampede. With `--coordinator URL` it runs as a daemon
@@ -65,14 +65,10 @@ fn parse_target(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(bad)
 }
 
+/// A whole number; whether it is a usable count is the plan's rule ([`Load::check`]).
 fn parse_connections(s: &str) -> Result<u64, String> {
-    match s.parse::<u64>() {
-        Ok(0) => Err("invalid connections 0: at least 1 is needed".into()),
-        Ok(n) => Ok(n),
-        Err(_) => Err(format!(
-            "invalid connections \"{s}\": expected a whole number"
-        )),
-    }
+    s.parse::<u64>()
+        .map_err(|_| format!("invalid connections \"{s}\": expected a whole number"))
 }
 
 fn parse_dur(s: &str) -> Result<Duration, String> {
@@ -141,14 +137,16 @@ impl FireArgs {
     /// The run these flags ask for.
     pub fn config(&self) -> FireConfig {
         FireConfig {
-            target: self.target,
-            connections: self.connections,
-            pattern: self.pattern,
-            timeout: self.timeout,
-            hold: self.hold,
-            close: self.close,
-            expect_greeting: self.expect_greeting,
-            probe_admission: self.probe_admission,
+            load: Load {
+                target: self.target,
+                connections: self.connections,
+                pattern: self.pattern,
+                timeout: self.timeout,
+                hold: self.hold,
+                close: self.close,
+                expect_greeting: self.expect_greeting,
+                probe_admission: self.probe_admission,
+            },
             source_ips: self.source_ips.clone(),
             allow_targets: if self.allow_targets.is_empty() {
                 Cidr::loopback()
@@ -173,25 +171,25 @@ fn fire(args: &FireArgs) -> ExitCode {
     let plan = match Plan::new(args.config()) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("stampede-agent: error: {e}");
             return ExitCode::from(EX_USAGE);
         }
     };
     let armed = match arm(&plan) {
         Ok(a) => a,
         Err(e @ (ArmError::FdLimit { .. } | ArmError::PortBudget { .. })) => {
-            eprintln!("error: plan refused: {e}");
+            eprintln!("stampede-agent: error: plan refused: {e}");
             return ExitCode::from(EX_USAGE);
         }
         Err(e) => {
-            eprintln!("error: arming: {e}");
+            eprintln!("stampede-agent: error: arming: {e}");
             return ExitCode::FAILURE;
         }
     };
     match fire_and_report(args, armed) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("stampede-agent: error: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -237,7 +235,7 @@ fn fire_watched(
             intervals.push(i);
         }
     };
-    let total = armed.plan().config().connections;
+    let total = armed.plan().config().load.connections;
     let live = std::io::stderr().is_terminal();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

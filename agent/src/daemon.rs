@@ -2,6 +2,7 @@
 //! [`crate::session`]. Exit codes: 0 stopped by a signal, 1 refused by the coordinator or
 //! unreachable, 64 bad flags.
 
+use stampede_proto::token::Token;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +15,7 @@ use crate::cidr::Cidr;
 use crate::plan::DEFAULT_MAX_CONNECTIONS;
 use crate::session::{self, SessionConfig};
 
-/// Daemon-mode flags (DESIGN.md "Command line").
+/// Daemon-mode flags (docs/design.md "Command line").
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
     /// The coordinator to attach to: http://HOST:PORT, or https://HOST:PORT with --tls-ca.
@@ -75,34 +76,16 @@ impl DaemonArgs {
                 .to_owned()
         })?;
         let token = match &self.token_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("reading token file {}: {e}", path.display()))?;
-                let token = text.trim().to_owned();
-                if token.is_empty() {
-                    return Err(format!("token file {} is empty", path.display()));
-                }
-                if !token.bytes().all(|b| b.is_ascii_graphic()) {
-                    return Err(format!(
-                        "token file {} holds characters a bearer token cannot carry",
-                        path.display()
-                    ));
-                }
-                Some(token)
-            }
+            Some(path) => Some(Token::from_file(path).map_err(|e| e.to_string())?),
             None => None,
         };
         let tls = match &self.tls_ca {
             Some(ca) => {
-                let host = coordinator
-                    .split("://")
-                    .nth(1)
-                    .and_then(|rest| rest.split(['/', ':']).next())
-                    .filter(|h| !h.is_empty())
+                let host = url_host(&coordinator)
                     .ok_or_else(|| format!("invalid coordinator URL {coordinator:?}"))?;
                 let identity = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
                 Some(
-                    stampede_proto::tls::client_config(ca, host, identity)
+                    stampede_proto::tls::client_config(ca, &host, identity)
                         .map_err(|e| e.to_string())?,
                 )
             }
@@ -131,7 +114,7 @@ pub fn run(args: &DaemonArgs) -> ExitCode {
     let config = match args.config() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("stampede-agent: error: {e}");
             return ExitCode::from(EX_USAGE);
         }
     };
@@ -145,7 +128,7 @@ pub fn run(args: &DaemonArgs) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: starting the runtime: {e}");
+            eprintln!("stampede-agent: error: starting the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -159,34 +142,37 @@ pub fn run(args: &DaemonArgs) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("stampede-agent: error: {e}");
             ExitCode::FAILURE
         }
     }
 }
 
+/// The host of a URL, parsed (not split on `:`): `https://[::1]:7700` has host `::1`.
+fn url_host(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    uri.scheme()?;
+    let host = uri.host()?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    (!host.is_empty()).then(|| host.to_owned())
+}
+
 /// True for `http://127.x.x.x…`, `http://[::1]…` and `http://localhost…`.
 fn is_loopback_url(url: &str) -> bool {
-    let host = url
-        .split("://")
-        .nth(1)
-        .unwrap_or(url)
-        .split('/')
-        .next()
-        .unwrap_or("");
-    let host = match host.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or(""),
-        None => host.rsplit_once(':').map_or(host, |(h, _)| h),
-    };
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
+    url_host(url).is_some_and(|host| {
+        host == "localhost"
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    })
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback_url;
+    use super::{is_loopback_url, url_host};
 
     #[test]
     fn loopback_urls_are_recognised() {
@@ -204,5 +190,11 @@ mod tests {
         ] {
             assert!(!is_loopback_url(url), "{url}");
         }
+        assert_eq!(url_host("https://[::1]:7700").as_deref(), Some("::1"));
+        assert_eq!(
+            url_host("https://coord.example:7700/").as_deref(),
+            Some("coord.example")
+        );
+        assert_eq!(url_host("coordinator"), None);
     }
 }

@@ -1,5 +1,5 @@
 //! stampede-agent: fires connect bursts at kernel speed and classifies every attempt
-//! truthfully (DESIGN.md, KERNEL.md).
+//! truthfully (docs/design.md, docs/kernel.md).
 //!
 //! The library is what both `stampede-agent fire` and the coordinator (in-process, for
 //! `demo` and tests) call:

@@ -16,27 +16,14 @@ use crate::cidr::Cidr;
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 100_000;
 pub use stampede_proto::plan::{CloseMode, DEFAULT_TIMEOUT, Load, LoadError};
 
-/// A run as requested, before validation.
+/// A run as requested, before validation: the load, and the limits this agent puts on it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FireConfig {
-    /// Where to connect.
-    pub target: SocketAddr,
-    /// How many attempts.
-    pub connections: u64,
-    /// When to issue them.
-    pub pattern: Pattern,
-    /// Deadline of each attempt (connect, then greeting), from its intended send time.
-    pub timeout: Duration,
-    /// How long to keep an established (admitted) connection open before closing it.
-    pub hold: Duration,
-    /// How to close.
-    pub close: CloseMode,
-    /// The target greets on accept: measure time to first byte; no greeting = ghost.
-    pub expect_greeting: bool,
-    /// The client speaks first: after connecting, send one byte and watch `tcpi_unacked`;
-    /// still unacknowledged at the deadline = ghost (KERNEL.md §3). Sending may itself rescue a
-    /// phantom if it reaches the server while its accept queue has room.
-    pub probe_admission: bool,
+    /// What to fire (target, connections, pattern, deadline, hold, close, admission check).
+    /// With `probe_admission`, an attempt sends one byte after connecting and watches
+    /// `tcpi_unacked`; still unacknowledged at the deadline = ghost (docs/kernel.md §3). Sending may
+    /// itself rescue a phantom if it reaches the server while its accept queue has room.
+    pub load: Load,
     /// Source addresses to spread connections over (empty: the kernel chooses).
     pub source_ips: Vec<IpAddr>,
     /// Targets this agent may connect to.
@@ -55,43 +42,12 @@ impl FireConfig {
 
     /// `load` under this agent's default limits.
     pub fn of_load(load: Load) -> FireConfig {
-        let Load {
-            target,
-            connections,
-            pattern,
-            timeout,
-            hold,
-            close,
-            expect_greeting,
-            probe_admission,
-        } = load;
         FireConfig {
-            target,
-            connections,
-            pattern,
-            timeout,
-            hold,
-            close,
-            expect_greeting,
-            probe_admission,
+            load,
             source_ips: Vec::new(),
             allow_targets: Cidr::loopback(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             workers: None,
-        }
-    }
-
-    /// The load it asks for, without the agent's limits.
-    pub fn load(&self) -> Load {
-        Load {
-            target: self.target,
-            connections: self.connections,
-            pattern: self.pattern,
-            timeout: self.timeout,
-            hold: self.hold,
-            close: self.close,
-            expect_greeting: self.expect_greeting,
-            probe_admission: self.probe_admission,
         }
     }
 }
@@ -189,21 +145,22 @@ pub struct Plan {
 impl Plan {
     /// Validates a configuration.
     pub fn new(config: FireConfig) -> Result<Plan, PlanError> {
-        config.load().check()?;
-        if config.connections > config.max_connections {
+        config.load.check()?;
+        let load = &config.load;
+        if load.connections > config.max_connections {
             return Err(PlanError::OverCap {
-                connections: config.connections,
+                connections: load.connections,
                 max: config.max_connections,
             });
         }
         if !config
             .allow_targets
             .iter()
-            .any(|c| c.contains(config.target.ip()))
+            .any(|c| c.contains(load.target.ip()))
         {
             let allowed: Vec<String> = config.allow_targets.iter().map(|c| c.to_string()).collect();
             return Err(PlanError::TargetNotAllowed {
-                target: config.target,
+                target: load.target,
                 allowed: if allowed.is_empty() {
                     "(none)".into()
                 } else {
@@ -214,17 +171,17 @@ impl Plan {
         if let Some(ip) = config
             .source_ips
             .iter()
-            .find(|ip| ip.is_ipv4() != config.target.is_ipv4())
+            .find(|ip| ip.is_ipv4() != load.target.is_ipv4())
         {
             return Err(PlanError::SourceFamily {
                 source_ip: *ip,
-                target: config.target,
+                target: load.target,
             });
         }
         if config.workers == Some(0) {
             return Err(PlanError::NoWorkers);
         }
-        let schedule = Schedule::new(config.pattern, config.connections);
+        let schedule = Schedule::new(config.load.pattern, config.load.connections);
         Ok(Plan { config, schedule })
     }
 
@@ -241,7 +198,7 @@ impl Plan {
     /// Worker threads to use: as configured, else one per core but at least ~500 attempts
     /// each (threads cost more than they give for small runs), never more than attempts.
     pub fn workers(&self) -> usize {
-        let n = self.config.connections as usize;
+        let n = self.config.load.connections as usize;
         let workers = self.config.workers.unwrap_or_else(|| {
             let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
             cores.min(n.div_ceil(500))
@@ -284,37 +241,37 @@ mod tests {
         c.max_connections = 5;
         assert!(matches!(Plan::new(c), Err(PlanError::OverCap { .. })));
         let mut c = cfg(10);
-        c.target = "10.1.2.3:80".parse().unwrap();
+        c.load.target = "10.1.2.3:80".parse().unwrap();
         let e = Plan::new(c).unwrap_err();
         assert!(e.to_string().contains("10.1.2.3:80"), "{e}");
         assert!(e.to_string().contains("127.0.0.0/8"), "{e}");
         let mut c = cfg(10);
-        c.target = "10.1.2.3:80".parse().unwrap();
+        c.load.target = "10.1.2.3:80".parse().unwrap();
         c.allow_targets = vec!["10.0.0.0/8".parse().unwrap()];
         assert!(Plan::new(c).is_ok());
         let mut c = cfg(10);
         c.source_ips = vec!["::1".parse().unwrap()];
         assert!(matches!(Plan::new(c), Err(PlanError::SourceFamily { .. })));
         let mut c = cfg(500);
-        c.pattern = "ramp:100:2s".parse().unwrap();
+        c.load.pattern = "ramp:100:2s".parse().unwrap();
         let e = Plan::new(c).unwrap_err();
         assert!(e.to_string().contains("at most 200"), "{e}");
         let mut c = cfg(200);
-        c.pattern = "ramp:100:2s".parse().unwrap();
+        c.load.pattern = "ramp:100:2s".parse().unwrap();
         assert!(Plan::new(c).is_ok());
         let mut c = cfg(1);
-        c.timeout = Duration::ZERO;
+        c.load.timeout = Duration::ZERO;
         assert_eq!(Plan::new(c), Err(PlanError::Load(LoadError::ZeroTimeout)));
         let mut c = cfg(1);
-        c.timeout = Duration::from_secs(3_601);
+        c.load.timeout = Duration::from_secs(3_601);
         let e = Plan::new(c).unwrap_err();
         assert!(e.to_string().contains("at most 1h"), "{e}");
         let mut c = cfg(1);
-        c.timeout = Duration::from_secs(3_600);
+        c.load.timeout = Duration::from_secs(3_600);
         assert!(Plan::new(c).is_ok());
         let mut c = cfg(1);
-        c.expect_greeting = true;
-        c.probe_admission = true;
+        c.load.expect_greeting = true;
+        c.load.probe_admission = true;
         assert_eq!(
             Plan::new(c),
             Err(PlanError::Load(LoadError::GreetingAndProbe))

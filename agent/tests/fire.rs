@@ -1,5 +1,5 @@
 //! The engine against the real kernel, each test in a network namespace of its own
-//! (KERNEL.md gives the numbers asserted here): phantoms and ghosts, refusals, the port
+//! (docs/kernel.md gives the numbers asserted here): phantoms and ghosts, refusals, the port
 //! preflight and EADDRNOTAVAIL, the fd-limit refusal, pending by k, patterns, intervals,
 //! hold and close modes, cancellation.
 
@@ -37,15 +37,15 @@ fn sum_k(map: &std::collections::BTreeMap<u32, u64>) -> u64 {
     map.iter().map(|(k, n)| u64::from(*k) * n).sum()
 }
 
-/// KERNEL.md §3, B=2, M=20, accept from 2.5 s: 3 connect at once, the other 17 wait for the
+/// docs/kernel.md §3, B=2, M=20, accept from 2.5 s: 3 connect at once, the other 17 wait for the
 /// third SYN retransmit (3.07 s), where 3 get request sockets and 14 get cookies whose final
 /// ACKs find the queue full: phantoms. Run with `greet`/`expect_greeting` as given.
 fn phantom_run(ns: &Netns, expect_greeting: bool) -> (RunResult, u64) {
     ns.run(|| {
         let listener = Listener::start(2, Duration::from_millis(2500), true);
         let mut c = FireConfig::new(listener.addr, 20);
-        c.timeout = Duration::from_secs(5);
-        c.expect_greeting = expect_greeting;
+        c.load.timeout = Duration::from_secs(5);
+        c.load.expect_greeting = expect_greeting;
         let result = fire(c);
         let accepted = listener.accepted();
         drop(listener.stop());
@@ -101,7 +101,7 @@ fn phantoms_are_ghosts_when_a_greeting_is_expected() {
         accepted,
         "admitted = the server's accepted count"
     );
-    // KERNEL.md §3 measured 14 phantoms for B=2 when the whole retransmit wave lands in one
+    // docs/kernel.md §3 measured 14 phantoms for B=2 when the whole retransmit wave lands in one
     // timer tick (3 request sockets, 14 cookies); a wave split over two ticks lets the
     // acceptor make room in between, so allow fewer, but never none.
     assert!((1..=14).contains(&o.ghost), "{o:?}");
@@ -117,7 +117,7 @@ fn phantoms_are_ghosts_when_a_greeting_is_expected() {
     );
 }
 
-/// Client speaks first (KERNEL.md §3): the probe byte of a real connection is acknowledged at
+/// Client speaks first (docs/kernel.md §3): the probe byte of a real connection is acknowledged at
 /// once, even before accept(); a phantom's is not. A listener that accepts 6 and then stops
 /// keeps its queue (A+1 = 3) full, so later phantoms cannot recover.
 #[test]
@@ -129,8 +129,8 @@ fn probe_admission_tells_phantoms_from_queued_connections() {
     ns.run(|| {
         let listener = Listener::start_limited(2, Duration::from_millis(2500), 6);
         let mut c = FireConfig::new(listener.addr, 20);
-        c.timeout = Duration::from_secs(5);
-        c.probe_admission = true;
+        c.load.timeout = Duration::from_secs(5);
+        c.load.probe_admission = true;
         let r = fire(c);
         let o = r.tally.outcomes;
         let (accepted, queued) = (listener.accepted(), u64::from(listener.queue_len()));
@@ -181,23 +181,23 @@ fn reset_before_the_greeting_and_kernel_timeout() {
     ns.run(|| {
         let listener = Listener::resetting();
         let mut c = FireConfig::new(listener.addr, 10);
-        c.expect_greeting = true;
-        c.timeout = Duration::from_secs(2);
+        c.load.expect_greeting = true;
+        c.load.timeout = Duration::from_secs(2);
         let r = fire(c);
         assert_eq!(r.tally.outcomes.reset, 10, "{:?}", r.tally.outcomes);
         assert_eq!(listener.accepted(), 10);
         // The same with the client speaking first: a reset empties the send queue, so an
         // "acknowledged" probe on a reset connection must still count as reset.
         let mut c = FireConfig::new(listener.addr, 10);
-        c.probe_admission = true;
-        c.timeout = Duration::from_secs(2);
+        c.load.probe_admission = true;
+        c.load.timeout = Duration::from_secs(2);
         let r = fire(c);
         assert_eq!(r.tally.outcomes.reset, 10, "{:?}", r.tally.outcomes);
 
         // backlog 0 admits 1; the rest wait in SYN_SENT until the kernel gives up.
         let full = Listener::start(0, Duration::from_secs(60), false);
         let mut c = FireConfig::new(full.addr, 4);
-        c.timeout = Duration::from_secs(8);
+        c.load.timeout = Duration::from_secs(8);
         let r = fire(c);
         let o = r.tally.outcomes;
         assert_eq!((o.established, o.timeout), (1, 3), "{o:?}");
@@ -271,11 +271,11 @@ fn own_deadline_in_syn_sent_is_pending_with_k() {
     }
     let ns = Netns::new("agentpending").unwrap();
     let r = ns.run(|| {
-        // backlog 0 admits 1 (KERNEL.md §1); never accepting keeps the queue full.
+        // backlog 0 admits 1 (docs/kernel.md §1); never accepting keeps the queue full.
         let listener = Listener::start(0, Duration::from_secs(60), false);
         let mut c = FireConfig::new(listener.addr, 5);
         // Between the first SYN retransmit (1.0 s) and the second (2.0 s).
-        c.timeout = Duration::from_millis(1500);
+        c.load.timeout = Duration::from_millis(1500);
         fire(c)
     });
     let o = r.tally.outcomes;
@@ -298,7 +298,7 @@ fn ramp_and_waves_run_on_schedule_and_stream_intervals() {
         let listener = Listener::start(4096, Duration::ZERO, false);
         // 100 connects at 40/s: intended times 0 … 2.475 s, so three 1 s intervals.
         let mut c = FireConfig::new(listener.addr, 100);
-        c.pattern = "ramp:40:2.5s".parse().unwrap();
+        c.load.pattern = "ramp:40:2.5s".parse().unwrap();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let r = fire_with(c, Some(tx));
         assert_eq!(r.tally.outcomes.established, 100, "{:?}", r.tally.outcomes);
@@ -317,7 +317,7 @@ fn ramp_and_waves_run_on_schedule_and_stream_intervals() {
 
         // 30 connects in 3 waves 300 ms apart.
         let mut c = FireConfig::new(listener.addr, 30);
-        c.pattern = "waves:3:300ms".parse().unwrap();
+        c.load.pattern = "waves:3:300ms".parse().unwrap();
         let r = fire(c);
         assert_eq!(r.tally.outcomes.established, 30);
         let issue = r.issue_duration.as_secs_f64();
@@ -339,8 +339,8 @@ fn hold_then_close_with_rst_or_fin() {
         ] {
             let listener = Listener::start(16, Duration::ZERO, false);
             let mut c = FireConfig::new(listener.addr, 1);
-            c.hold = Duration::from_millis(300);
-            c.close = close;
+            c.load.hold = Duration::from_millis(300);
+            c.load.close = close;
             let r = fire(c);
             assert_eq!(r.tally.outcomes.established, 1);
             assert!(
@@ -405,7 +405,7 @@ fn cancel_stops_the_run_and_late_starts_are_refused() {
         // count once, as established, and not again as unfinished.
         let open = Listener::start(64, Duration::ZERO, false);
         let mut c = FireConfig::new(open.addr, 10);
-        c.hold = Duration::from_secs(30);
+        c.load.hold = Duration::from_secs(30);
         let armed = arm(&Plan::new(c).unwrap()).unwrap();
         let cancel = CancellationToken::new();
         let r = std::thread::scope(|s| {

@@ -1,4 +1,4 @@
-//! What a remote agent sees (KERNEL.md §3, DESIGN.md "Multi-host lab"): with a real round trip
+//! What a remote agent sees (docs/kernel.md §3, docs/design.md "Multi-host lab"): with a real round trip
 //! between agent and listener, a burst is shorter than the RTT, so every SYN arrives before
 //! any final ACK. The first A+1 get request sockets, the rest get syncookies, *every* connect()
 //! succeeds on the first try (k = 0), and only A+1 exist on the server: the first wave itself
@@ -96,8 +96,8 @@ fn first_wave_over_a_round_trip_makes_k0_ghosts() {
         return;
     }
     let run = relayed_burst("rtghost", Duration::from_millis(800), |c| {
-        c.expect_greeting = true;
-        c.timeout = Duration::from_secs(2);
+        c.load.expect_greeting = true;
+        c.load.timeout = Duration::from_secs(2);
     });
     let r = &run.result;
     let o = r.tally.outcomes;
@@ -129,7 +129,7 @@ fn first_wave_over_a_round_trip_makes_k0_ghosts() {
         run.accepted,
         "one first byte per admitted connection"
     );
-    // Each ghost is a cookie whose final ACK found the queue full (KERNEL.md §4's table).
+    // Each ghost is a cookie whose final ACK found the queue full (docs/kernel.md §4's table).
     assert_eq!(run.syncookies, 17, "SyncookiesSent");
     assert!(run.overflows >= 17, "ListenOverflows {}", run.overflows);
     // Every connect took the round trip, and no more than a wave's worth: no one waited ~1 s
@@ -155,8 +155,8 @@ fn first_wave_over_a_round_trip_probe_tells_queued_from_phantoms() {
         return;
     }
     let run = relayed_burst("rtprobe", Duration::from_secs(30), |c| {
-        c.probe_admission = true;
-        c.timeout = Duration::from_millis(1500);
+        c.load.probe_admission = true;
+        c.load.timeout = Duration::from_millis(1500);
     });
     let o = run.result.tally.outcomes;
     assert_eq!(o.total(), CONNECTIONS, "{o:?}");

@@ -65,7 +65,7 @@ fn main() {
                 runtime().block_on(async {
                     let config = SessionConfig {
                         coordinator: format!("http://{coord_addr}"),
-                        token: Some("bench".into()),
+                        token: Token::new("bench"),
                         id: format!("agent-{i}"),
                         allow: vec!["198.18.0.0/24".parse().unwrap()],
                         ..SessionConfig::loopback()

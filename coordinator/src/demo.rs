@@ -2,7 +2,7 @@
 //! sockets. A target with a small backlog that accepts slowly (50/s), N agents attached to
 //! a coordinator with a fresh token, one synchronized burst with greetings expected: the
 //! report shows connections delayed by SYN retransmits and ghosts (connected, never
-//! accepted), as KERNEL.md §2–§3 describe. Needs no root.
+//! accepted), as docs/kernel.md §2–§3 describe. Needs no root.
 
 use std::time::Duration;
 
@@ -84,14 +84,17 @@ pub async fn run(
     );
     let token = Token::new(&secret).expect("non-empty");
     let coordinator = crate::serve(
-        crate::ServeConfig::new("127.0.0.1:0".parse().expect("literal address"), Some(token)),
+        crate::ServeConfig::new(
+            "127.0.0.1:0".parse().expect("literal address"),
+            Some(token.clone()),
+        ),
         stop.clone(),
     )
     .await?;
     for i in 0..config.agents {
         let session = SessionConfig {
             coordinator: format!("http://{}", coordinator.addr),
-            token: Some(secret.clone()),
+            token: Some(token.clone()),
             id: format!("agent-{}", i + 1),
             ..SessionConfig::loopback()
         };

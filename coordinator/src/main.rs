@@ -6,31 +6,16 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use stampede::cli::{self, Failure};
+use stampede_proto::logging;
 use stampede_proto::usage::EX_USAGE;
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
     let invocation = match cli::parse(std::env::args_os()) {
         Ok(invocation) => invocation,
-        Err(e) => {
-            use clap::error::ErrorKind;
-            if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
-                let _ = e.print();
-                return ExitCode::SUCCESS;
-            }
-            let line = stampede_proto::usage::one_line(&e.render().to_string());
-            eprintln!("stampede: {line} (see --help)");
-            return ExitCode::from(EX_USAGE);
-        }
+        Err(e) => return logging::usage_error("stampede", &e),
     };
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,stampede=info".into()),
-        )
-        .init();
+    logging::init("warn,stampede=info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

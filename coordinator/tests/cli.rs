@@ -174,7 +174,7 @@ fn demo_runs_a_real_burst_from_the_readme_command() {
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert_eq!(total, 60);
-    // Backlog 8 admits 9 at once (KERNEL.md §1); the rest overflow the accept queue and come
+    // Backlog 8 admits 9 at once (docs/kernel.md §1); the rest overflow the accept queue and come
     // back with SYN retransmits, some of them as ghosts (§3): the demo shows both.
     assert!(n("established") >= 9, "{o}");
     assert!(n("syn_retransmitted") + n("ghost") >= 1, "{o}");

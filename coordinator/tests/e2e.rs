@@ -50,7 +50,7 @@ async fn system(agents: usize, allow: Vec<Cidr>) -> System {
         agent_stops.insert(id.clone(), agent_stop.clone());
         let config = SessionConfig {
             coordinator: format!("http://{}", coordinator.addr),
-            token: Some("t0ken".into()),
+            token: Token::new("t0ken"),
             id,
             allow: allow.clone(),
             ..SessionConfig::loopback()
@@ -299,7 +299,7 @@ fn sweep_plan(s: &System, backlogs: Vec<i32>) -> stampede::sweep::SweepPlan {
 async fn sweep_finds_the_smallest_backlog_that_absorbs_the_burst() {
     let s = system(2, Cidr::loopback()).await;
     // A target that never accepts during the burst: backlog B admits exactly B+1 on
-    // loopback (KERNEL.md §1), so 40 connects need B >= 39. Out of order and repeated on
+    // loopback (docs/kernel.md §1), so 40 connects need B >= 39. Out of order and repeated on
     // purpose: steps run smallest first, once each.
     let sweep = sweep_plan(&s, vec![64, 1, 64]);
     let r = stampede::sweep::execute(
@@ -315,7 +315,7 @@ async fn sweep_finds_the_smallest_backlog_that_absorbs_the_burst() {
     let (small, big) = (&r.steps[0], &r.steps[1]);
     assert_eq!((small.backlog, small.backlog_effective), (1, 1));
     // B+1 = 2 fit the queue; with two agents connecting at once a third may complete its
-    // handshake while its final ACK is dropped by the then-full queue (KERNEL.md §2): its
+    // handshake while its final ACK is dropped by the then-full queue (docs/kernel.md §2): its
     // connect() succeeds although the server never admitted it.
     assert!((2..=4).contains(&small.outcomes.established), "{small:?}");
     assert_eq!(

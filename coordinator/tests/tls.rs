@@ -67,7 +67,7 @@ async fn tls_coordinator(pki: &Pki, stop: &CancellationToken) -> stampede::Coord
 fn agent(url: String, ca: &Path, identity: Option<(&Path, &Path)>) -> SessionConfig {
     SessionConfig {
         coordinator: url,
-        token: Some("tls-token".into()),
+        token: Token::new("tls-token"),
         id: "agent-1".into(),
         tls: Some(stampede_proto::tls::client_config(ca, "localhost", identity).unwrap()),
         max_retries: Some(1),
@@ -125,7 +125,7 @@ async fn plain_text_agent_cannot_talk_to_a_tls_coordinator() {
     let c = tls_coordinator(&pki, &stop).await;
     let config = SessionConfig {
         coordinator: format!("http://{}", c.addr),
-        token: Some("tls-token".into()),
+        token: Token::new("tls-token"),
         id: "agent-1".into(),
         max_retries: Some(1),
         ..SessionConfig::loopback()

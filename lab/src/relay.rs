@@ -1,6 +1,6 @@
 //! A round-trip delay between two namespaces without netem (sch_netem is not built into this
 //! kernel): a TUN device in each namespace and a thread that copies every IP packet from one
-//! to the other after a fixed one-way delay. It is `shared/lab/tunrelay.py` in Rust.
+//! to the other after a fixed one-way delay. It is the TUN relay of docs/kernel.md §8, in Rust.
 //!
 //! The devices are not persistent: they exist while the relay holds their file descriptors,
 //! so dropping the [`Relay`] (or the relay's lifetime running out) removes both, and the two

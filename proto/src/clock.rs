@@ -1,4 +1,4 @@
-//! Clock-offset math for synchronized starts (DESIGN.md "A run", step 3).
+//! Clock-offset math for synchronized starts (docs/design.md "A run, step by step", step 4).
 //!
 //! An agent sends a probe at t0 (its clock); the coordinator stamps arrival t1 and departure
 //! t2 (its clock); the agent notes t3 on receipt. Then

@@ -3,7 +3,7 @@
 //! - [`pb`]: the `stampede.v1` gRPC services and messages, generated from `proto/` at build time.
 //! - [`duration`]: the duration syntax every binary accepts (`500ms`, `2s`, `1m`).
 //! - [`tcp_info`]: `TCP_INFO` on a socket: SYN retransmits of a client, queue length and
-//!   effective backlog of a listener (KERNEL.md §2, §5).
+//!   effective backlog of a listener (docs/kernel.md §2, §5).
 //! - [`netstat`]: the kernel's TcpExt counters of the caller's network namespace.
 //! - [`sysctl`]: the sysctls that shape a burst's outcome.
 //! - [`clock`]: NTP-style offset math for synchronized starts.

@@ -1,5 +1,5 @@
 //! The kernel's TCP counters (`TcpExt` in `/proc/net/netstat`, `Tcp` in `/proc/net/snmp`) of
-//! the caller's network namespace, and their difference over a run (KERNEL.md §4 says what
+//! the caller's network namespace, and their difference over a run (docs/kernel.md §4 says what
 //! each one means for a burst).
 //!
 //! Counters are per network namespace, and `/proc/net` follows the *process's* first thread,

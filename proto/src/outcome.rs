@@ -1,4 +1,4 @@
-//! Outcome classes of a connect attempt (DESIGN.md "Outcome classes", KERNEL.md §4).
+//! Outcome classes of a connect attempt (docs/design.md "Outcome classes", docs/kernel.md §4).
 //!
 //! Classification uses only what the kernel says about the attempt: `SO_ERROR` when the
 //! connect completed, `TCP_INFO` (`tcpi_total_retrans` = k, the exact number of SYN
@@ -18,7 +18,7 @@ pub enum Outcome {
         /// SYN retransmits (`tcpi_total_retrans` at completion), ≥ 1.
         k: u32,
     },
-    /// `ECONNREFUSED`: no listener. A full accept queue never causes it (KERNEL.md §2).
+    /// `ECONNREFUSED`: no listener. A full accept queue never causes it (docs/kernel.md §2).
     Refused,
     /// `ECONNRESET` at connect or before the first byte.
     Reset,
@@ -35,7 +35,7 @@ pub enum Outcome {
         errno: i32,
     },
     /// connect() succeeded after `k` SYN retransmits but the server never admitted it: no
-    /// greeting by the deadline (a cookie/ACK-drop phantom, KERNEL.md §3).
+    /// greeting by the deadline (a cookie/ACK-drop phantom, docs/kernel.md §3).
     Ghost {
         /// SYN retransmits before connect() succeeded.
         k: u32,

@@ -96,13 +96,19 @@ pub enum LoadError {
         "expect_greeting and probe_admission exclude each other: the first is for servers that speak first, the second for clients that do"
     )]
     GreetingAndProbe,
-    /// A plan on the wire with no target, or more than one.
-    #[error("the plan names {0} targets; an agent fires at exactly one per run")]
+    /// A plan on the wire with no target.
+    #[error("the plan names no target")]
+    NoTarget,
+    /// A plan on the wire with more than one target.
+    #[error("the plan names {0} targets; an agent fires at one per run")]
     TargetCount(usize),
     /// A target that is not `IP:PORT`.
     #[error("invalid target {0:?}: expected IP:PORT")]
     BadTarget(String),
-    /// A plan on the wire without a pattern, or with an unusable one.
+    /// A plan on the wire without a pattern.
+    #[error("the plan has no pattern")]
+    NoPattern,
+    /// A plan on the wire with an unusable pattern.
     #[error("the plan's pattern is unusable: {0}")]
     Pattern(String),
     /// A close mode on the wire this build does not know.
@@ -213,12 +219,10 @@ impl TryFrom<&pb::Prepare> for Load {
     fn try_from(p: &pb::Prepare) -> Result<Self, Self::Error> {
         let target = match p.targets.as_slice() {
             [one] => one.parse().map_err(|_| LoadError::BadTarget(one.clone()))?,
-            other => return Err(LoadError::TargetCount(other.len())),
+            [] => return Err(LoadError::NoTarget),
+            many => return Err(LoadError::TargetCount(many.len())),
         };
-        let pattern = p
-            .pattern
-            .ok_or_else(|| LoadError::Pattern("none given".into()))?
-            .try_into()?;
+        let pattern = p.pattern.ok_or(LoadError::NoPattern)?.try_into()?;
         let close = match pb::CloseMode::try_from(p.close) {
             Ok(pb::CloseMode::Fin) => CloseMode::Fin,
             // Unspecified is the default, RST.
@@ -292,10 +296,10 @@ mod tests {
         p.timeout_ms = 0;
         assert_eq!(Load::try_from(&p), Err(LoadError::ZeroTimeout));
         p.targets.clear();
-        assert_eq!(Load::try_from(&p), Err(LoadError::TargetCount(0)));
+        assert_eq!(Load::try_from(&p), Err(LoadError::NoTarget));
         let mut p = l.to_prepare("r");
         p.pattern = None;
-        assert!(matches!(Load::try_from(&p), Err(LoadError::Pattern(_))));
+        assert_eq!(Load::try_from(&p), Err(LoadError::NoPattern));
         let mut p = l.to_prepare("r");
         p.close = 99;
         assert_eq!(Load::try_from(&p), Err(LoadError::Close(99)));

@@ -1,5 +1,5 @@
 //! Report types shared by `stampede-agent fire --json` and the coordinator's `report.json`
-//! (the contract in DESIGN.md "Reports": keys are added freely, never renamed).
+//! (the contract in docs/design.md "Reports": keys are added freely, never renamed).
 //!
 //! - [`Outcomes`]: attempts by outcome class (`outcomes{}`), convertible to and from the wire.
 //! - [`Latency`]: percentiles of a µs histogram (`connect_latency_us{}`, `ttfb_us{}`).
@@ -50,7 +50,7 @@ impl From<&Histogram<u64>> for Latency {
     }
 }
 
-/// How a connected attempt was checked for admission (KERNEL.md §3: a successful connect()
+/// How a connected attempt was checked for admission (docs/kernel.md §3: a successful connect()
 /// is not acceptance).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -79,7 +79,7 @@ impl Admission {
         (self == Admission::Unchecked && connected > 0).then(|| {
             format!(
                 "admission unchecked: {connected} connected, but a successful connect() is not \
-                 acceptance (phantoms, KERNEL.md §3); --expect-greeting (the server speaks \
+                 acceptance (phantoms, docs/kernel.md §3); --expect-greeting (the server speaks \
                  first) or --probe-admission (the client does) counts them as ghosts"
             )
         })
@@ -205,7 +205,7 @@ pub struct Kernel {
     /// RLIMIT_NOFILE soft limit the agent ran with.
     pub fd_limit: u64,
     /// `TcpExt.TCPRetransFail` over the run: retransmits the agent's own stack failed to send
-    /// (its queues were full; they retry after 0.5 s, KERNEL.md §2).
+    /// (its queues were full; they retry after 0.5 s, docs/kernel.md §2).
     pub retrans_fail: u64,
     /// `TcpExt.TCPSynRetrans` over the run, in the agent's namespace (on one host this also
     /// counts the server's SYN-ACK retransmits).

@@ -1,4 +1,4 @@
-//! Sysctls that shape a burst's outcome (KERNEL.md §1, §2, §8), read from the calling
+//! Sysctls that shape a burst's outcome (docs/kernel.md §1, §2, §8), read from the calling
 //! thread's network namespace (`/proc/sys/net` follows the reading thread).
 
 use std::io;

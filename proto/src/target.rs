@@ -11,7 +11,7 @@ use crate::pb;
 use crate::timeline::Timeline;
 
 /// Listener-related kernel counters over an interval (namespace-wide: every listener in
-/// the namespace adds to them; KERNEL.md §4 says what each means).
+/// the namespace adds to them; docs/kernel.md §4 says what each means).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterDeltas {
     /// SYNs and ACKs dropped for a full accept queue.
@@ -43,7 +43,7 @@ impl CounterDeltas {
     }
 }
 
-/// The keys of `report.json`'s `target{}` object (DESIGN.md "Reports"), in contract order.
+/// The keys of `report.json`'s `target{}` object (docs/design.md "Reports"), in contract order.
 pub const CONTRACT_KEYS: [&str; 9] = [
     "backlog_requested",
     "backlog_effective",

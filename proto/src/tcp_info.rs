@@ -1,7 +1,7 @@
 //! `getsockopt(TCP_INFO)`, the one kernel view both ends of stampede rely on.
 //!
 //! On a client socket, `tcpi_total_retrans` at connect completion is the exact number k of
-//! SYN retransmits it took (KERNEL.md §2), and `tcpi_unacked` after sending tells a phantom
+//! SYN retransmits it took (docs/kernel.md §2), and `tcpi_unacked` after sending tells a phantom
 //! from an admitted connection (§3). On a listening socket, `tcpi_unacked` is the accept-queue
 //! length and `tcpi_sacked` the effective backlog A (§5); a call costs ~200 ns, so sampling a
 //! listener at 1 kHz is free.
@@ -97,7 +97,7 @@ mod tests {
     fn listener_reports_its_backlog_and_queue() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let q = listener_queue(listener.as_fd()).unwrap();
-        // std's bind hard-codes backlog 128 (KERNEL.md §1); somaxconn is 4096 by default, but a
+        // std's bind hard-codes backlog 128 (docs/kernel.md §1); somaxconn is 4096 by default, but a
         // host may have set it lower, so the effective value is min(128, somaxconn).
         assert!(q.backlog <= 128 && q.backlog > 0, "{q:?}");
         assert_eq!(q.len, 0);

@@ -1,6 +1,6 @@
 //! Listening sockets of *any* process in this network namespace, through sock_diag
 //! (inet_diag) netlink: the kernel's own `ss -lnt` view, where `idiag_rqueue` is the accept
-//! queue's length and `idiag_wqueue` the effective backlog (KERNEL.md §5). A dump costs about
+//! queue's length and `idiag_wqueue` the effective backlog (docs/kernel.md §5). A dump costs about
 //! 9 µs, cheap enough to poll a third-party listener every few milliseconds.
 //!
 //! Requests and replies are built and parsed as bytes in native order, so no unsafe code is

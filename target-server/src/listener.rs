@@ -1,5 +1,5 @@
 //! The listening socket: bound with socket2 so the backlog reaches listen() as given
-//! (std and mio hard-code 128, KERNEL.md §1), re-listened in place to change it, and read
+//! (std and mio hard-code 128, docs/kernel.md §1), re-listened in place to change it, and read
 //! back through TCP_INFO so the *effective* backlog is what the kernel says, not what we
 //! asked for.
 
@@ -18,7 +18,7 @@ pub struct Listener {
     socket: tokio::net::TcpListener,
     addr: SocketAddr,
     /// `/proc/sys/net/core/somaxconn` opened in the listener's namespace, re-read at every
-    /// listen() because the kernel reads it then (KERNEL.md §1).
+    /// listen() because the kernel reads it then (docs/kernel.md §1).
     somaxconn_file: Mutex<File>,
 }
 

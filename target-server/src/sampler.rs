@@ -1,5 +1,5 @@
 //! Watches the listener's own accept queue: TCP_INFO on the listening socket every
-//! `sample_every` (default 1 ms; a call costs ~200 ns, KERNEL.md §5). Each sample updates
+//! `sample_every` (default 1 ms; a call costs ~200 ns, docs/kernel.md §5). Each sample updates
 //! the current length and the maximum, goes into the bounded timeline and out to live
 //! `WatchQueue` subscribers.
 

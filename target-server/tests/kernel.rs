@@ -1,5 +1,5 @@
 //! The target against the real kernel, in network namespaces each test creates: the
-//! experiments of KERNEL.md §1–§3 reproduced and observed by the target itself.
+//! experiments of docs/kernel.md §1–§3 reproduced and observed by the target itself.
 
 mod support;
 
@@ -54,7 +54,7 @@ fn never_accepting_listener_lets_clients_connect() {
     });
 }
 
-/// KERNEL.md §1–§3 for one backlog B: 20 clients, accept delayed 2.5 s.
+/// docs/kernel.md §1–§3 for one backlog B: 20 clients, accept delayed 2.5 s.
 fn backlog_admits_b_plus_one(b: u32) {
     let ns = Netns::new(&format!("b{b}")).unwrap();
     const M: usize = 20;
@@ -65,7 +65,7 @@ fn backlog_admits_b_plus_one(b: u32) {
     let (results, stats, early) = ns.block_on(async {
         let (handle, stop, join, _) = start_target(local_config(b as i32, accept));
         let addr = handle.local_addr();
-        // Connects may complete at the SYN retransmits of 1, 2, 3, 4 s (KERNEL.md §2);
+        // Connects may complete at the SYN retransmits of 1, 2, 3, 4 s (docs/kernel.md §2);
         // greetings for the last of them need up to one more second.
         let clients = burst(
             M,
@@ -150,7 +150,7 @@ fn backlog_admits_b_plus_one(b: u32) {
     // §3: the first retransmit wave after accepting starts (3.07 s) finds an empty queue:
     // B+1 SYNs get request sockets, the rest cookies; every client connects, but only B+1
     // fit in the queue, and each cookie ACK that finds it full becomes a phantom: connected,
-    // never accepted, never greeted (KERNEL.md's table: 18, 16, 14 and 2 of 20). The accept
+    // never accepted, never greeted (docs/kernel.md's table: 18, 16, 14 and 2 of 20). The accept
     // loop runs on the other core meanwhile and now and then makes room for one more, so
     // the table is the most phantoms there can be, not always the exact count.
     assert_eq!(connected, M);
@@ -198,7 +198,7 @@ fn backlog_8_admits_9() {
     }
 }
 
-/// KERNEL.md §1: somaxconn caps the backlog at listen(); re-listen lowers it in place.
+/// docs/kernel.md §1: somaxconn caps the backlog at listen(); re-listen lowers it in place.
 #[test]
 fn somaxconn_caps_backlog_and_relisten_lowers_it() {
     if !kernel_tests_enabled("somaxconn_caps_backlog_and_relisten_lowers_it") {

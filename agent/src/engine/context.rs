@@ -33,10 +33,10 @@ impl Settings {
     /// The settings of `config`.
     pub(super) fn of(config: &FireConfig) -> Settings {
         Settings {
-            timeout_ns: config.timeout.as_nanos() as u64,
-            hold_ns: config.hold.as_nanos() as u64,
-            expect_greeting: config.expect_greeting,
-            probe_admission: config.probe_admission,
+            timeout_ns: config.load.timeout.as_nanos() as u64,
+            hold_ns: config.load.hold.as_nanos() as u64,
+            expect_greeting: config.load.expect_greeting,
+            probe_admission: config.load.probe_admission,
         }
     }
 }

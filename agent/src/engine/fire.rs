@@ -84,7 +84,7 @@ impl Armed {
         let ns = Duration::from_nanos;
         let first_issue = totals.first_issue_ns;
         Ok(RunResult {
-            connections: config.connections,
+            connections: config.load.connections,
             tally: totals.tally,
             issue_lag: totals.issue_lag,
             issue_duration: first_issue.map_or(Duration::ZERO, |f| ns(totals.last_issue_ns - f)),
@@ -95,7 +95,7 @@ impl Armed {
             cancelled: cancel.is_cancelled(),
             elapsed,
             kernel,
-            admission: Admission::of(config.expect_greeting, config.probe_admission),
+            admission: Admission::of(config.load.expect_greeting, config.load.probe_admission),
         })
     }
 }

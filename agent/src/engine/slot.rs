@@ -21,7 +21,7 @@
 //!
 //! Measurements: latencies (connect and first byte) are taken from the *intended* time
 //! (`offset_ns`), so a stalled agent shows in the numbers; k is `tcpi_total_retrans` read at
-//! completion (KERNEL.md §2). Nothing here allocates or logs per attempt.
+//! completion (docs/kernel.md §2). Nothing here allocates or logs per attempt.
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
@@ -225,7 +225,7 @@ impl Attempt<'_> {
     }
 
     /// Sends the admission probe: one byte the server's kernel acknowledges only on a real
-    /// connection (KERNEL.md §3).
+    /// connection (docs/kernel.md §3).
     fn send_probe(&mut self, fd: i32, now: u64) {
         let Some(mut writer) = self.slot.socket.as_ref() else {
             return;

@@ -114,7 +114,7 @@ pub(super) async fn attach(
 /// The token as an `authorization` header value (none if it cannot be one).
 fn auth(config: &SessionConfig) -> Auth {
     Auth(config.token.as_ref().and_then(|t| {
-        let mut v: MetadataValue<Ascii> = format!("Bearer {t}").parse().ok()?;
+        let mut v: MetadataValue<Ascii> = t.header_value().parse().ok()?;
         // Kept out of any debug output of the request.
         v.set_sensitive(true);
         Some(v)

@@ -16,6 +16,7 @@
 //! - `firing.rs`: an armed run fired, its intervals and result streamed back;
 //! - `rejection.rs`: [`Rejection`], every reason sent back in a `Rejected` message.
 
+use stampede_proto::token::Token;
 use std::net::IpAddr;
 use std::ops::ControlFlow;
 use std::time::Duration;
@@ -42,7 +43,7 @@ pub struct SessionConfig {
     /// The coordinator, `http://HOST:PORT` (or `https://` with TLS).
     pub coordinator: String,
     /// Bearer token to present.
-    pub token: Option<String>,
+    pub token: Option<Token>,
     /// Agent id, unique among the coordinator's agents.
     pub id: String,
     /// Targets this agent may connect to.
@@ -280,7 +281,7 @@ mod tests {
     #[test]
     fn debug_output_never_shows_the_token() {
         let config = SessionConfig {
-            token: Some("s3cret-t0ken".into()),
+            token: Token::new("s3cret-t0ken"),
             ..SessionConfig::loopback()
         };
         let shown = format!("{config:?}");

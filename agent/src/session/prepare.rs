@@ -2,17 +2,14 @@
 //! synced, every socket armed. What comes out is an [`ArmedRun`] waiting for its Start, or
 //! the [`Rejection`] to send back.
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use stampede_proto::clock::ClockEstimate;
-use stampede_proto::pattern::Pattern;
 use stampede_proto::pb;
+use stampede_proto::plan::Load;
 
 use super::SessionConfig;
 use super::link::{Client, sync_clock};
 use super::rejection::Rejection;
-use crate::plan::{CloseMode, FireConfig, Plan};
+use crate::plan::{FireConfig, Plan};
 use crate::{Armed, arm};
 
 /// A plan armed for a run, waiting for its Start.
@@ -61,29 +58,8 @@ pub(super) async fn prepare(
 /// The engine's configuration for a coordinator's plan; the agent's own limits (allow-list,
 /// cap, source IPs) are applied here and checked by [`Plan::new`].
 fn fire_config(config: &SessionConfig, p: &pb::Prepare) -> Result<FireConfig, Rejection> {
-    let target: SocketAddr = match p.targets.as_slice() {
-        [one] => one
-            .parse()
-            .map_err(|_| Rejection::InvalidTarget(one.clone()))?,
-        [] => return Err(Rejection::NoTarget),
-        _ => return Err(Rejection::ManyTargets(p.targets.len())),
-    };
-    let pattern: Pattern = p.pattern.ok_or(Rejection::NoPattern)?.try_into()?;
-    if p.timeout_ms == 0 {
-        return Err(Rejection::ZeroTimeout);
-    }
     Ok(FireConfig {
-        target,
-        connections: p.connections,
-        pattern,
-        timeout: Duration::from_millis(p.timeout_ms),
-        hold: Duration::from_millis(p.hold_ms),
-        close: match pb::CloseMode::try_from(p.close) {
-            Ok(pb::CloseMode::Fin) => CloseMode::Fin,
-            _ => CloseMode::Rst,
-        },
-        expect_greeting: p.expect_greeting,
-        probe_admission: p.probe_admission,
+        load: Load::try_from(p)?,
         source_ips: config.source_ips.clone(),
         allow_targets: config.allow.clone(),
         max_connections: config.max_connections,
@@ -110,7 +86,7 @@ mod tests {
     fn a_good_plan_takes_the_agents_limits() {
         let config = SessionConfig::loopback();
         let fire = fire_config(&config, &plan()).unwrap();
-        assert_eq!(fire.target, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(fire.load.target, "127.0.0.1:9000".parse().unwrap());
         assert_eq!(fire.allow_targets, config.allow);
         assert_eq!(fire.max_connections, config.max_connections);
     }
@@ -131,7 +107,7 @@ mod tests {
                 targets: vec!["a:1".into(), "b:2".into()],
                 ..plan()
             }),
-            "the plan names 2 targets; this agent fires at one per run"
+            "the plan names 2 targets; an agent fires at one per run"
         );
         assert_eq!(
             reason(pb::Prepare {
@@ -152,7 +128,7 @@ mod tests {
                 timeout_ms: 0,
                 ..plan()
             }),
-            "the plan's timeout is zero"
+            "invalid timeout 0: an attempt needs time to connect"
         );
         let late = Rejection::StartPassed { late_ms: 1.5 };
         assert_eq!(

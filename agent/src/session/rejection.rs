@@ -3,8 +3,8 @@
 //! and the tests read exactly what was sent.
 
 use stampede_proto::histogram::HistogramError;
-use stampede_proto::pattern::ParsePatternError;
 use stampede_proto::pb;
+use stampede_proto::plan::LoadError;
 
 use crate::{ArmError, FireError, PlanError};
 
@@ -14,24 +14,9 @@ pub enum Rejection {
     /// A Prepare while a run is still firing.
     #[error("busy: a run is still in progress on this agent")]
     Busy,
-    /// The plan's target is not an `IP:PORT`.
-    #[error("invalid target {0:?}: expected IP:PORT")]
-    InvalidTarget(String),
-    /// The plan names no target.
-    #[error("the plan names no target")]
-    NoTarget,
-    /// The plan names more than one target.
-    #[error("the plan names {0} targets; this agent fires at one per run")]
-    ManyTargets(usize),
-    /// The plan carries no pattern.
-    #[error("the plan has no pattern")]
-    NoPattern,
-    /// The plan's pattern is not one this agent knows.
+    /// The plan breaks a rule every load follows ([`stampede_proto::plan::Load::check`]).
     #[error(transparent)]
-    Pattern(#[from] ParsePatternError),
-    /// The plan's per-attempt timeout is zero.
-    #[error("the plan's timeout is zero")]
-    ZeroTimeout,
+    Load(#[from] LoadError),
     /// The plan breaks this agent's limits or rules ([`crate::Plan::new`]).
     #[error(transparent)]
     Plan(#[from] PlanError),

@@ -1,7 +1,7 @@
 //! `report.html`: one self-contained page (no scripts, no external files) with the summary,
 //! per-agent table and two SVG plots drawn from the merged histogram: the connect-latency
 //! percentile curve, and completions over time, where the kernel's SYN-retransmit steps
-//! (1 s, 2 s, 3 s … on this kernel, KERNEL.md §2) show as separate towers. The page's
+//! (1 s, 2 s, 3 s … on this kernel, docs/kernel.md §2) show as separate towers. The page's
 //! parts (head, escaping, chart frame, millisecond labels) are shared with the sweep's page,
 //! `crate::sweep::html`, which builds on them; this module knows nothing of sweeps.
 

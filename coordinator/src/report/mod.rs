@@ -1,4 +1,4 @@
-//! The run report: `report.json` (the contract in DESIGN.md "Reports": keys are added
+//! The run report: `report.json` (the contract in docs/design.md "Reports": keys are added
 //! freely, never renamed), the terminal summary, and its other forms: [`csv`] (one row per
 //! agent and a total), [`html`] (a self-contained page with SVG plots) and [`hlog`] (the
 //! HdrHistogram interval log, second by second).

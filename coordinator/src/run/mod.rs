@@ -1,4 +1,4 @@
-//! One run, start to report (DESIGN.md "A run, step by step", steps 2–9): wait for agents,
+//! One run, start to report (docs/design.md "A run, step by step", steps 2–9): wait for agents,
 //! split the connections, configure the target, prepare and arm every agent, start them
 //! together, collect intervals and results while watching for lost agents, pull the
 //! target's stats and merge exactly.

@@ -1,9 +1,9 @@
-//! `stampede sweep`: sizing `listen()` backlog and `net.core.somaxconn` (DESIGN.md "Sweep").
+//! `stampede sweep`: sizing `listen()` backlog and `net.core.somaxconn` (docs/design.md "Sweep").
 //! For each accept rate and each backlog: configure the target, run the same burst, collect;
 //! then drain the target's accept queue so the next step starts empty. The recommendation is
 //! the smallest backlog with no overflow and p99 connect latency under the threshold, with
 //! the somaxconn it needs, set beside a simple queue model: a burst of M connects with `a`
-//! accepts completing during it needs A + 1 ≥ M − a (KERNEL.md §6).
+//! accepts completing during it needs A + 1 ≥ M − a (docs/kernel.md §6).
 //!
 //! This module runs the steps (each one a [`crate::run::execute`]) and holds the sweep's
 //! types; `recommend` turns the steps into recommendations and [`html`] draws `sweep.html`.

@@ -1,7 +1,7 @@
 //! The recommendation of a sweep: at one accept rate, the smallest backlog that absorbed
 //! the burst cleanly (no ListenOverflows, every attempt established at once, p99 under the
 //! threshold) and the somaxconn it needs, set beside the queue model: a burst of M connects
-//! with `a` accepts completing during it needs a backlog of at least M − a − 1 (KERNEL.md §6).
+//! with `a` accepts completing during it needs a backlog of at least M − a − 1 (docs/kernel.md §6).
 
 use super::{Recommendation, Step, SweepPlan, rate_name};
 

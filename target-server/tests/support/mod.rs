@@ -27,7 +27,7 @@ pub struct ClientResult {
     /// The server's greeting: its accept timestamp, ns since the Unix epoch.
     pub greeting: Option<u64>,
     /// The connection, still open: closing it sends a FIN, which can admit a phantom
-    /// (KERNEL.md §3), so tests close it only after reading the target's stats.
+    /// (docs/kernel.md §3), so tests close it only after reading the target's stats.
     pub stream: Option<std::net::TcpStream>,
 }
 
@@ -89,7 +89,7 @@ pub async fn client(
 
 /// `n` clients started at once on a single-threaded runtime of their own thread (in the
 /// caller's namespace), so their SYN-retransmit timers fire together as one wave, as
-/// KERNEL.md §3 describes.
+/// docs/kernel.md §3 describes.
 pub fn burst(
     n: usize,
     addr: SocketAddr,
