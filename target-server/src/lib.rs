@@ -5,8 +5,9 @@
 //! simple with each accepted connection, and watches its own accept queue and the kernel's
 //! listener counters, so that a run can say what the kernel did with every SYN.
 //!
-//! - [`config`]: validated settings; [`listener`]: the socket and what the kernel made of
-//!   its backlog; `accept`: the accept loop; `action`: on-accept actions;
+//! - [`cli`]: the binary's flags and commands; [`config`]: validated settings;
+//!   [`listener`]: the socket and what the kernel made of its backlog; `accept`: the accept
+//!   loop; `action`: on-accept actions;
 //!   `sampler`: the 1 kHz queue watch; [`timeline`]: its bounded history; [`stats`]: the
 //!   `target{}` report object; [`control`]: the `stampede.v1.TargetControl` gRPC service;
 //!   [`observe`] and [`diag`]: the same view of another process's listener.
@@ -16,6 +17,7 @@
 //! a namespace of their own; [`Target::run`] then serves until a cancellation token fires
 //! or `--duration` passes.
 
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod diag;
