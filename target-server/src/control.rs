@@ -7,11 +7,11 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use stampede_proto::pb::{self, target_control_server::TargetControlServer};
+use stampede_proto::target::TargetStats;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::config::{AcceptPolicy, ConfigError, OnAccept};
-use crate::stats::TargetStats;
 use crate::{Change, Error, TargetHandle};
 
 /// What the control service drives: a listener's stats, counters and queue samples, and (for
@@ -161,7 +161,7 @@ impl TryFrom<pb::ConfigureRequest> for Change {
 
 type Reply = Result<Response<pb::TargetStats>, Status>;
 
-fn reply(r: Result<crate::stats::TargetStats, Error>) -> Reply {
+fn reply(r: Result<TargetStats, Error>) -> Reply {
     Ok(Response::new((&r?).into()))
 }
 

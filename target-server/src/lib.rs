@@ -5,24 +5,26 @@
 //! simple with each accepted connection, and watches its own accept queue and the kernel's
 //! listener counters, so that a run can say what the kernel did with every SYN.
 //!
-//! - [`config`]: validated settings; [`listener`]: the socket and what the kernel made of
-//!   its backlog; `accept`: the accept loop; `action`: on-accept actions;
-//!   `sampler`: the 1 kHz queue watch; [`timeline`]: its bounded history; [`stats`]: the
-//!   `target{}` report object; [`control`]: the `stampede.v1.TargetControl` gRPC service;
+//! - [`cli`]: the binary's flags and commands; [`config`]: validated settings;
+//!   [`listener`]: the socket and what the kernel made of its backlog; `accept`: the accept
+//!   loop; `action`: on-accept actions; `sampler`: the 1 kHz queue watch, its history a
+//!   bounded [`stampede_proto::timeline`]; [`control`]: the `stampede.v1.TargetControl` gRPC
+//!   service;
 //!   [`observe`] and [`diag`]: the same view of another process's listener.
+//! - The stats it reports (report.json's `target{}` object) are the contract type
+//!   [`stampede_proto::target::TargetStats`].
 //!
 //! [`Target::bind`] creates every socket at once, in the calling thread's network
 //! namespace, so a bad address fails before anything runs and tests can place a target in
 //! a namespace of their own; [`Target::run`] then serves until a cancellation token fires
 //! or `--duration` passes.
 
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod diag;
 pub mod listener;
 pub mod observe;
-pub mod stats;
-pub use stampede_proto::timeline;
 
 mod accept;
 mod action;
@@ -35,7 +37,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use stampede_proto::netstat::{Counters, Netstat};
+use stampede_proto::output::write_json_atomic;
 use stampede_proto::pb;
+use stampede_proto::target::{CounterDeltas, TargetStats};
+use stampede_proto::timeline::Timeline;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -44,8 +49,6 @@ use tokio_util::task::TaskTracker;
 use crate::accept::PolicyState;
 use crate::config::{AcceptPolicy, Config, ConfigError, OnAccept};
 use crate::listener::Listener;
-use crate::stats::{CounterDeltas, TargetStats};
-use crate::timeline::Timeline;
 
 /// Why the target could not start or went wrong.
 #[derive(Debug, thiserror::Error)]
@@ -270,7 +273,7 @@ impl Target {
             control::stop(task).await;
         }
         if let Some(path) = &config.stats_json {
-            stats::write_json_atomic(path, &stats).map_err(Error::io("writing --stats-json"))?;
+            write_json_atomic(path, &stats).map_err(Error::io("writing --stats-json"))?;
         }
         Ok(stats)
     }

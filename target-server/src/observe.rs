@@ -11,15 +11,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use stampede_proto::netstat::{Counters, Netstat};
+use stampede_proto::output::write_json_atomic;
 use stampede_proto::pb;
+use stampede_proto::target::{CounterDeltas, TargetStats};
+use stampede_proto::timeline::Timeline;
 use tokio::sync::broadcast;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
 use crate::control::{self, Source};
 use crate::diag::{Diag, ListenerInfo};
-use crate::stats::{CounterDeltas, TargetStats, write_json_atomic};
-use crate::timeline::Timeline;
 use crate::{Change, Error, config::ConfigError};
 
 /// Timeline points kept at most (the bucket widens as the run grows).

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use stampede_proto::target::TargetStats;
 use stampede_target::config::Config;
 use stampede_target::{Target, TargetHandle};
 use tokio::io::AsyncReadExt;
@@ -37,7 +38,7 @@ pub fn start_target(
 ) -> (
     TargetHandle,
     CancellationToken,
-    JoinHandle<stampede_target::stats::TargetStats>,
+    JoinHandle<TargetStats>,
     Option<SocketAddr>,
 ) {
     let target = Target::bind(&config).expect("binding the target");

@@ -1,0 +1,263 @@
+//! The `stampede-target` command line: its flags (serving a listener of its own, or
+//! `observe` for another process's listener) and what each command does with them. `main`
+//! parses ([`Cli`], through `stampede_proto::logging::parse_args`), sets up logging, installs
+//! the signal handlers and calls [`execute`]; the flags become a [`Config`] or an
+//! [`ObserveConfig`] here, and those types' own `validate` decides what is refused.
+
+use std::io::IsTerminal;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use stampede_proto::duration::parse_duration;
+use stampede_proto::target::TargetStats;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{AcceptPolicy, Config, OnAccept};
+use crate::observe::{Observe, ObserveConfig};
+use crate::{Error, Target};
+
+/// The listener under test: a tunable listen() backlog and accept throttling, watching its
+/// own accept queue and the kernel's listener counters.
+#[derive(Debug, Parser)]
+#[command(
+    name = "stampede-target",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// A subcommand; without one, the target serves a listener of its own.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The settings of the target's own listener.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Watch the accept queue and counters of another process's listener on this host.
+    Observe(ObserveArgs),
+}
+
+/// The flags of the target's own listener (the default command).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "STAMPEDE_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+    /// Backlog passed to listen() as given (0 admits one; the kernel caps it at somaxconn).
+    #[arg(
+        long,
+        env = "STAMPEDE_BACKLOG",
+        default_value_t = 511,
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
+    pub backlog: i32,
+    /// Accept nothing for this long after start (connections wait in the accept queue).
+    #[arg(long, env = "STAMPEDE_ACCEPT_DELAY", value_parser = parse_duration, value_name = "DUR")]
+    pub accept_delay: Option<Duration>,
+    /// Accepts per second (token bucket); 0 = never; default: as fast as possible.
+    #[arg(
+        long,
+        env = "STAMPEDE_ACCEPT_RATE",
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
+    pub accept_rate: Option<f64>,
+    /// With --accept-rate: how many accepts may happen back to back.
+    #[arg(
+        long,
+        env = "STAMPEDE_ACCEPT_BATCH",
+        default_value_t = 1,
+        value_name = "N"
+    )]
+    pub accept_batch: u32,
+    /// Start paused (resume over --control).
+    #[arg(long, env = "STAMPEDE_PAUSED")]
+    pub paused: bool,
+    /// What to do with each accepted connection: greet|echo|close|reset|hold:DUR.
+    #[arg(
+        long,
+        env = "STAMPEDE_ON_ACCEPT",
+        default_value = "greet",
+        value_name = "ACTION"
+    )]
+    pub on_accept: OnAccept,
+    /// Serve the stampede.v1.TargetControl gRPC service on this address.
+    #[arg(long, env = "STAMPEDE_CONTROL", value_name = "ADDR")]
+    pub control: Option<SocketAddr>,
+    /// Stop after this long (default: until SIGINT or SIGTERM).
+    #[arg(long, env = "STAMPEDE_DURATION", value_parser = parse_duration, value_name = "DUR")]
+    pub duration: Option<Duration>,
+    /// Write the stats (report.json's target{} object plus the timeline) here at exit.
+    #[arg(long, env = "STAMPEDE_STATS_JSON", value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
+    /// How often to sample the accept queue.
+    #[arg(long, env = "STAMPEDE_SAMPLE_INTERVAL", value_parser = parse_duration, default_value = "1ms", value_name = "DUR")]
+    pub sample_interval: Duration,
+}
+
+/// The flags of `stampede-target observe`.
+#[derive(Debug, Args)]
+pub struct ObserveArgs {
+    /// The listener's port.
+    #[arg(long)]
+    pub port: u16,
+    /// Only the listener bound to this address (default: any address on the port).
+    #[arg(long)]
+    pub addr: Option<IpAddr>,
+    /// Time between two looks at the queue.
+    #[arg(long, value_parser = parse_duration, default_value = "5ms", value_name = "DUR")]
+    pub interval: Duration,
+    /// Stop after this long (default: until SIGINT or SIGTERM).
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub duration: Option<Duration>,
+    /// Write the stats JSON here at exit.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
+    /// Serve stampede.v1.TargetControl here (Stats, ResetCounters, WatchQueue), so that
+    /// `stampede run --target-control` reports this listener's queue and counters.
+    #[arg(long, value_name = "ADDR")]
+    pub control: Option<SocketAddr>,
+}
+
+impl From<ServeArgs> for Config {
+    /// The flags as settings, not yet validated ([`Target::bind`] does that).
+    fn from(args: ServeArgs) -> Config {
+        Config {
+            listen: args.listen,
+            backlog: args.backlog,
+            accept: AcceptPolicy {
+                delay: args.accept_delay.unwrap_or_default(),
+                rate_per_sec: args.accept_rate,
+                batch: args.accept_batch,
+                paused: args.paused,
+            },
+            on_accept: args.on_accept,
+            sample_every: args.sample_interval,
+            duration: args.duration,
+            stats_json: args.stats_json,
+            control: args.control,
+        }
+    }
+}
+
+impl From<ObserveArgs> for ObserveConfig {
+    /// The flags as settings, not yet validated ([`Observe::bind`] does that).
+    fn from(args: ObserveArgs) -> ObserveConfig {
+        ObserveConfig {
+            port: args.port,
+            addr: args.addr,
+            interval: args.interval,
+            duration: args.duration,
+            stats_json: args.stats_json,
+            control: args.control,
+        }
+    }
+}
+
+/// Runs the parsed command until it is done or `shutdown` fires, and returns the final stats
+/// (with the timeline) for `main` to print. When stderr is a terminal, a status line there is
+/// rewritten in place while it runs. [`Error::Config`] means bad usage (exit 64).
+pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<TargetStats, Error> {
+    match cli.command {
+        Some(Command::Observe(args)) => observe(args.into(), shutdown).await,
+        None => serve(cli.serve.into(), shutdown).await,
+    }
+}
+
+/// Binds the target's own listener, logs it once, and serves until done.
+async fn serve(config: Config, shutdown: CancellationToken) -> Result<TargetStats, Error> {
+    let target = Target::bind(&config)?;
+    let handle = target.handle();
+    let stats = handle.stats()?;
+    tracing::info!(
+        addr = %target.local_addr(),
+        backlog = config.backlog,
+        backlog_effective = stats.backlog_effective,
+        somaxconn = stats.somaxconn,
+        control = ?target.control_addr(),
+        on_accept = %config.on_accept,
+        "listening"
+    );
+    if std::io::stderr().is_terminal() {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            while tokio::select! { _ = shutdown.cancelled() => false, _ = tick.tick() => true } {
+                if let Ok(s) = handle.stats() {
+                    eprint!("\r{}\x1b[K", s.summary());
+                }
+            }
+            eprintln!();
+        });
+    }
+    target.run(shutdown).await
+}
+
+/// Finds another process's listener, logs it once, and watches it until done.
+async fn observe(config: ObserveConfig, shutdown: CancellationToken) -> Result<TargetStats, Error> {
+    let observe = Observe::bind(&config)?;
+    tracing::info!(
+        port = config.port,
+        control = ?observe.control_addr(),
+        "observing"
+    );
+    let live = std::io::stderr().is_terminal();
+    let stats = observe
+        .run(shutdown, &mut |s: &TargetStats| {
+            if live {
+                eprint!("\r{}\x1b[K", s.summary());
+            }
+        })
+        .await;
+    if live {
+        eprintln!();
+    }
+    stats
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_become_the_config_they_name() {
+        let cli = Cli::try_parse_from([
+            "stampede-target",
+            "--backlog",
+            "-1",
+            "--accept-delay",
+            "2s",
+            "--accept-rate",
+            "10",
+            "--on-accept",
+            "hold:250ms",
+        ])
+        .unwrap();
+        assert!(cli.command.is_none());
+        let config = Config::from(cli.serve);
+        assert_eq!(config.backlog, -1);
+        assert_eq!(config.accept.delay, Duration::from_secs(2));
+        assert_eq!(config.accept.rate_per_sec, Some(10.0));
+        assert_eq!(config.on_accept.to_string(), "hold:250ms");
+        assert_eq!(config.sample_every, Duration::from_millis(1));
+    }
+
+    #[test]
+    fn observe_takes_its_own_flags() {
+        let cli = Cli::try_parse_from(["stampede-target", "observe", "--port", "9000"]).unwrap();
+        let Some(Command::Observe(args)) = cli.command else {
+            panic!("expected observe: {cli:?}");
+        };
+        let config = ObserveConfig::from(args);
+        assert_eq!(config.port, 9000);
+        assert_eq!(config.interval, Duration::from_millis(5));
+        assert!(Cli::try_parse_from(["stampede-target", "observe", "--backlog", "3"]).is_err());
+    }
+}
