@@ -232,7 +232,9 @@ async fn demo(
         backlog: args.backlog,
     };
     config.validate()?;
-    let done = crate::demo::run(&config, shutdown, progress).await?;
+    let done = crate::demo::run(&config, shutdown, progress)
+        .await
+        .map_err(anyhow::Error::from)?;
     write_run(args.out.as_deref(), &done)?;
     Ok(Output::Run(done.report))
 }

@@ -52,12 +52,29 @@ impl DemoConfig {
     }
 }
 
+/// Why the demo could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// The target could not start.
+    #[error("starting the demo's target: {0}")]
+    Target(#[from] stampede_target::Error),
+    /// The coordinator endpoint could not start.
+    #[error("starting the demo's coordinator: {0}")]
+    Serve(#[from] std::io::Error),
+    /// The demo's own plan was refused (a bug: its values are fixed or validated).
+    #[error(transparent)]
+    Plan(#[from] ConfigError),
+    /// The run failed.
+    #[error(transparent)]
+    Run(#[from] crate::run::RunError),
+}
+
 /// Runs the demo and returns its report.
 pub async fn run(
     config: &DemoConfig,
     shutdown: &CancellationToken,
     progress: &(dyn Fn(&str) + Sync),
-) -> anyhow::Result<Finished> {
+) -> Result<Finished, DemoError> {
     let stop = shutdown.child_token();
     let _stop_all = stop.clone().drop_guard();
 
