@@ -78,7 +78,7 @@ impl<'a> Session<'a> {
                 In::Prepare(p) => self.on_prepare(p).await,
                 In::Start(s) => self.on_start(s).await,
                 In::Abort(a) => self.on_abort(a),
-                In::Welcome(_) => Continue(()),
+                In::Welcome(_) | In::Ping(_) => Continue(()),
             },
             Ok(Some(_)) => Continue(()),
             Ok(None) => self.on_stream_end(None),
