@@ -236,6 +236,8 @@ impl pb::coordinator_server::Coordinator for CoordinatorService {
             msg: Some(coordinator_message::Msg::Welcome(pb::Welcome {
                 protocol_version: PROTOCOL_VERSION,
                 heartbeat_interval_ms: self.registry.heartbeat.as_millis() as u64,
+                // No Ping is sent yet: agents rely on HTTP/2 keepalive.
+                liveness_ms: 0,
             })),
         }))
         .await
