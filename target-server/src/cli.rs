@@ -15,6 +15,7 @@ use stampede_proto::target::TargetStats;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{AcceptPolicy, Config, OnAccept};
+use crate::control::ControlAuth;
 use crate::observe::{Observe, ObserveConfig};
 use crate::{Error, Target};
 
@@ -88,9 +89,13 @@ pub struct ServeArgs {
         value_name = "ACTION"
     )]
     pub on_accept: OnAccept,
-    /// Serve the stampede.v1.TargetControl gRPC service on this address.
+    /// Serve the stampede.v1.TargetControl gRPC service on this address (off loopback only
+    /// with --token-file).
     #[arg(long, env = "STAMPEDE_CONTROL", value_name = "ADDR")]
     pub control: Option<SocketAddr>,
+    /// Who may use --control, and over what.
+    #[command(flatten)]
+    pub auth: AuthArgs,
     /// Stop after this long (default: until SIGINT or SIGTERM).
     #[arg(long, env = "STAMPEDE_DURATION", value_parser = parse_duration, value_name = "DUR")]
     pub duration: Option<Duration>,
@@ -121,13 +126,53 @@ pub struct ObserveArgs {
     #[arg(long, value_name = "FILE")]
     pub stats_json: Option<PathBuf>,
     /// Serve stampede.v1.TargetControl here (Stats, ResetCounters, WatchQueue), so that
-    /// `stampede run --target-control` reports this listener's queue and counters.
+    /// `stampede run --target-control` reports this listener's queue and counters (off
+    /// loopback only with --token-file).
     #[arg(long, value_name = "ADDR")]
     pub control: Option<SocketAddr>,
+    /// Who may use --control, and over what.
+    #[command(flatten)]
+    pub auth: AuthArgs,
+}
+
+/// The control service's token and TLS, the same flags as the coordinator's.
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    /// File holding the bearer token every control call must carry (required when --control
+    /// is off loopback); give `stampede run` the same file.
+    #[arg(long, env = "STAMPEDE_TOKEN_FILE", value_name = "F")]
+    pub token_file: Option<PathBuf>,
+    /// TLS certificate chain (PEM) the control service presents (with --tls-key).
+    #[arg(
+        long,
+        env = "STAMPEDE_TLS_CERT",
+        value_name = "F",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) of the control service (with --tls-cert).
+    #[arg(
+        long,
+        env = "STAMPEDE_TLS_KEY",
+        value_name = "F",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl AuthArgs {
+    /// Reads the files, then refuses a control address off loopback without a token.
+    fn load(&self, control: Option<SocketAddr>) -> Result<ControlAuth, Error> {
+        let tls = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
+        let auth = ControlAuth::from_files(self.token_file.as_deref(), tls)?;
+        auth.check_addr(control)?;
+        Ok(auth)
+    }
 }
 
 impl From<ServeArgs> for Config {
-    /// The flags as settings, not yet validated ([`Target::bind`] does that).
+    /// The flags as settings, not yet validated ([`Target::bind`] does that); the control
+    /// service's token and TLS are read apart, by `AuthArgs::load`.
     fn from(args: ServeArgs) -> Config {
         Config {
             listen: args.listen,
@@ -166,14 +211,25 @@ impl From<ObserveArgs> for ObserveConfig {
 /// rewritten in place while it runs. [`Error::Config`] means bad usage (exit 64).
 pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<TargetStats, Error> {
     match cli.command {
-        Some(Command::Observe(args)) => observe(args.into(), shutdown).await,
-        None => serve(cli.serve.into(), shutdown).await,
+        Some(Command::Observe(args)) => {
+            let auth = args.auth.load(args.control)?;
+            observe(args.into(), auth, shutdown).await
+        }
+        None => {
+            let auth = cli.serve.auth.load(cli.serve.control)?;
+            serve(cli.serve.into(), auth, shutdown).await
+        }
     }
 }
 
 /// Binds the target's own listener, logs it once, and serves until done.
-async fn serve(config: Config, shutdown: CancellationToken) -> Result<TargetStats, Error> {
-    let target = Target::bind(&config)?;
+async fn serve(
+    config: Config,
+    auth: ControlAuth,
+    shutdown: CancellationToken,
+) -> Result<TargetStats, Error> {
+    let control_auth = describe(&auth);
+    let target = Target::bind(&config)?.with_control_auth(auth);
     let handle = target.handle();
     let stats = handle.stats()?;
     tracing::info!(
@@ -182,6 +238,7 @@ async fn serve(config: Config, shutdown: CancellationToken) -> Result<TargetStat
         backlog_effective = stats.backlog_effective,
         somaxconn = stats.somaxconn,
         control = ?target.control_addr(),
+        control_auth,
         on_accept = %config.on_accept,
         "listening"
     );
@@ -201,11 +258,17 @@ async fn serve(config: Config, shutdown: CancellationToken) -> Result<TargetStat
 }
 
 /// Finds another process's listener, logs it once, and watches it until done.
-async fn observe(config: ObserveConfig, shutdown: CancellationToken) -> Result<TargetStats, Error> {
-    let observe = Observe::bind(&config)?;
+async fn observe(
+    config: ObserveConfig,
+    auth: ControlAuth,
+    shutdown: CancellationToken,
+) -> Result<TargetStats, Error> {
+    let control_auth = describe(&auth);
+    let observe = Observe::bind(&config)?.with_control_auth(auth);
     tracing::info!(
         port = config.port,
         control = ?observe.control_addr(),
+        control_auth,
         "observing"
     );
     let live = std::io::stderr().is_terminal();
@@ -220,6 +283,16 @@ async fn observe(config: ObserveConfig, shutdown: CancellationToken) -> Result<T
         eprintln!();
     }
     stats
+}
+
+/// How control is protected, for the one log line (never the token itself).
+fn describe(auth: &ControlAuth) -> &'static str {
+    match (&auth.token, &auth.tls) {
+        (Some(_), Some(_)) => "token+tls",
+        (Some(_), None) => "token",
+        (None, Some(_)) => "tls",
+        (None, None) => "none",
+    }
 }
 
 #[cfg(test)]

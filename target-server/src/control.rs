@@ -2,13 +2,22 @@
 //! [`TargetHandle`], or an [`crate::observe::ObserveHandle`] watching another process's
 //! listener (which cannot be configured). Requests are checked here (their `TryFrom`s) and
 //! refused with `InvalidArgument` naming the field.
+//!
+//! Every call can change what a run measures (Configure, Pause, ResetCounters), so with a
+//! token ([`ControlAuth`]) each one must carry `authorization: Bearer <token>`, checked in
+//! constant time by an interceptor before any handler runs ([`Authenticate`]); without one
+//! it must present it. The command line refuses to serve control off loopback without a
+//! token; TLS is optional, as on the coordinator.
 
 use std::pin::Pin;
 use std::time::Duration;
 
 use stampede_proto::pb::{self, target_control_server::TargetControlServer};
 use stampede_proto::target::TargetStats;
+use stampede_proto::token::Token;
 use tokio_stream::Stream;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Response, Status};
 
 use crate::config::{AcceptPolicy, ConfigError, OnAccept};
@@ -58,22 +67,88 @@ pub(crate) fn bind(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener
     })
 }
 
-/// Serves `source` on `listener` until `stop`.
+/// Who may use the control service and over what: the bearer token every call must carry
+/// (`None`: anyone who reaches the port, for loopback only) and the TLS the service presents.
+#[derive(Debug, Clone, Default)]
+pub struct ControlAuth {
+    /// The token callers must present.
+    pub token: Option<Token>,
+    /// The service's certificate and key (plain text without).
+    pub tls: Option<ServerTlsConfig>,
+}
+
+impl ControlAuth {
+    /// Reads the token file and the TLS pair (both optional; TLS needs both files).
+    pub fn from_files(
+        token_file: Option<&std::path::Path>,
+        tls: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<ControlAuth, Error> {
+        let token = token_file.map(Token::from_file).transpose()?;
+        let tls = tls
+            .map(|(cert, key)| stampede_proto::tls::server_config(cert, key, None))
+            .transpose()?;
+        Ok(ControlAuth { token, tls })
+    }
+
+    /// Refuses to serve control on `addr` off loopback without a token: anyone who reaches
+    /// it could reconfigure the target or reset its counters mid-run and falsify results.
+    pub fn check_addr(&self, addr: Option<std::net::SocketAddr>) -> Result<(), ConfigError> {
+        match addr {
+            Some(a) if self.token.is_none() && !a.ip().is_loopback() => Err(ConfigError::new(
+                "control address",
+                a,
+                "serving control off loopback without --token-file would let anyone who \
+                 reaches it reconfigure the target or reset its counters; give a token file \
+                 (or a loopback address)",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Checks the bearer token of every call before it reaches the service.
+#[derive(Debug, Clone)]
+pub struct Authenticate(Option<Token>);
+
+impl tonic::service::Interceptor for Authenticate {
+    fn call(&mut self, req: Request<()>) -> Result<Request<()>, Status> {
+        match &self.0 {
+            Some(token) => token.check(req.metadata()).map(|()| req).map_err(|s| {
+                Status::unauthenticated(format!(
+                    "{}: this target's control service needs the bearer token of its \
+                     --token-file (stampede run/sweep: --token-file with the same file)",
+                    s.message()
+                ))
+            }),
+            None => Ok(req),
+        }
+    }
+}
+
+/// Serves `source` on `listener` until `stop`, authenticating every call with `auth`.
 pub(crate) fn spawn<S: Source>(
     listener: tokio::net::TcpListener,
     source: S,
+    auth: ControlAuth,
     stop: tokio_util::sync::CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
+) -> Result<tokio::task::JoinHandle<()>, Error> {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = auth.tls {
+        builder = builder.tls_config(tls).map_err(|e| Error::Io {
+            op: "control TLS configuration",
+            source: std::io::Error::other(e),
+        })?;
+    }
+    Ok(tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-        if let Err(e) = tonic::transport::Server::builder()
-            .add_service(service(source))
+        if let Err(e) = builder
+            .add_service(service(source, auth.token))
             .serve_with_incoming_shutdown(incoming, stop.cancelled())
             .await
         {
             tracing::error!(cause = %e, "control service failed");
         }
-    })
+    }))
 }
 
 /// Waits for the server [`spawn`] started (after its `stop`): a client may keep its channel
@@ -87,9 +162,13 @@ pub(crate) async fn stop(mut task: tokio::task::JoinHandle<()>) {
     }
 }
 
-/// The service, ready for `tonic::transport::Server::add_service`.
-pub fn service<S: Source>(source: S) -> TargetControlServer<Control<S>> {
-    TargetControlServer::new(Control { handle: source })
+/// The service, ready for `tonic::transport::Server::add_service`; with a token, every call
+/// without it is refused with `Unauthenticated`.
+pub fn service<S: Source>(
+    source: S,
+    token: Option<Token>,
+) -> InterceptedService<TargetControlServer<Control<S>>, Authenticate> {
+    TargetControlServer::with_interceptor(Control { handle: source }, Authenticate(token))
 }
 
 /// Implements `TargetControl` over a [`Source`].
@@ -102,6 +181,7 @@ impl From<Error> for Status {
     fn from(e: Error) -> Status {
         match e {
             Error::Config(e) => Status::invalid_argument(e.to_string()),
+            Error::Token(_) | Error::Tls(_) => Status::internal(e.to_string()),
             Error::Bind { .. } | Error::Io { .. } | Error::Unsupported(_) => {
                 Status::failed_precondition(e.to_string())
             }

@@ -48,6 +48,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::accept::PolicyState;
 use crate::config::{AcceptPolicy, Config, ConfigError, OnAccept};
+use crate::control::ControlAuth;
 use crate::listener::Listener;
 
 /// Why the target could not start or went wrong.
@@ -56,6 +57,12 @@ pub enum Error {
     /// A setting is unusable (exit 64).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The control token file is unusable (exit 64); the message names the file.
+    #[error(transparent)]
+    Token(#[from] stampede_proto::token::TokenError),
+    /// A control TLS file is unreadable (exit 64); the message names the file.
+    #[error(transparent)]
+    Tls(#[from] stampede_proto::tls::TlsFileError),
     /// A socket could not be bound (address in use, no permission ...).
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -123,6 +130,7 @@ impl Shared {
 pub struct Target {
     shared: Arc<Shared>,
     control: Option<tokio::net::TcpListener>,
+    control_auth: ControlAuth,
     config: Config,
 }
 
@@ -190,8 +198,16 @@ impl Target {
         Ok(Target {
             shared,
             control,
+            control_auth: ControlAuth::default(),
             config: config.clone(),
         })
+    }
+
+    /// The token every control call must carry and the TLS the control service presents
+    /// (default: neither, which only a loopback control address should go without).
+    pub fn with_control_auth(mut self, auth: ControlAuth) -> Target {
+        self.control_auth = auth;
+        self
     }
 
     /// The listener's address.
@@ -218,10 +234,21 @@ impl Target {
         let Target {
             shared,
             control,
+            control_auth,
             config,
         } = self;
         let stop = shutdown.child_token();
         let conn_cancel = CancellationToken::new();
+        // The control server runs outside `tasks`: a client may keep its channel open
+        // forever, so shutdown gives it a short grace and then aborts it.
+        let control_task = control
+            .map(|listener| {
+                let handle = TargetHandle {
+                    shared: shared.clone(),
+                };
+                control::spawn(listener, handle, control_auth, stop.clone())
+            })
+            .transpose()?;
         let tasks = TaskTracker::new();
         let conns = TaskTracker::new();
         tasks.spawn(sampler::run(
@@ -235,14 +262,6 @@ impl Target {
             stop.clone(),
             conn_cancel.clone(),
         ));
-        // The control server runs outside `tasks`: a client may keep its channel open
-        // forever, so shutdown gives it a short grace and then aborts it.
-        let control_task = control.map(|listener| {
-            let handle = TargetHandle {
-                shared: shared.clone(),
-            };
-            control::spawn(listener, handle, stop.clone())
-        });
         match config.duration {
             Some(d) => {
                 tokio::select! {

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("stampede-target: error: {e}");
             ExitCode::from(match e {
-                Error::Config(_) => EX_USAGE,
+                Error::Config(_) | Error::Token(_) | Error::Tls(_) => EX_USAGE,
                 _ => 1,
             })
         }

@@ -19,7 +19,7 @@ use tokio::sync::broadcast;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
-use crate::control::{self, Source};
+use crate::control::{self, ControlAuth, Source};
 use crate::diag::{Diag, ListenerInfo};
 use crate::{Change, Error, config::ConfigError};
 
@@ -189,6 +189,7 @@ impl Source for ObserveHandle {
 pub struct Observe {
     handle: ObserveHandle,
     control: Option<tokio::net::TcpListener>,
+    control_auth: ControlAuth,
 }
 
 impl Observe {
@@ -248,7 +249,15 @@ impl Observe {
                 queue_tx,
             },
             control,
+            control_auth: ControlAuth::default(),
         })
+    }
+
+    /// The token every control call must carry (ResetCounters alters what a run reports, so
+    /// an observer needs one as much as a target) and the TLS the control service presents.
+    pub fn with_control_auth(mut self, auth: ControlAuth) -> Observe {
+        self.control_auth = auth;
+        self
     }
 
     /// The control service's address, if one was asked for.
@@ -269,10 +278,16 @@ impl Observe {
         shutdown: CancellationToken,
         status: &mut (dyn FnMut(&TargetStats) + Send),
     ) -> Result<TargetStats, Error> {
-        let Observe { handle, control } = self;
+        let Observe {
+            handle,
+            control,
+            control_auth,
+        } = self;
         let config = handle.lock().config.clone();
         let stop = shutdown.child_token();
-        let control_task = control.map(|l| control::spawn(l, handle.clone(), stop.clone()));
+        let control_task = control
+            .map(|l| control::spawn(l, handle.clone(), control_auth, stop.clone()))
+            .transpose()?;
         let result = watch(&handle, &config, &stop, status).await;
         stop.cancel();
         if let Some(task) = control_task {
