@@ -10,6 +10,7 @@ use stampede_agent::session::{self, SessionConfig};
 use stampede_proto::duration::Dur;
 use stampede_target::Target;
 use stampede_target::config::{AcceptPolicy, Config as TargetConfig, OnAccept};
+use stampede_target::control::ControlAuth;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Token;
@@ -78,6 +79,14 @@ pub async fn run(
     let stop = shutdown.child_token();
     let _stop_all = stop.clone().drop_guard();
 
+    // A per-demo secret: loopback only, but the agents and the target's
+    // control still authenticate.
+    let secret = format!(
+        "demo-{:x}-{}",
+        stampede_proto::clock::unix_nanos_now(),
+        std::process::id()
+    );
+    let token = Token::new(&secret).expect("non-empty");
     let target = Target::bind(&TargetConfig {
         listen: "127.0.0.1:0".parse().expect("literal address"),
         backlog: config.backlog,
@@ -88,18 +97,15 @@ pub async fn run(
         on_accept: OnAccept::Greet,
         control: Some("127.0.0.1:0".parse().expect("literal address")),
         ..TargetConfig::default()
-    })?;
+    })?
+    .with_control_auth(ControlAuth {
+        token: Some(token.clone()),
+        tls: None,
+    });
     let target_addr = target.local_addr();
     let control = target.control_addr().expect("control was asked for");
     tokio::spawn(target.run(stop.clone()));
 
-    // A per-demo secret: loopback only, but the agents still authenticate.
-    let secret = format!(
-        "demo-{:x}-{}",
-        stampede_proto::clock::unix_nanos_now(),
-        std::process::id()
-    );
-    let token = Token::new(&secret).expect("non-empty");
     let coordinator = crate::serve(
         crate::ServeConfig::new(
             "127.0.0.1:0".parse().expect("literal address"),
@@ -136,6 +142,7 @@ pub async fn run(
         ..Scenario::default()
     }
     .plan()?;
+    plan.target_auth.token = Some(token);
     // What the demo is, rather than every default it did not choose.
     plan.scenario = serde_json::json!({
         "demo": true,

@@ -128,6 +128,9 @@ pub struct Scenario {
     /// The target's control service (http://HOST:PORT), to configure it and read its stats.
     #[arg(long, env = "STAMPEDE_TARGET_CONTROL", value_name = "URL")]
     pub target_control: Option<String>,
+    /// CA (PEM) that signed the target control's certificate, for an https:// --target-control.
+    #[arg(long, env = "STAMPEDE_TARGET_CONTROL_CA", value_name = "F")]
+    pub target_control_ca: Option<PathBuf>,
     /// Backlog to configure on the target first (needs --target-control).
     #[arg(long, env = "STAMPEDE_BACKLOG", allow_negative_numbers = true)]
     pub backlog: Option<i32>,
@@ -398,10 +401,47 @@ impl Scenario {
             load,
             lead: self.lead.0,
             target_control: self.target_control.clone(),
+            target_auth: self.target_auth()?,
             backlog: self.backlog,
             accept_rate: None,
             scenario: serde_json::to_value(self).unwrap_or_default(),
         })
+    }
+
+    /// What the run presents to the target's control service: the run's token (the same
+    /// `--token-file` agents present) and, for an `https://` URL, TLS verified against
+    /// `--target-control-ca`.
+    fn target_auth(&self) -> Result<crate::target::TargetAuth, ConfigError> {
+        let Some(url) = &self.target_control else {
+            return Ok(Default::default());
+        };
+        let token = self
+            .token_file
+            .as_deref()
+            .map(Token::from_file)
+            .transpose()?;
+        let uri: http::Uri = url.parse().map_err(|_| ConfigError::ControlUrl {
+            url: url.clone(),
+            reason: "not a URL".into(),
+        })?;
+        let tls = match (uri.scheme_str() == Some("https"), &self.target_control_ca) {
+            (true, Some(ca)) => Some(
+                stampede_proto::tls::client_config(ca, uri.host().unwrap_or_default(), None)
+                    .map_err(|e| ConfigError::Tls(e.to_string()))?,
+            ),
+            (false, None) => None,
+            (true, None) => {
+                return Err(ConfigError::Tls(format!(
+                    "{url} is https: give --target-control-ca F, the CA that signed the target's certificate"
+                )));
+            }
+            (false, Some(_)) => {
+                return Err(ConfigError::Tls(format!(
+                    "--target-control-ca is for an https:// --target-control, not {url}"
+                )));
+            }
+        };
+        Ok(crate::target::TargetAuth { token, tls })
     }
 
     /// The sweep these settings and `sweep` ask for.

@@ -1,11 +1,15 @@
 //! The coordinator's side of `stampede.v1.TargetControl`: set the target's backlog and accept
 //! rate before a run, reset its counters, read its stats after, and drain its accept queue
-//! between the steps of a sweep.
+//! between the steps of a sweep. Every call carries the run's bearer token ([`TargetAuth`]),
+//! since a protected target refuses calls without it; `https://` URLs use TLS.
 
 use std::time::Duration;
 
 use stampede_proto::pb::{self, target_control_client::TargetControlClient};
-use tonic::transport::Channel;
+use stampede_proto::token::Token;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig};
 
 /// A target control endpoint that failed; the message names the URL.
 #[derive(Debug, thiserror::Error)]
@@ -17,22 +21,63 @@ pub struct TargetError {
     pub reason: String,
 }
 
+/// What the coordinator presents to the target's control service: the run's bearer token
+/// (the coordinator's `--token-file`) and, for `https://` URLs, the CA to verify it with.
+#[derive(Debug, Clone, Default)]
+pub struct TargetAuth {
+    /// Sent as `authorization: Bearer ...` on every call.
+    pub token: Option<Token>,
+    /// TLS settings for an `https://` control URL.
+    pub tls: Option<ClientTlsConfig>,
+}
+
+/// Adds the bearer token to every call; the value is marked sensitive, so it stays out of
+/// any debug output of the request.
+#[derive(Debug, Clone)]
+pub struct Bearer(Option<MetadataValue<Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+impl Bearer {
+    fn new(token: Option<&Token>) -> Bearer {
+        Bearer(token.and_then(|t| {
+            // A token file holds printable ASCII only (`Token::from_file`), so this parses.
+            let mut v: MetadataValue<Ascii> = t.header_value().parse().ok()?;
+            v.set_sensitive(true);
+            Some(v)
+        }))
+    }
+}
+
 /// A connected target control client.
 #[derive(Debug, Clone)]
 pub struct TargetControl {
     url: String,
-    client: TargetControlClient<Channel>,
+    client: TargetControlClient<InterceptedService<Channel, Bearer>>,
 }
 
 impl TargetControl {
-    /// Connects (5 s timeout); every request then has 10 s.
-    pub async fn connect(url: &str) -> Result<TargetControl, TargetError> {
+    /// Connects (5 s timeout) with `auth`; every request then has 10 s.
+    pub async fn connect(url: &str, auth: &TargetAuth) -> Result<TargetControl, TargetError> {
         let err = |reason: String| TargetError {
             url: url.to_owned(),
             reason,
         };
-        let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
-            .map_err(|e| err(e.to_string()))?
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .map_err(|e| err(e.to_string()))?;
+        if let Some(tls) = &auth.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| err(format!("TLS configuration: {e}")))?;
+        }
+        let channel = endpoint
             .connect_timeout(Duration::from_secs(5))
             // A target under test can stall or die: no request may hang a run.
             .timeout(Duration::from_secs(10))
@@ -43,14 +88,21 @@ impl TargetControl {
             .map_err(|e| err(format!("cannot connect: {e}")))?;
         Ok(TargetControl {
             url: url.to_owned(),
-            client: TargetControlClient::new(channel),
+            client: TargetControlClient::with_interceptor(
+                channel,
+                Bearer::new(auth.token.as_ref()),
+            ),
         })
     }
 
     fn err(&self, s: tonic::Status) -> TargetError {
+        let reason = match s.code() {
+            tonic::Code::Unauthenticated => format!("refused: {}", s.message()),
+            _ => s.message().to_owned(),
+        };
         TargetError {
             url: self.url.clone(),
-            reason: s.message().to_owned(),
+            reason,
         }
     }
 

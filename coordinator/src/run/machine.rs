@@ -283,7 +283,7 @@ async fn configure_target(plan: &RunPlan) -> Result<Option<TargetControl>, RunEr
     let Some(url) = &plan.target_control else {
         return Ok(None);
     };
-    let mut t = TargetControl::connect(url).await?;
+    let mut t = TargetControl::connect(url, &plan.target_auth).await?;
     if plan.backlog.is_some() || plan.accept_rate.is_some() {
         t.configure(plan.backlog, plan.accept_rate).await?;
     }

@@ -25,7 +25,7 @@ use stampede_proto::plan::Load;
 
 use crate::report::Report;
 use crate::service::Registry;
-use crate::target::TargetError;
+use crate::target::{TargetAuth, TargetError};
 use stampede_proto::tally::{MergeError, Tally};
 
 /// What to run, already validated.
@@ -42,6 +42,8 @@ pub struct RunPlan {
     pub lead: Duration,
     /// The target's control service (`http://HOST:PORT`).
     pub target_control: Option<String>,
+    /// What the run presents to the target's control service (its token, TLS).
+    pub target_auth: TargetAuth,
     /// Backlog to configure on the target before the run.
     pub backlog: Option<i32>,
     /// Accept rate to configure on the target before the run (`f64::INFINITY`: as fast as
@@ -184,6 +186,7 @@ pub(crate) mod tests {
             load: Load::burst("127.0.0.1:9".parse().unwrap(), 10),
             lead: Duration::ZERO,
             target_control: None,
+            target_auth: TargetAuth::default(),
             backlog: None,
             accept_rate: None,
             scenario: serde_json::Value::Null,

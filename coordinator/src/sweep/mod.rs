@@ -113,7 +113,7 @@ pub async fn execute(
             reason: "a sweep needs --target-control to set the backlog at each step".into(),
         })
     })?;
-    let mut target = TargetControl::connect(&url).await?;
+    let mut target = TargetControl::connect(&url, &plan.run.target_auth).await?;
     let rates: Vec<Option<f64>> = if plan.accept_rates.is_empty() {
         vec![None]
     } else {
