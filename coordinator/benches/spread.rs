@@ -95,6 +95,7 @@ fn main() {
                     },
                     lead: Duration::from_millis(500),
                     target_control: Some(format!("http://{control_addr}")),
+                    target_auth: Default::default(),
                     backlog: None,
                     accept_rate: None,
                     scenario: serde_json::Value::Null,

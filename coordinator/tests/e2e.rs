@@ -79,6 +79,7 @@ fn plan(s: &System, agents: usize, connections: u64, pattern: pb::Pattern) -> Ru
         },
         lead: Duration::from_millis(200),
         target_control: Some(format!("http://{}", s.control)),
+        target_auth: Default::default(),
         backlog: None,
         accept_rate: None,
         scenario: serde_json::Value::Null,

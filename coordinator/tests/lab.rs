@@ -42,6 +42,8 @@ fn setup(tag: &str, backlog: &str) -> Setup {
                 backlog,
                 "--control",
                 &format!("{target_ip}:8001"),
+                "--token-file",
+                token.to_str().unwrap(),
                 "--duration",
                 "120s",
             ]),
