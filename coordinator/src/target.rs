@@ -56,6 +56,17 @@ impl Bearer {
     }
 }
 
+/// True when `uri` names this host (a loopback address or `localhost`).
+fn is_loopback(uri: &http::Uri) -> bool {
+    let host = uri.host().unwrap_or_default();
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// A connected target control client.
 #[derive(Debug, Clone)]
 pub struct TargetControl {
@@ -72,6 +83,13 @@ impl TargetControl {
         };
         let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
             .map_err(|e| err(e.to_string()))?;
+        if auth.token.is_some() && auth.tls.is_none() && !is_loopback(endpoint.uri()) {
+            tracing::warn!(
+                url,
+                "the token travels to the target in clear text: use an https:// target control \
+                 with --target-control-ca off a trusted network"
+            );
+        }
         if let Some(tls) = &auth.tls {
             endpoint = endpoint
                 .tls_config(tls.clone())
@@ -160,5 +178,41 @@ impl TargetControl {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_urls_are_recognised() {
+        for (url, local) in [
+            ("http://127.0.0.1:8001", true),
+            ("http://[::1]:8001", true),
+            ("http://localhost:8001", true),
+            ("http://198.18.0.5:8001", false),
+            ("https://target.example:8001", false),
+        ] {
+            assert_eq!(is_loopback(&url.parse().unwrap()), local, "{url}");
+        }
+    }
+
+    #[test]
+    fn the_bearer_value_is_sensitive() {
+        let b = Bearer::new(Token::new("s3cret").as_ref());
+        let v = b.0.expect("a printable token is a header value");
+        assert!(v.is_sensitive());
+        assert_eq!(v.to_str().unwrap(), "Bearer s3cret");
+        assert!(
+            !format!(
+                "{:?}",
+                TargetAuth {
+                    token: Token::new("s3cret"),
+                    tls: None
+                }
+            )
+            .contains("s3cret")
+        );
     }
 }
