@@ -9,6 +9,8 @@
 //! next accept closes the oldest pending one. A flood of idle connections therefore costs
 //! at most `max_pending` descriptors, each for at most the timeout, and a real agent, which
 //! authenticates within milliseconds of connecting, gets in whatever the flood does.
+//! Closures are logged once per doubling of their count, so a flood is reported without a
+//! line per connection.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -150,7 +152,16 @@ impl Gate {
                 };
                 book.by_peer.remove(&old.peer);
                 old.evict.cancel();
-                self.evicted.fetch_add(1, Ordering::Relaxed);
+                let n = self.evicted.fetch_add(1, Ordering::Relaxed) + 1;
+                // One line per doubling: a flood is reported, not echoed line by line.
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        peer = %old.peer,
+                        evicted = n,
+                        max_pending = self.limits.max_pending,
+                        "refused: closed the oldest unauthenticated connection to make room"
+                    );
+                }
             }
             let seq = book.next;
             book.next += 1;
@@ -238,7 +249,15 @@ impl GatedStream {
             if self.admitted.load(Ordering::Acquire) {
                 return Ok(());
             }
-            self.gate.timed_out.fetch_add(1, Ordering::Relaxed);
+            let n = self.gate.timed_out.fetch_add(1, Ordering::Relaxed) + 1;
+            if n.is_power_of_two() {
+                tracing::warn!(
+                    peer = ?self.io.peer_addr().ok(),
+                    timed_out = n,
+                    bound = ?self.gate.limits.handshake_timeout,
+                    "refused: closed a connection that did not authenticate in time"
+                );
+            }
             self.closed = Some(io::ErrorKind::TimedOut);
             self.gate.forget(self.seq);
             return Err(io::Error::new(

@@ -139,16 +139,21 @@ fn cut(s: &str) -> std::borrow::Cow<'_, str> {
 #[derive(Debug)]
 pub struct ActiveRun<'a> {
     registry: &'a Registry,
+    id: String,
 }
 
 impl Drop for ActiveRun<'_> {
     fn drop(&mut self) {
-        *self.registry.active_run.lock().expect("run lock poisoned") = None;
-        self.registry
-            .refused_duplicates
-            .lock()
-            .expect("duplicates lock poisoned")
-            .clear();
+        let mut active = self.registry.active_run.lock().expect("run lock poisoned");
+        // A later run may already have taken over: only this run's own note is removed.
+        if active.as_deref() == Some(self.id.as_str()) {
+            *active = None;
+            self.registry
+                .refused_duplicates
+                .lock()
+                .expect("duplicates lock poisoned")
+                .clear();
+        }
     }
 }
 
@@ -218,7 +223,10 @@ impl Registry {
     /// of this run (and departures) reach the event channel; all others are dropped.
     pub fn begin_run(&self, id: &str) -> ActiveRun<'_> {
         *self.active_run.lock().expect("run lock poisoned") = Some(id.to_owned());
-        ActiveRun { registry: self }
+        ActiveRun {
+            registry: self,
+            id: id.to_owned(),
+        }
     }
 
     /// The attached agents, by id.

@@ -575,3 +575,26 @@ async fn a_run_short_of_agents_names_the_refused_duplicates() {
     assert!(c.registry.refused_duplicates().is_empty());
     stop.cancel();
 }
+
+#[tokio::test]
+async fn a_run_that_ends_late_does_not_end_the_next_one() {
+    let stop = CancellationToken::new();
+    let c = coordinator(&stop, Limits::default()).await;
+    let ((_stream, tx), _) = attach_welcomed(c.addr, "a1").await;
+    let first = c.registry.begin_run("first");
+    let second = c.registry.begin_run("second");
+    drop(first);
+    tx.send(interval("second", 10)).await.unwrap();
+    let mut events = c.registry.events().await;
+    let got = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .expect("the second run's message is queued")
+        .unwrap();
+    assert!(
+        matches!(got, stampede::service::AgentEvent::Message { .. }),
+        "{got:?}"
+    );
+    drop(second);
+    assert_eq!(c.registry.stats().dropped_messages, 0);
+    stop.cancel();
+}
