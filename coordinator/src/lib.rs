@@ -1,4 +1,5 @@
-//! stampede, the coordinator: agents dial in and authenticate ([`service`], [`auth`]); a run
+//! stampede, the coordinator: agents dial in through an accept loop that bounds connections
+//! which never authenticate ([`admission`]) and authenticate ([`service`], [`auth`]); a run
 //! ([`run`]) waits for them, has them arm, starts them at one instant in coordinator time,
 //! collects their results and merges them exactly (`stampede_proto::tally`) into a report ([`report`]).
 //! [`scenario`] holds every setting of a run, as flags and scenario keys alike, and the
@@ -6,6 +7,7 @@
 //! accept rates to size `listen()` backlog and somaxconn; [`target`] drives the target's
 //! control service; [`demo`] runs target, agents and coordinator in one process on loopback.
 
+pub mod admission;
 pub mod auth;
 pub mod cli;
 pub mod demo;
@@ -23,6 +25,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::admission::Limits;
 use crate::auth::Token;
 use crate::service::{CoordinatorService, Registry};
 
@@ -66,9 +69,21 @@ impl ServeConfig {
     }
 }
 
-/// Binds and serves `stampede.v1.Coordinator` until `shutdown`.
+/// Binds and serves `stampede.v1.Coordinator` until `shutdown`, with the default
+/// [`Limits`].
 pub async fn serve(
     config: ServeConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<Coordinator> {
+    serve_with_limits(config, Limits::default(), shutdown).await
+}
+
+/// [`serve`] with these limits: connections that do not authenticate within
+/// `limits.handshake_timeout` are closed, at most `limits.max_pending` are held, and each
+/// agent's queued messages are bounded.
+pub async fn serve_with_limits(
+    config: ServeConfig,
+    limits: Limits,
     shutdown: CancellationToken,
 ) -> std::io::Result<Coordinator> {
     let ServeConfig {
@@ -87,11 +102,13 @@ pub async fn serve(
         .await
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let addr = listener.local_addr()?;
-    let registry = Arc::new(Registry::new(token, heartbeat));
+    let registry = Arc::new(Registry::with_limits(token, heartbeat, limits));
     let service =
         CoordinatorService::new(registry.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let gate = registry.gate().clone();
     let task = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let accepted = admission::accept_loop(listener, gate, shutdown.clone());
+        let incoming = tokio_stream::wrappers::ReceiverStream::new(accepted);
         if let Err(e) = builder
             .http2_keepalive_interval(Some(Duration::from_secs(5)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))

@@ -160,3 +160,51 @@ async fn clock_probe_needs_the_token_and_stamps_in_order() {
     assert_eq!(err.code(), tonic::Code::Unauthenticated);
     stop.cancel();
 }
+
+#[tokio::test]
+async fn welcome_states_liveness_and_a_ping_follows_every_heartbeat() {
+    let stop = CancellationToken::new();
+    let heartbeat = Duration::from_millis(100);
+    let c = stampede::serve(
+        stampede::ServeConfig {
+            heartbeat,
+            ..stampede::ServeConfig::new("127.0.0.1:0".parse().unwrap(), Token::new("right"))
+        },
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let (mut stream, _tx) = attach(c.addr, "right", hello("p1", PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    match stream.message().await.unwrap().and_then(|m| m.msg) {
+        Some(coordinator_message::Msg::Welcome(w)) => {
+            assert_eq!(w.heartbeat_interval_ms, 100);
+            assert_eq!(w.liveness_ms, 200, "liveness is two heartbeats");
+        }
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+    // Five Pings in about five heartbeats, each stamped with the coordinator's clock.
+    let mut last = 0;
+    for _ in 0..5 {
+        let msg = tokio::time::timeout(heartbeat * 10, stream.message())
+            .await
+            .expect("a Ping within ten heartbeats")
+            .unwrap()
+            .and_then(|m| m.msg);
+        match msg {
+            Some(coordinator_message::Msg::Ping(p)) => {
+                assert!(p.sent_unix_nanos > last, "{p:?}");
+                last = p.sent_unix_nanos;
+            }
+            other => panic!("expected Ping, got {other:?}"),
+        }
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= heartbeat * 4 && took < heartbeat * 30,
+        "five Pings took {took:?} at a {heartbeat:?} heartbeat"
+    );
+    stop.cancel();
+}

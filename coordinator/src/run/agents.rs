@@ -76,7 +76,7 @@ impl AgentState {
 /// before its result.
 pub(super) fn note(agents: &mut Agents, run_id: &str, event: AgentEvent) -> Option<Loss> {
     match event {
-        AgentEvent::Message { agent, msg } => {
+        AgentEvent::Message { agent, msg, .. } => {
             let st = agents.get_mut(&agent)?;
             st.last_seen = Some(Instant::now());
             match *msg {

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::agents::{self, Agents};
 use super::report::build_report;
 use super::{Finished, RunError, RunPlan};
-use crate::service::{AgentEvent, Registry};
+use crate::service::{ActiveRun, AgentEvent, Registry};
 use crate::target::TargetControl;
 
 /// The shortest lead between Start and the start instant, whatever the plan says.
@@ -43,6 +43,8 @@ pub(super) struct Run<'a> {
     pub(super) events: MutexGuard<'a, UnboundedReceiver<AgentEvent>>,
     /// This run's id; messages of other runs are ignored.
     pub(super) id: String,
+    /// The registry's note that this run is in progress: only its messages are queued.
+    pub(super) _active: ActiveRun<'a>,
     pub(super) agents: Agents,
     /// Agents lost so far, and why: any makes the report partial.
     pub(super) lost: BTreeMap<String, String>,
@@ -67,11 +69,13 @@ impl<'a> Run<'a> {
         progress: &'a (dyn Fn(&str) + Sync),
     ) -> Result<Run<'a>, RunError> {
         let mut events = registry.events().await;
+        let id = format!("{:x}", unix_nanos_now());
+        // From here on the registry queues this run's messages (and no other run's).
+        let active = registry.begin_run(&id);
         // Events from before this run (agents that came and went) are no longer news.
         while events.try_recv().is_ok() {}
 
         let ids = wait_for_agents(registry, plan, cancel, progress).await?;
-        let id = format!("{:x}", unix_nanos_now());
         let agents = agents::assign(plan, &ids, &registry.agents());
         let target = configure_target(plan).await?;
         let mut run = Run {
@@ -81,6 +85,7 @@ impl<'a> Run<'a> {
             progress,
             events,
             id,
+            _active: active,
             agents,
             lost: BTreeMap::new(),
             target,
@@ -140,7 +145,7 @@ impl<'a> Run<'a> {
                 return Err(RunError::LostBeforeStart { agent, reason });
             }
             AgentEvent::Gone { .. } => return Ok(()),
-            AgentEvent::Message { agent, msg } => (agent, *msg),
+            AgentEvent::Message { agent, msg, .. } => (agent, *msg),
         };
         match msg {
             In::Ready(r) if r.run_id == self.id => {
@@ -273,6 +278,7 @@ async fn wait_for_agents(
             want,
             have,
             waited: plan.agent_wait,
+            refused_duplicates: registry.refused_duplicates(),
         }),
     }
 }

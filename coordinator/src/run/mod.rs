@@ -76,7 +76,7 @@ impl RunPlan {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// Not enough agents attached in time.
-    #[error("waited {waited:?} for {want} agents, {} attached{}", have.len(), if have.is_empty() { String::new() } else { format!(" ({})", have.join(", ")) })]
+    #[error("waited {waited:?} for {want} agents, {} attached{}{}", have.len(), if have.is_empty() { String::new() } else { format!(" ({})", have.join(", ")) }, duplicates_note(refused_duplicates))]
     NotEnoughAgents {
         /// Wanted.
         want: usize,
@@ -84,6 +84,8 @@ pub enum RunError {
         have: Vec<String>,
         /// How long we waited.
         waited: Duration,
+        /// Ids refused meanwhile because an agent with the same id was attached.
+        refused_duplicates: Vec<String>,
     },
     /// An agent refused the plan.
     #[error("agent {agent} rejected the plan: {reason}")]
@@ -113,6 +115,18 @@ pub enum RunError {
     /// Aborted before the start.
     #[error("aborted before the start")]
     Aborted,
+}
+
+/// The part of [`RunError::NotEnoughAgents`] that names refused duplicate ids.
+fn duplicates_note(ids: &[String]) -> String {
+    if ids.is_empty() {
+        return String::new();
+    }
+    format!(
+        "; refused agents with duplicate ids ({}): an agent with that id was already \
+         attached, give each agent a unique --id",
+        ids.join(", ")
+    )
 }
 
 /// A finished (or partial) run: the report, and each agent's counts and histograms as
