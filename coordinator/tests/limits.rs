@@ -548,6 +548,7 @@ async fn a_run_short_of_agents_names_the_refused_duplicates() {
         target_control: None,
         backlog: None,
         accept_rate: None,
+        target_auth: Default::default(),
         scenario: serde_json::Value::Null,
     };
     let registry = c.registry.clone();
