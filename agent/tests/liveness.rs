@@ -488,3 +488,142 @@ fn a_silent_coordinator_stops_the_agent_within_its_liveness_bound() {
         stop.cancel();
     });
 }
+
+/// Item 6 of issue 9: SIGTERM mid-run sent no final result, so a clean stop looked like a
+/// crash. Now the run's cut-short result goes out marked cancelled, saying why.
+#[test]
+fn sigterm_sends_the_cut_short_result_marked_cancelled() {
+    if !kernel_tests_enabled("sigterm_sends_the_cut_short_result_marked_cancelled") {
+        return;
+    }
+    let ns = Netns::new("lvterm").unwrap();
+    ns.block_on(async {
+        let acceptor = Acceptor::start();
+        let stop = CancellationToken::new();
+        let (url, mut attached) = fake_coordinator(0, stop.clone()).await;
+        let mut child = agent_daemon(&ns, &url);
+        let mut load = FireConfig::new(acceptor.addr, 2000).load;
+        load.pattern = "ramp:500:4s".parse().unwrap();
+        load.timeout = Duration::from_secs(1);
+        let mut a = prepared(&mut attached, load.to_prepare("r1")).await;
+        let start = In::Start(pb::Start {
+            run_id: "r1".into(),
+            start_at_unix_nanos: unix_nanos_now() + 300_000_000,
+        });
+        a.out.send(Ok(msg(start))).await.unwrap();
+        until(&mut a, |m| matches!(m, Out::Interval(_)).then_some(())).await;
+        signal(&child, libc::SIGTERM);
+        let result = until(&mut a, |m| match m {
+            Out::Result(r) => Some(r),
+            _ => None,
+        })
+        .await;
+        assert!(result.cancelled, "{result:?}");
+        assert!(result.unfinished > 0, "{result:?}");
+        assert!(result.cut_reason.contains("SIGTERM"), "{result:?}");
+        let status = tokio::task::spawn_blocking(move || {
+            let status = wait_exit(&mut child, Duration::from_secs(5));
+            drop(child);
+            status
+        })
+        .await
+        .unwrap();
+        assert_eq!(status.code(), Some(0), "a signal is a clean stop");
+        stop.cancel();
+    });
+}
+
+/// Item 6 of issue 9: after a normal run every agent logged WARN "coordinator unavailable"
+/// and backed off up to ~15 s, so the next run waited for it. Now, once its run is over and
+/// the coordinator leaves, the agent keeps trying quietly at a short pace and attaches to
+/// the next coordinator at once.
+#[test]
+fn after_a_run_the_agent_attaches_to_the_next_coordinator_at_once_and_quietly() {
+    if !kernel_tests_enabled(
+        "after_a_run_the_agent_attaches_to_the_next_coordinator_at_once_and_quietly",
+    ) {
+        return;
+    }
+    const GAP: Duration = Duration::from_secs(4);
+    let ns = Netns::new("lvagain").unwrap();
+    ns.block_on(async {
+        let acceptor = Acceptor::start();
+        let stop = CancellationToken::new();
+        let (url, mut attached) = fake_coordinator(0, stop.clone()).await;
+        let mut child = ChildGuard::spawn(
+            ns.command(AGENT)
+                .args(["--coordinator", &url, "--id", "lv"])
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        )
+        .unwrap();
+        let lines = stderr_lines(&mut child);
+        let mut load = FireConfig::new(acceptor.addr, 20).load;
+        load.timeout = Duration::from_secs(1);
+        let mut a = prepared(&mut attached, load.to_prepare("r1")).await;
+        let start = In::Start(pb::Start {
+            run_id: "r1".into(),
+            start_at_unix_nanos: unix_nanos_now() + 200_000_000,
+        });
+        a.out.send(Ok(msg(start))).await.unwrap();
+        let result = until(&mut a, |m| match m {
+            Out::Result(r) => Some(r),
+            _ => None,
+        })
+        .await;
+        assert!(!result.cancelled, "{result:?}");
+        // The run is over: the coordinator leaves (`stampede run` exits) ...
+        drop(a);
+        stop.cancel();
+        tokio::time::sleep(GAP).await;
+        // ... and the next one comes up where it was.
+        let addr = url.trim_start_matches("http://");
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let up = Instant::now();
+        let (tx, mut again) = tokio::sync::mpsc::unbounded_channel();
+        let next = CancellationToken::new();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(pb::coordinator_server::CoordinatorServer::new(Fake {
+                    attached: tx,
+                    liveness_ms: 0,
+                }))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    next.clone().cancelled_owned(),
+                ),
+        );
+        let b = tokio::time::timeout(Duration::from_secs(10), again.recv())
+            .await
+            .expect("the agent attaches to the next coordinator")
+            .unwrap();
+        let waited = up.elapsed();
+        // Everything it logged up to its second "attached".
+        let mut logged = Vec::new();
+        while logged
+            .iter()
+            .filter(|l: &&String| l.contains("attached"))
+            .count()
+            < 2
+        {
+            match lines.recv_timeout(Duration::from_secs(3)) {
+                Ok(line) => logged.push(line),
+                Err(_) => break,
+            }
+        }
+        drop(b);
+        next.cancel();
+        drop(child);
+        assert!(
+            waited < Duration::from_millis(1500),
+            "attached {waited:?} after the next coordinator came up"
+        );
+        let warned: Vec<&String> = logged.iter().filter(|l| l.contains("WARN")).collect();
+        assert!(warned.is_empty(), "warnings after a normal run: {warned:?}");
+        assert!(
+            logged.iter().filter(|l| l.contains("attached")).count() >= 2,
+            "{logged:?}"
+        );
+    });
+}
