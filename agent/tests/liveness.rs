@@ -162,7 +162,7 @@ fn sigstop_mid_ramp_fires_no_catch_up_burst() {
     let mut child = ChildGuard::spawn(
         ns.command(AGENT)
             .args(["fire", "--target", &acceptor.addr.to_string()])
-            .args(["--connections", "3000", "--pattern", "ramp:1000:3s"])
+            .args(["--connections", "4000", "--pattern", "ramp:1000:4s"])
             .args(["--timeout", "1s", "--json"])
             .arg(&json)
             .env("RUST_LOG", "info")
@@ -171,7 +171,8 @@ fn sigstop_mid_ramp_fires_no_catch_up_burst() {
     )
     .unwrap();
     let lines = stderr_lines(&mut child);
-    // Its first progress line: it is firing, about a second into the ramp.
+    // Its first progress line: it is firing, about a second into the ramp (3 s of it left,
+    // more than the stall).
     wait_for_line(&lines, "attempts classified", Duration::from_secs(10));
     signal(&child, libc::SIGSTOP);
     let stopped_at = acceptor.count();
@@ -198,7 +199,7 @@ fn sigstop_mid_ramp_fires_no_catch_up_burst() {
     );
     assert_eq!(
         report.outcomes.total() + report.skipped_overdue,
-        3000,
+        4000,
         "every attempt is either classified or skipped: {report:?}"
     );
     assert_eq!(acceptor.count() as u64, report.outcomes.established);
