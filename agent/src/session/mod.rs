@@ -233,11 +233,10 @@ impl Retry {
                 why
             }
         };
-        if let Some(since) = self.quiet_since {
-            if lived < Retry::HEALTHY && since.elapsed() < Retry::QUIET_FOR {
-                tracing::debug!(cause = %last, "no coordinator yet");
-                return ControlFlow::Continue(Retry::QUIET_BACKOFF);
-            }
+        let quiet = self
+            .quiet_since
+            .is_some_and(|since| lived < Retry::HEALTHY && since.elapsed() < Retry::QUIET_FOR);
+        if !quiet {
             self.quiet_since = None;
         }
         if lived > Retry::HEALTHY {
@@ -250,6 +249,10 @@ impl Retry {
                 attempts: self.failures,
                 last,
             }));
+        }
+        if quiet {
+            tracing::debug!(cause = %last, "no coordinator yet");
+            return ControlFlow::Continue(Retry::QUIET_BACKOFF);
         }
         let wait = self.backoff + jitter(self.backoff / 2);
         tracing::warn!(cause = %last, retry_in_ms = wait.as_millis() as u64, "coordinator unavailable");
