@@ -7,13 +7,17 @@
 //! - SIGSTOP while waiting for the start instant (after its heartbeat names the run),
 //!   SIGCONT well after it: nothing fires late, the result says why it is partial;
 //! - a coordinator that goes silent (after the first interval): the agent stops firing
-//!   within the liveness bound its Welcome stated, and says why in a cancelled result.
+//!   within the liveness bound its Welcome stated, and says why in a cancelled result;
+//! - a partition (the agent's host link taken down after the first interval, coordinator
+//!   and agent on two hosts of a lab): the agent stops firing within the bound;
+//! - SIGTERM mid-run: the cut-short result goes out marked cancelled; after a normal run
+//!   the agent attaches to the next coordinator at once, without a warning.
 //!
 //! The coordinator here is a fake written with tonic, scripted message by message.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Socket, Type};
 use stampede_agent::FireConfig;
 use stampede_agent::engine::LATE_BOUND;
-use stampede_lab::{ChildGuard, Netns, kernel_tests_enabled};
+use stampede_lab::{ChildGuard, Lab, Netns, kernel_tests_enabled};
 use stampede_proto::clock::unix_nanos_now;
 use stampede_proto::pb::{self, agent_message::Msg as Out, coordinator_message::Msg as In};
 use stampede_proto::report::FireReport;
@@ -283,7 +287,16 @@ async fn fake_coordinator(
     liveness_ms: u64,
     stop: CancellationToken,
 ) -> (String, tokio::sync::mpsc::UnboundedReceiver<Attached>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    fake_coordinator_at("127.0.0.1:0", liveness_ms, stop).await
+}
+
+/// [`fake_coordinator`] on `addr`.
+async fn fake_coordinator_at(
+    addr: &str,
+    liveness_ms: u64,
+    stop: CancellationToken,
+) -> (String, tokio::sync::mpsc::UnboundedReceiver<Attached>) {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (attached, rx) = tokio::sync::mpsc::unbounded_channel();
     let fake = Fake {
@@ -626,5 +639,93 @@ fn after_a_run_the_agent_attaches_to_the_next_coordinator_at_once_and_quietly() 
             logged.iter().filter(|l| l.contains("attached")).count() >= 2,
             "{logged:?}"
         );
+    });
+}
+
+/// Item 2 of issue 9, as a partition: coordinator and agent on two hosts of a lab, the
+/// agent's link taken down once it fires. The coordinator keeps sending its Pings, but none
+/// arrives: the agent stops firing within its liveness bound (before: until HTTP/2
+/// keepalive gave up, 10 s and more).
+#[test]
+fn a_partitioned_agent_stops_firing_within_its_liveness_bound() {
+    if !kernel_tests_enabled("a_partitioned_agent_stops_firing_within_its_liveness_bound") {
+        return;
+    }
+    const LIVENESS: Duration = Duration::from_millis(600);
+    let lab = Lab::new("lvcut", 2).unwrap();
+    let (coord, agent_host) = (lab.host(0), lab.host(1));
+    let acceptor = agent_host.run(Acceptor::start);
+    coord.block_on(async {
+        let stop = CancellationToken::new();
+        let at = format!("{}:0", lab.addr(0));
+        let (url, mut attached) =
+            fake_coordinator_at(&at, LIVENESS.as_millis() as u64, stop.clone()).await;
+        let mut child = ChildGuard::spawn(
+            agent_host
+                .command(AGENT)
+                .args(["--coordinator", &url, "--id", "lv"])
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        )
+        .unwrap();
+        let lines = stderr_lines(&mut child);
+        let mut load = FireConfig::new(acceptor.addr, 4000).load;
+        load.pattern = "ramp:500:8s".parse().unwrap();
+        load.timeout = Duration::from_secs(1);
+        let mut a = prepared(&mut attached, load.to_prepare("r1")).await;
+        // Pings every heartbeat, for the whole test: the partition is what silences them.
+        tokio::spawn({
+            let out = a.out.clone();
+            async move {
+                let mut every = tokio::time::interval(Duration::from_millis(HEARTBEAT_MS));
+                loop {
+                    every.tick().await;
+                    let ping = In::Ping(pb::Ping {
+                        sent_unix_nanos: unix_nanos_now(),
+                    });
+                    if out.send(Ok(msg(ping))).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let start = In::Start(pb::Start {
+            run_id: "r1".into(),
+            start_at_unix_nanos: unix_nanos_now() + 300_000_000,
+        });
+        a.out.send(Ok(msg(start))).await.unwrap();
+        until(&mut a, |m| matches!(m, Out::Interval(_)).then_some(())).await;
+        let status = Command::new("ip")
+            .args(["-n", agent_host.name(), "link", "set", "eth0", "down"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "taking the agent's link down");
+        let cut_at = Instant::now();
+        let cut_short = tokio::task::spawn_blocking(move || {
+            wait_for_line(&lines, "run cut short", Duration::from_secs(5))
+        })
+        .await
+        .unwrap();
+        let stopped_after = cut_at.elapsed();
+        // The engine notices the cancellation within ~50 ms of the log line.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let at_stop = acceptor.count();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let after = acceptor.count() - at_stop;
+
+        assert!(
+            cut_short.contains("no word from the coordinator"),
+            "{cut_short}"
+        );
+        assert!(
+            stopped_after < LIVENESS + Duration::from_millis(700),
+            "stopped {stopped_after:?} after the partition"
+        );
+        // 500/s would be ~250 more in 500 ms.
+        assert!(after <= 5, "{after} connections after the agent stopped");
+        assert!(acceptor.count() < 4000, "the ramp was cut short");
+        drop(child);
+        stop.cancel();
     });
 }
