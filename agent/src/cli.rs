@@ -198,7 +198,10 @@ fn fire(args: &FireArgs) -> ExitCode {
 /// Fires, prints the summary and writes the files asked for; an interrupted run still
 /// writes them (marked partial) and then fails.
 fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
-    let (result, intervals) = fire_watched(args, armed)?;
+    let (mut result, intervals) = fire_watched(args, armed)?;
+    if result.cancelled {
+        result.cut_short("interrupted by SIGINT or SIGTERM");
+    }
     let target = args.target.to_string();
     let pattern = args.pattern.to_string();
     print!("{}", result.summary(&target, &pattern));
@@ -215,6 +218,13 @@ fn fire_and_report(args: &FireArgs, armed: crate::Armed) -> anyhow::Result<()> {
         anyhow::bail!(
             "run interrupted: {} attempts unfinished (report marked partial)",
             result.unfinished
+        );
+    }
+    if result.partial() {
+        anyhow::bail!(
+            "run partial: {} attempts skipped overdue, {} issued late (report marked partial)",
+            result.skipped_overdue,
+            result.issued_late
         );
     }
     Ok(())

@@ -43,7 +43,8 @@ pub struct DaemonArgs {
         value_name = "IP"
     )]
     pub source_ips: Vec<IpAddr>,
-    /// This agent's name, unique among the coordinator's agents [default: host name].
+    /// This agent's name, unique among the coordinator's agents [default: HOSTNAME-PID, so
+    /// agents on one host never clash].
     #[arg(long, env = "STAMPEDE_ID", value_name = "NAME")]
     pub id: Option<String>,
     /// CA that signed the coordinator's certificate (enables TLS).

@@ -58,6 +58,13 @@ pub struct RunResult {
     pub last_completion: Option<Duration>,
     /// Attempts never classified because the run was cancelled.
     pub unfinished: u64,
+    /// Attempts cancelled unissued because they fell due while the agent was stalled
+    /// (never fired late in a catch-up burst; [`crate::engine::LATE_BOUND`]).
+    pub skipped_overdue: u64,
+    /// Attempts whose connect() went out more than the late bound past their time.
+    pub issued_late: u64,
+    /// Why the run was cut short or is partial (a stall, lost coordinator, shutdown, Abort).
+    pub cut_reason: Option<String>,
     /// True if the run was cancelled.
     pub cancelled: bool,
     /// Start instant to the end of the run.
@@ -76,6 +83,19 @@ fn rfc3339(t: SystemTime) -> String {
 }
 
 impl RunResult {
+    /// True if the run is not the whole plan as planned: cancelled, or stalled.
+    pub fn partial(&self) -> bool {
+        self.cancelled || self.skipped_overdue > 0 || self.issued_late > 0
+    }
+
+    /// Records why the run was cut short, ahead of what the engine found (a stall).
+    pub fn cut_short(&mut self, why: &str) {
+        self.cut_reason = Some(match self.cut_reason.take() {
+            Some(stall) => format!("{why}; {stall}"),
+            None => why.to_owned(),
+        });
+    }
+
     /// The single-host report (`--json`).
     pub fn report(&self, target: &str, pattern: &str) -> FireReport {
         FireReport {
@@ -83,7 +103,10 @@ impl RunResult {
             connections: self.connections,
             pattern: pattern.to_owned(),
             started_at: self.first_connect.map(rfc3339),
-            partial: self.cancelled,
+            partial: self.partial(),
+            skipped_overdue: self.skipped_overdue,
+            issued_late: self.issued_late,
+            cut_reason: self.cut_reason.clone(),
             admission: self.admission,
             outcomes: self.tally.outcomes,
             syn_retransmits: self.tally.syn_retransmits.clone(),
@@ -116,6 +139,9 @@ impl RunResult {
             connections: self.connections,
             cancelled: self.cancelled,
             unfinished: self.unfinished,
+            skipped_overdue: self.skipped_overdue,
+            issued_late: self.issued_late,
+            cut_reason: self.cut_reason.clone().unwrap_or_default(),
             ..Default::default()
         };
         msg.set_wire_tally(self.tally.to_wire()?);
@@ -161,6 +187,9 @@ impl RunResult {
         }
         if let Some(caveat) = self.admission.caveat(o.connected()) {
             let _ = writeln!(s, "{caveat}");
+        }
+        if let Some(why) = &self.cut_reason {
+            let _ = writeln!(s, "PARTIAL: {why}");
         }
         for (name, h) in [
             ("connect", &self.tally.connect_latency),

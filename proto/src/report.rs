@@ -223,8 +223,19 @@ pub struct FireReport {
     pub pattern: String,
     /// When the first connect() was issued, RFC 3339 UTC (absent if none was).
     pub started_at: Option<String>,
-    /// True when the run was interrupted; attempts not yet issued are then not counted.
+    /// True when the run was interrupted or stalled; attempts not yet issued are then not
+    /// counted.
     pub partial: bool,
+    /// Attempts cancelled unissued because they fell due while the agent was stalled (never
+    /// fired late in a catch-up burst).
+    #[serde(default)]
+    pub skipped_overdue: u64,
+    /// Attempts issued more than the late bound past their intended time.
+    #[serde(default)]
+    pub issued_late: u64,
+    /// Why the run was cut short or is partial, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_reason: Option<String>,
     /// How connected attempts were checked for admission.
     pub admission: Admission,
     /// Attempts by outcome class.

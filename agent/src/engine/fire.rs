@@ -1,6 +1,8 @@
 //! Firing an armed plan: [`Armed::fire`].
 //!
-//! It refuses a start instant already past ([`LATE_START_TOLERANCE`]), starts one thread per
+//! It refuses a start instant already past ([`LATE_START_TOLERANCE`]) before waiting for
+//! it; a stall during or after the wait is the workers' to catch ([`LATE_BOUND`]: what fell
+//! due meanwhile is cancelled and counted, and the run is partial). It starts one thread per
 //! worker share (each builds its [`Worker`] before the start, waits for the start instant,
 //! then runs), merges their reports on the calling thread as they come ([`Merge`]), joins
 //! them, and puts the [`RunResult`] together with the kernel's own counters of the run.
@@ -16,6 +18,7 @@ use stampede_proto::report::Admission;
 use tokio_util::sync::CancellationToken;
 
 use super::context::{Cx, Settings};
+use super::lateness::LATE_BOUND;
 use super::merge::{Merge, Report, Totals};
 use super::worker::Worker;
 use crate::arm::{Armed, WorkerArms};
@@ -83,6 +86,7 @@ impl Armed {
         }
         let ns = Duration::from_nanos;
         let first_issue = totals.first_issue_ns;
+        let cut_reason = stall_reason(totals.skipped_overdue, totals.issued_late);
         Ok(RunResult {
             connections: config.load.connections,
             tally: totals.tally,
@@ -92,12 +96,26 @@ impl Armed {
             first_connect_offset: first_issue.map(ns),
             last_completion: totals.last_completion_ns.map(ns),
             unfinished: totals.unfinished,
+            skipped_overdue: totals.skipped_overdue,
+            issued_late: totals.issued_late,
+            cut_reason,
             cancelled: cancel.is_cancelled(),
             elapsed,
             kernel,
             admission: Admission::of(config.load.expect_greeting, config.load.probe_admission),
         })
     }
+}
+
+/// Why a run that stalled is partial (`None`: it kept to its schedule).
+fn stall_reason(skipped_overdue: u64, issued_late: u64) -> Option<String> {
+    if skipped_overdue == 0 && issued_late == 0 {
+        return None;
+    }
+    Some(format!(
+        "the agent stalled: {skipped_overdue} attempts fell more than {LATE_BOUND:?} behind \
+         schedule and were cancelled, {issued_late} were issued more than {LATE_BOUND:?} late"
+    ))
 }
 
 /// Runs one thread per worker share and merges their reports until every one has ended.

@@ -35,6 +35,8 @@ impl Report {
                 last_issue_ns: 0,
                 last_completion_ns: None,
                 unfinished: attempts as u64,
+                skipped_overdue: 0,
+                issued_late: 0,
             }),
         )
     }
@@ -49,6 +51,10 @@ pub(super) struct WorkerSummary {
     pub(super) last_completion_ns: Option<u64>,
     /// Attempts never classified (cancelled runs only).
     pub(super) unfinished: u64,
+    /// Attempts cancelled unissued because they fell due during a stall.
+    pub(super) skipped_overdue: u64,
+    /// Attempts issued more than the late bound past their time.
+    pub(super) issued_late: u64,
 }
 
 /// The whole run, over every worker. Times are ns after the start instant.
@@ -59,6 +65,8 @@ pub(super) struct Totals {
     pub(super) last_issue_ns: u64,
     pub(super) last_completion_ns: Option<u64>,
     pub(super) unfinished: u64,
+    pub(super) skipped_overdue: u64,
+    pub(super) issued_late: u64,
 }
 
 /// The firing thread's merge of the workers' reports.
@@ -90,6 +98,8 @@ impl Merge {
                 last_issue_ns: 0,
                 last_completion_ns: None,
                 unfinished: 0,
+                skipped_overdue: 0,
+                issued_late: 0,
             },
         }
     }
@@ -135,6 +145,8 @@ impl Merge {
             totals.last_completion_ns = Some(totals.last_completion_ns.map_or(c, |x| x.max(c)));
         }
         totals.unfinished += summary.unfinished;
+        totals.skipped_overdue += summary.skipped_overdue;
+        totals.issued_late += summary.issued_late;
         Ok(())
     }
 

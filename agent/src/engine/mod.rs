@@ -20,6 +20,8 @@
 //!   over, expire, check probes, end holds, ship the interval);
 //! - `merge`: what workers report and how the firing thread adds it up per interval and
 //!   for the run;
+//! - `lateness`: the late bound ([`LATE_BOUND`]): what a stalled worker missed is cancelled
+//!   and counted, never fired late in a catch-up burst;
 //! - `fire`: [`Armed::fire`]: the late-start refusal, the threads, the start wait, the
 //!   result.
 //!
@@ -32,9 +34,11 @@
 
 mod context;
 mod fire;
+mod lateness;
 mod merge;
 mod slot;
 mod worker;
 
 pub use fire::{FireError, LATE_START_TOLERANCE};
+pub use lateness::LATE_BOUND;
 pub use worker::INTERVAL;

@@ -185,6 +185,13 @@ impl Attempt<'_> {
         }
     }
 
+    /// Cancelled unissued: it fell due while the worker was stalled (never fired late). Its
+    /// socket closes without a SYN ever leaving.
+    pub(super) fn skip(&mut self) {
+        self.ledger.classified += 1;
+        self.close();
+    }
+
     /// Ends a hold: closes the connection.
     pub(super) fn end_hold(&mut self) {
         self.close();

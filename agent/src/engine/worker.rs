@@ -17,6 +17,7 @@ use stampede_proto::histogram;
 use tokio_util::sync::CancellationToken;
 
 use super::context::{Cx, Ledger};
+use super::lateness::{LATE_BOUND, Lateness};
 use super::merge::{Report, WorkerSummary};
 use super::slot::{Attempt, Slot};
 use crate::arm::ArmedSocket;
@@ -38,6 +39,8 @@ pub(super) struct Worker<'a> {
     ledger: Ledger,
     /// How late each connect() left its intended time, µs.
     issue_lag: Histogram<u64>,
+    /// Stalls: attempts cancelled as overdue, attempts issued past the late bound.
+    lateness: Lateness,
     first_issue_ns: Option<u64>,
     last_issue_ns: u64,
     /// The next attempt to issue: every one before it was issued.
@@ -63,6 +66,7 @@ impl<'a> Worker<'a> {
             cx,
             ledger: Ledger::default(),
             issue_lag: histogram::new_latency(),
+            lateness: Lateness::new(LATE_BOUND),
             first_issue_ns: None,
             last_issue_ns: 0,
             next: 0,
@@ -98,13 +102,20 @@ impl<'a> Worker<'a> {
     }
 
     /// Issues every connect that is due (for a burst, the whole share back to back),
-    /// time-stamping completions as they come, then handles them.
+    /// time-stamping completions as they come, then handles them. An attempt the worker
+    /// reaches only after a stall is cancelled instead (`lateness`).
     fn issue_due(&mut self) {
         let mut issued = 0usize;
         while self.next < self.slots.len() {
             let t = self.cx.now();
-            if self.slots[self.next].offset_ns > t {
+            let offset = self.slots[self.next].offset_ns;
+            if offset > t {
                 break;
+            }
+            if self.lateness.overdue(offset, t) {
+                self.attempt(self.next).skip();
+                self.next += 1;
+                continue;
             }
             self.issue(self.next, t);
             self.next += 1;
@@ -132,6 +143,8 @@ impl<'a> Worker<'a> {
         self.first_issue_ns.get_or_insert(t);
         self.last_issue_ns = t;
         self.attempt(idx).issue();
+        let offset = self.slots[idx].offset_ns;
+        self.lateness.issued(offset, self.cx.now());
     }
 
     /// Collects completions without processing them: time stamps only, no syscalls per
@@ -236,6 +249,8 @@ impl<'a> Worker<'a> {
             last_issue_ns: self.last_issue_ns,
             last_completion_ns: self.ledger.last_completion_ns,
             unfinished,
+            skipped_overdue: self.lateness.skipped,
+            issued_late: self.lateness.issued_late,
         };
         let tally = std::mem::take(&mut self.ledger.tally);
         Report::Done(self.seq, tally, Box::new(summary))

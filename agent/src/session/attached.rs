@@ -1,15 +1,21 @@
 //! One attached session as a state machine: [`Session`] holds what lives as long as the
 //! stream does (the link, the run armed for a Start, the run firing) and has one method per
 //! event: [`Session::on_prepare`], [`Session::on_start`], [`Session::on_abort`],
-//! [`Session::on_heartbeat_tick`], [`Session::on_stream_end`]. [`Session::run`] only
-//! dispatches; whatever ends it also ends the run in flight.
+//! [`Session::on_heartbeat_tick`], [`Session::on_silence`], [`Session::on_stream_end`].
+//! [`Session::run`] only dispatches; whatever ends it also ends the run in flight, whose
+//! result then goes out marked cancelled with the reason (`end_run`).
+//!
+//! Liveness: a coordinator that states `liveness_ms` in its Welcome sends something (a Ping
+//! at least) every heartbeat; hearing nothing for that long means it is gone or cut off,
+//! and an agent firing with nobody watching is what must never happen: the run is
+//! aborted and the session ends (then attaches again).
 
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::time::Duration;
 
 use stampede_proto::clock::unix_nanos_now;
 use stampede_proto::pb::{self, agent_message::Msg as Out, coordinator_message::Msg as In};
-use tokio::time::{Interval, MissedTickBehavior};
+use tokio::time::{Instant, Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::firing::Firing;
@@ -21,6 +27,13 @@ use super::{Ended, SessionConfig};
 /// What a step decides: go on, or end the session for this reason.
 type Step = ControlFlow<Ended>;
 
+/// How long a run cut short by the end of the session may take to hand over its final
+/// result (the engine notices cancellation within ~50 ms).
+const LAST_WORD_GRACE: Duration = Duration::from_secs(2);
+/// How long, after its final result, a departing agent waits for the coordinator to see its
+/// stream end (so the result is on the wire before the process exits).
+const FLUSH_GRACE: Duration = Duration::from_secs(1);
+
 /// An attached session's long-lived state.
 pub(super) struct Session<'a> {
     config: &'a SessionConfig,
@@ -31,6 +44,11 @@ pub(super) struct Session<'a> {
     armed: Option<ArmedRun>,
     /// The last run started; busy until its token is cancelled.
     firing: Option<Firing>,
+    /// Silence from the coordinator after which the run is aborted and the session ends
+    /// (Welcome.liveness_ms; `None`: 0, a coordinator that sends no Ping).
+    liveness: Option<Duration>,
+    /// When the coordinator was last heard from.
+    last_heard: Instant,
 }
 
 impl<'a> Session<'a> {
@@ -39,33 +57,73 @@ impl<'a> Session<'a> {
         let every = link.welcome.heartbeat_interval_ms.clamp(100, 60_000);
         let mut tick = tokio::time::interval(Duration::from_millis(every));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let liveness = match link.welcome.liveness_ms {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        };
         Session {
             config,
             link,
             tick,
             armed: None,
             firing: None,
+            liveness,
+            last_heard: Instant::now(),
         }
     }
 
     /// Obeys the coordinator until the stream ends or `shutdown`.
     pub(super) async fn run(mut self, shutdown: &CancellationToken) -> Ended {
         let ended = loop {
+            // Biased: whatever the coordinator sent is read before its silence is judged.
             let step = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => Break(Ended::Shutdown),
                 _ = self.tick.tick() => self.on_heartbeat_tick().await,
                 m = self.link.inbound.message() => self.on_inbound(m).await,
+                _ = silence(self.liveness, self.last_heard) => self.on_silence(),
             };
             if let Break(ended) = step {
                 break ended;
             }
         };
-        // Whatever ended the session ends the run: its sockets close now, not at some later
-        // moment nobody planned.
-        if let Some(f) = &self.firing {
-            f.cancel.cancel();
-        }
+        self.end_run(&ended).await;
         ended
+    }
+
+    /// Whatever ended the session ends the run: its sockets close now, not at some later
+    /// moment nobody planned, and its cut-short result (marked cancelled, with the reason)
+    /// goes out while the stream may still carry it.
+    async fn end_run(mut self, ended: &Ended) {
+        let Some(mut firing) = self.firing.take().filter(Firing::is_busy) else {
+            return;
+        };
+        let why = match ended {
+            Ended::Shutdown => "the agent is shutting down (SIGINT or SIGTERM)".to_owned(),
+            Ended::Broken(why) | Ended::Idle(why) => format!("lost the coordinator: {why}"),
+            Ended::Refused(s) => format!("refused by the coordinator: {}", s.message()),
+        };
+        tracing::warn!(run_id = %firing.run_id, reason = %why, "run cut short");
+        firing.abort(&why);
+        if !firing.last_word(LAST_WORD_GRACE).await {
+            return;
+        }
+        // Our side of the stream ends once the final result is out; the coordinator then
+        // closes its side, which tells us the result reached it.
+        drop(self.link.out);
+        let _ = tokio::time::timeout(FLUSH_GRACE, async {
+            while let Ok(Some(_)) = self.link.inbound.message().await {}
+        })
+        .await;
+    }
+
+    /// Nothing from the coordinator for the liveness bound: it is gone or cut off, so
+    /// nobody watches this run; stop firing and attach again.
+    fn on_silence(&mut self) -> Step {
+        let ms = self.liveness.map_or(0, |l| l.as_millis());
+        Break(Ended::Broken(format!(
+            "no word from the coordinator for {ms} ms (its liveness bound)"
+        )))
     }
 
     /// Dispatches one thing read from the stream.
@@ -73,6 +131,9 @@ impl<'a> Session<'a> {
         &mut self,
         m: Result<Option<pb::CoordinatorMessage>, tonic::Status>,
     ) -> Step {
+        if let Ok(Some(_)) = &m {
+            self.last_heard = Instant::now();
+        }
         match m {
             Ok(Some(pb::CoordinatorMessage { msg: Some(msg) })) => match msg {
                 In::Prepare(p) => self.on_prepare(p).await,
@@ -101,7 +162,11 @@ impl<'a> Session<'a> {
         if self.firing.as_ref().is_some_and(Firing::is_busy) {
             return self.send(Rejection::Busy.to_msg(run_id)).await;
         }
-        let reply = match prepare(self.config, &mut self.link.client, p).await {
+        let prepared = prepare(self.config, &mut self.link.client, p).await;
+        // Arming can take longer than the liveness bound: the coordinator's Pings wait in
+        // the stream meanwhile, so silence counts from here.
+        self.last_heard = Instant::now();
+        let reply = match prepared {
             Ok(run) => {
                 let ready = run.ready();
                 self.armed = Some(run);
@@ -139,7 +204,7 @@ impl<'a> Session<'a> {
     fn on_abort(&mut self, ab: pb::Abort) -> Step {
         if let Some(f) = self.firing.as_ref().filter(|f| f.run_id == ab.run_id) {
             tracing::warn!(run_id = %ab.run_id, reason = %ab.reason, "run aborted by the coordinator");
-            f.cancel.cancel();
+            f.abort(&format!("aborted by the coordinator: {}", ab.reason));
         }
         if self.armed.as_ref().is_some_and(|a| a.run_id == ab.run_id) {
             self.armed = None;
@@ -149,9 +214,16 @@ impl<'a> Session<'a> {
 
     /// The coordinator closed the stream (`None`) or it failed.
     fn on_stream_end(&mut self, error: Option<tonic::Status>) -> Step {
-        Break(match error {
+        let ended = match error {
             None => Ended::Broken("the coordinator closed the stream".into()),
             Some(s) => Ended::from(s),
+        };
+        // After its runs, with none in flight, the coordinator going away is how a run
+        // ends (`stampede run` exits): nothing went wrong.
+        let idle = self.armed.is_none() && self.firing.as_ref().is_some_and(|f| !f.is_busy());
+        Break(match ended {
+            Ended::Broken(why) if idle => Ended::Idle(why),
+            ended => ended,
         })
     }
 
@@ -168,5 +240,14 @@ impl<'a> Session<'a> {
     async fn reject(&self, run_id: String, why: Rejection) -> Step {
         let _ = self.send(why.to_msg(run_id)).await;
         Continue(())
+    }
+}
+
+/// Completes once the coordinator has been silent for `liveness` since `last_heard`; never
+/// without a bound.
+async fn silence(liveness: Option<Duration>, last_heard: Instant) {
+    match liveness {
+        Some(bound) => tokio::time::sleep_until(last_heard + bound).await,
+        None => std::future::pending().await,
     }
 }

@@ -2,8 +2,9 @@
 //! intervals go out on the stream as they come, and its final result (or the [`Rejection`]
 //! saying why there is none) after the last of them.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use stampede_proto::pb::{self, agent_message::Msg as Out};
 use tokio::sync::mpsc;
@@ -22,6 +23,10 @@ pub(super) struct Firing {
     pub(super) cancel: CancellationToken,
     /// Attempts classified so far (for the heartbeat).
     completed: Arc<AtomicU64>,
+    /// Why the run was cut short, set once before `cancel` by [`Firing::abort`].
+    cut_reason: Arc<OnceLock<String>>,
+    /// Sends the final message once the run is over.
+    last_word: tokio::task::JoinHandle<()>,
 }
 
 impl Firing {
@@ -45,11 +50,16 @@ impl Firing {
         let armed = run.armed;
         let firing =
             tokio::task::spawn_blocking(move || armed.fire(deadline, &fire_cancel, Some(itx)));
-        {
+        let cut_reason: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
+        let last_word = {
             let run_id = run.run_id.clone();
             let finished = cancel.clone();
+            let cut_reason = cut_reason.clone();
             tokio::spawn(async move {
-                let result = firing.await;
+                let mut result = firing.await;
+                if let (Ok(Ok(r)), Some(why)) = (&mut result, cut_reason.get()) {
+                    r.cut_short(why);
+                }
                 // The engine dropped its interval sender when it returned: the forwarder ends
                 // after the last interval, so the final result always comes after them.
                 let _ = forwarder.await;
@@ -57,13 +67,34 @@ impl Firing {
                 // coordinator can even see this result.
                 finished.cancel();
                 let _ = out.send(final_message(run_id, result)).await;
-            });
-        }
+            })
+        };
         Firing {
             run_id: run.run_id,
             cancel,
             completed,
+            cut_reason,
+            last_word,
         }
+    }
+
+    /// Cuts the run short for `why` (its final result says so), if it still fires.
+    pub(super) fn abort(&self, why: &str) {
+        if self.is_busy() {
+            let _ = self.cut_reason.set(why.to_owned());
+            self.cancel.cancel();
+        }
+    }
+
+    /// Waits up to `grace` until the final message is queued on the stream; false if it
+    /// was not.
+    pub(super) async fn last_word(&mut self, grace: Duration) -> bool {
+        if self.last_word.is_finished() {
+            return true;
+        }
+        tokio::time::timeout(grace, &mut self.last_word)
+            .await
+            .is_ok()
     }
 
     /// True until the run is over or aborted.

@@ -80,7 +80,7 @@ impl SessionConfig {
         SessionConfig {
             coordinator: String::new(),
             token: None,
-            id: hostname(),
+            id: default_id(),
             allow: Cidr::loopback(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             source_ips: Vec::new(),
@@ -125,6 +125,9 @@ enum Ended {
     Shutdown,
     /// The stream or connection broke: reconnect.
     Broken(String),
+    /// The coordinator went away after its runs, with nothing in flight (`stampede run`
+    /// exited): attach again at once, quietly.
+    Idle(String),
     /// The coordinator refused us: stop.
     Refused(tonic::Status),
 }
@@ -167,6 +170,9 @@ struct Retry {
     duplicates: u32,
     /// Give up after this many failures in a row (`None`: never).
     max_retries: Option<u32>,
+    /// Since when failures are expected (the coordinator ended its run and left): logged
+    /// at debug, retried at a short, steady pace so the next run finds this agent at once.
+    quiet_since: Option<Instant>,
 }
 
 impl Retry {
@@ -174,6 +180,10 @@ impl Retry {
     const MAX_BACKOFF: Duration = Duration::from_secs(10);
     /// A session that lived longer than this resets the backoff.
     const HEALTHY: Duration = Duration::from_secs(10);
+    /// The steady retry pace after a run ended and its coordinator left.
+    const QUIET_BACKOFF: Duration = Duration::from_millis(500);
+    /// How long that quiet lasts before an absent coordinator is worth a warning again.
+    const QUIET_FOR: Duration = Duration::from_secs(120);
 
     fn new(max_retries: Option<u32>) -> Retry {
         Retry {
@@ -181,6 +191,7 @@ impl Retry {
             failures: 0,
             duplicates: 0,
             max_retries,
+            quiet_since: None,
         }
     }
 
@@ -209,11 +220,25 @@ impl Retry {
                     message: s.message().to_owned(),
                 }));
             }
+            Ended::Idle(why) => {
+                tracing::info!(cause = %why, "the coordinator left after its run; attaching again");
+                self.duplicates = 0;
+                self.failures = 0;
+                self.backoff = Retry::FIRST_BACKOFF;
+                self.quiet_since = Some(Instant::now());
+                return ControlFlow::Continue(Duration::ZERO);
+            }
             Ended::Broken(why) => {
                 self.duplicates = 0;
                 why
             }
         };
+        let quiet = self
+            .quiet_since
+            .is_some_and(|since| lived < Retry::HEALTHY && since.elapsed() < Retry::QUIET_FOR);
+        if !quiet {
+            self.quiet_since = None;
+        }
         if lived > Retry::HEALTHY {
             self.backoff = Retry::FIRST_BACKOFF;
             self.failures = 0;
@@ -224,6 +249,10 @@ impl Retry {
                 attempts: self.failures,
                 last,
             }));
+        }
+        if quiet {
+            tracing::debug!(cause = %last, "no coordinator yet");
+            return ControlFlow::Continue(Retry::QUIET_BACKOFF);
         }
         let wait = self.backoff + jitter(self.backoff / 2);
         tracing::warn!(cause = %last, retry_in_ms = wait.as_millis() as u64, "coordinator unavailable");
@@ -267,6 +296,12 @@ fn endpoint(config: &SessionConfig) -> Result<Endpoint, SessionError> {
     Ok(endpoint)
 }
 
+/// An agent id unique per process: the host name and the pid, so N agents started on one
+/// host attach without `--id`.
+pub fn default_id() -> String {
+    format!("{}-{}", hostname(), std::process::id())
+}
+
 /// This host's name, as the kernel knows it.
 fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -287,6 +322,38 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("<redacted>"), "{shown}");
+    }
+
+    /// After a run, the coordinator leaving is no failure: attach again at once, then keep
+    /// trying at a short, steady pace (no warning, no growing backoff) for a while.
+    #[test]
+    fn after_a_run_the_agent_attaches_again_at_once_and_quietly() {
+        let mut retry = Retry::new(None);
+        let idle = Ended::Idle("the coordinator closed the stream".into());
+        assert!(matches!(
+            retry.after(idle, Duration::from_secs(1)),
+            ControlFlow::Continue(Duration::ZERO)
+        ));
+        for _ in 0..20 {
+            let refused = Ended::Broken("cannot connect".into());
+            assert!(matches!(
+                retry.after(refused, Duration::ZERO),
+                ControlFlow::Continue(w) if w == Retry::QUIET_BACKOFF
+            ));
+        }
+        // A real outage after a healthy session is back to the usual backoff.
+        let broken = Ended::Broken("reset".into());
+        assert!(matches!(
+            retry.after(broken, Duration::from_secs(60)),
+            ControlFlow::Continue(w) if w >= Retry::FIRST_BACKOFF && w < Retry::QUIET_BACKOFF
+        ));
+    }
+
+    #[test]
+    fn the_default_id_is_unique_per_process() {
+        let id = SessionConfig::loopback().id;
+        assert!(id.starts_with(&hostname()), "{id}");
+        assert!(id.ends_with(&format!("-{}", std::process::id())), "{id}");
     }
 
     #[test]

@@ -1,4 +1,5 @@
 //! `report.csv`: one row per agent and a `total` row, for spreadsheets and quick diffs.
+//! Columns are only ever appended (`skipped_overdue`, `issued_late` came last).
 
 use std::fmt::Write as _;
 
@@ -14,7 +15,8 @@ pub fn render(r: &Report) -> String {
     }
     s.push_str(
         ",connect_p50_us,connect_p90_us,connect_p99_us,connect_p999_us,connect_max_us,\
-         clock_offset_us,clock_uncertainty_us,start_error_us,complete\n",
+         clock_offset_us,clock_uncertainty_us,start_error_us,complete,skipped_overdue,\
+         issued_late\n",
     );
     let row = |s: &mut String, id: &str, host: &str, conns: u64, o: &Outcomes, l: &Latency| {
         let _ = write!(s, "{},{},{conns},{}", field(id), field(host), o.total());
@@ -34,11 +36,13 @@ pub fn render(r: &Report) -> String {
         );
         let _ = writeln!(
             s,
-            ",{},{},{},{}",
+            ",{},{},{},{},{},{}",
             a.clock_offset_us,
             a.clock_uncertainty_us,
             a.start_error_us.map_or_else(String::new, |e| e.to_string()),
-            a.complete
+            a.complete,
+            a.skipped_overdue,
+            a.issued_late
         );
     }
     let conns = r.agents.iter().map(|a| a.connections).sum();
@@ -52,10 +56,12 @@ pub fn render(r: &Report) -> String {
     );
     let _ = writeln!(
         s,
-        ",,,{},{}",
+        ",,,{},{},{},{}",
         r.start_spread_us
             .map_or_else(String::new, |e| e.to_string()),
-        !r.partial
+        !r.partial,
+        r.skipped_overdue,
+        r.issued_late
     );
     s
 }

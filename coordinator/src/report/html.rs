@@ -177,6 +177,21 @@ pub fn render(r: &Report, connect: &Histogram<u64>) -> String {
             esc(&r.lost_agents.join(", "))
         );
     }
+    if r.skipped_overdue > 0 || r.issued_late > 0 {
+        let _ = write!(
+            s,
+            "<p><strong>stalled:</strong> {} attempts skipped overdue (never fired late), {} issued late</p>",
+            r.skipped_overdue, r.issued_late
+        );
+    }
+    for (agent, why) in &r.cut_reasons {
+        let _ = write!(
+            s,
+            "<p><strong>cut short:</strong> {}: {}</p>",
+            esc(agent),
+            esc(why)
+        );
+    }
     s.push_str("<h2>Outcomes</h2><table><tr><th>class</th><th>attempts</th></tr>");
     for class in OutcomeClass::ALL {
         let _ = write!(

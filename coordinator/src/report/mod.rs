@@ -50,6 +50,16 @@ pub struct AgentReport {
     /// Attempts it never classified because its run was cut short (Abort, shutdown).
     #[serde(default)]
     pub unfinished: u64,
+    /// Attempts it cancelled unissued because they fell due while it was stalled (never
+    /// fired late in a catch-up burst).
+    #[serde(default)]
+    pub skipped_overdue: u64,
+    /// Attempts it issued more than its late bound past their intended time.
+    #[serde(default)]
+    pub issued_late: u64,
+    /// Why it cut its run short or calls it partial (a stall, lost coordinator, shutdown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_reason: Option<String>,
 }
 
 /// The whole report.
@@ -69,6 +79,15 @@ pub struct Report {
     pub lost_agents: Vec<String>,
     /// Why each lost agent was lost.
     pub lost_reasons: BTreeMap<String, String>,
+    /// Agents whose run was cut short or stalled, and why (each makes the run partial).
+    #[serde(default)]
+    pub cut_reasons: BTreeMap<String, String>,
+    /// Attempts cancelled unissued across agents because they fell due during a stall.
+    #[serde(default)]
+    pub skipped_overdue: u64,
+    /// Attempts issued more than the late bound past their time, across agents.
+    #[serde(default)]
+    pub issued_late: u64,
     /// Per agent.
     pub agents: Vec<AgentReport>,
     /// How connected attempts were checked for admission.
@@ -121,6 +140,16 @@ impl Report {
         );
         if !self.lost_agents.is_empty() {
             let _ = writeln!(s, "lost agents: {}", self.lost_agents.join(", "));
+        }
+        if self.skipped_overdue > 0 || self.issued_late > 0 {
+            let _ = writeln!(
+                s,
+                "stalled: {} attempts skipped overdue (never fired late), {} issued late",
+                self.skipped_overdue, self.issued_late
+            );
+        }
+        for (agent, why) in &self.cut_reasons {
+            let _ = writeln!(s, "cut short: {agent}: {why}");
         }
         let _ = writeln!(
             s,

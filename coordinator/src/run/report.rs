@@ -1,6 +1,8 @@
 //! The run's report: every agent's final result (or, for a lost agent, the intervals it
 //! delivered) merged exactly into one [`Report`], with per-agent rows, start spread and
-//! issue duration, and the target's stats when they could be read.
+//! issue duration, and the target's stats when they could be read. An agent that stalled
+//! (attempts skipped overdue or issued late) or cut its run short says why, and makes the
+//! run partial.
 
 use std::collections::BTreeMap;
 
@@ -32,6 +34,8 @@ pub(super) fn build_report(
     let mut first_connects = Vec::new();
     let mut issue_ends = Vec::new();
     let mut kernel = None;
+    let mut cut_reasons = BTreeMap::new();
+    let (mut skipped_overdue, mut issued_late) = (0, 0);
     for (id, st) in states {
         // A finished agent's final result is authoritative; a lost one counts with the
         // intervals it delivered (it loses at most the interval in flight).
@@ -82,6 +86,14 @@ pub(super) fn build_report(
             }
             a.kernel = r.kernel.as_ref().map(Into::into).unwrap_or_default();
             a.unfinished = r.unfinished;
+            a.skipped_overdue = r.skipped_overdue;
+            a.issued_late = r.issued_late;
+            if !r.cut_reason.is_empty() {
+                a.cut_reason = Some(r.cut_reason.clone());
+                cut_reasons.insert(id.clone(), r.cut_reason.clone());
+            }
+            skipped_overdue += r.skipped_overdue;
+            issued_late += r.issued_late;
             kernel.get_or_insert_with(|| a.kernel.clone());
         }
         agents.push(a);
@@ -98,10 +110,18 @@ pub(super) fn build_report(
         run_id,
         started_at: rfc3339(start_at),
         scenario: plan.scenario.clone(),
-        partial: aborted || !lost.is_empty(),
+        // A stall (attempts skipped or issued late) or a run cut short makes it partial.
+        partial: aborted
+            || !lost.is_empty()
+            || !cut_reasons.is_empty()
+            || skipped_overdue > 0
+            || issued_late > 0,
         aborted,
         lost_agents: lost.keys().cloned().collect(),
         lost_reasons: lost,
+        cut_reasons,
+        skipped_overdue,
+        issued_late,
         agents,
         admission: plan.load.admission(),
         outcomes: merged.outcomes,
@@ -164,5 +184,58 @@ mod tests {
         assert_eq!(r.outcomes.established, 5);
         assert!(r.agents.iter().find(|a| a.id == "a").unwrap().complete);
         assert!(!r.agents.iter().find(|a| a.id == "b").unwrap().complete);
+    }
+
+    /// An agent that stalled says so: its counts and reason per agent and in total, and
+    /// the run is partial although nobody was lost.
+    #[test]
+    fn a_stalled_agent_makes_the_run_partial_and_says_why() {
+        let on_time = pb::FinalResult {
+            outcomes: Some(pb::Outcomes {
+                established: 5,
+                ..Default::default()
+            }),
+            connections: 5,
+            ..Default::default()
+        };
+        let stalled = pb::FinalResult {
+            outcomes: Some(pb::Outcomes {
+                established: 2,
+                ..Default::default()
+            }),
+            skipped_overdue: 3,
+            issued_late: 1,
+            cut_reason: "the agent stalled".into(),
+            ..on_time.clone()
+        };
+        let mut states = BTreeMap::new();
+        for (id, r) in [("a", on_time), ("b", stalled)] {
+            let st = AgentState {
+                connections: 5,
+                result: Some(r),
+                ..Default::default()
+            };
+            states.insert(id.to_owned(), st);
+        }
+        let plan = plan_for_tests();
+        let done =
+            build_report("r".into(), 0, &plan, states, BTreeMap::new(), false, None).unwrap();
+        let r = &done.report;
+        assert!(r.partial, "{r:?}");
+        assert!(r.lost_agents.is_empty());
+        assert_eq!((r.skipped_overdue, r.issued_late), (3, 1));
+        assert_eq!(r.cut_reasons["b"], "the agent stalled");
+        assert!(!r.cut_reasons.contains_key("a"));
+        let b = r.agents.iter().find(|a| a.id == "b").unwrap();
+        assert_eq!((b.skipped_overdue, b.issued_late), (3, 1));
+        assert_eq!(b.cut_reason.as_deref(), Some("the agent stalled"));
+        let json = serde_json::to_value(r).unwrap();
+        assert_eq!(json["skipped_overdue"], 3);
+        assert_eq!(json["cut_reasons"]["b"], "the agent stalled");
+        assert!(
+            r.summary().contains("3 attempts skipped overdue"),
+            "{}",
+            r.summary()
+        );
     }
 }
