@@ -87,8 +87,11 @@ pub(super) fn note(agents: &mut Agents, run_id: &str, event: AgentEvent) -> Opti
                 }
                 In::Result(r) if r.run_id == run_id => {
                     let loss = r.cancelled.then(|| {
-                        let why =
+                        let mut why =
                             format!("stopped mid-run with {} attempts unfinished", r.unfinished);
+                        if !r.cut_reason.is_empty() {
+                            why = format!("{why}: {}", r.cut_reason);
+                        }
                         (agent, why)
                     });
                     st.result = Some(r);
