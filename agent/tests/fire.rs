@@ -389,7 +389,11 @@ fn cancel_stops_the_run_and_late_starts_are_refused() {
         let started = Instant::now();
         let r = std::thread::scope(|s| {
             let run = s.spawn(|| armed.fire(Instant::now(), &cancel, None).unwrap());
-            std::thread::sleep(Duration::from_millis(300));
+            // Cancelled once the run is firing: the one connection backlog 0 admits is in the
+            // queue (the other 9 wait on SYN retransmits).
+            wait_until("the first connection is queued", || {
+                listener.queue_len() >= 1
+            });
             cancel.cancel();
             run.join().unwrap()
         });
@@ -410,7 +414,8 @@ fn cancel_stops_the_run_and_late_starts_are_refused() {
         let cancel = CancellationToken::new();
         let r = std::thread::scope(|s| {
             let run = s.spawn(|| armed.fire(Instant::now(), &cancel, None).unwrap());
-            std::thread::sleep(Duration::from_millis(300));
+            // Cancelled once all 10 are accepted and so being held.
+            wait_until("10 connections accepted", || open.accepted() >= 10);
             cancel.cancel();
             run.join().unwrap()
         });
@@ -419,4 +424,13 @@ fn cancel_stops_the_run_and_late_starts_are_refused() {
         assert_eq!(r.unfinished, 0, "held, not unfinished");
         drop(open.stop());
     });
+}
+
+/// Polls `cond` (every 2 ms, at most 10 s): the event a fault is injected on.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "waited 10 s for: {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
 }

@@ -9,8 +9,11 @@ use stampede_proto::pb;
 use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
 
-/// Answers Attach with a stream that never yields (no Welcome, ever).
-struct Silent;
+/// Answers Attach with a stream that never yields (no Welcome, ever), and reports each
+/// agent's first message (its Hello) on `first`: the event the test acts on.
+struct Silent {
+    first: tokio::sync::mpsc::UnboundedSender<pb::AgentMessage>,
+}
 
 #[tonic::async_trait]
 impl pb::coordinator_server::Coordinator for Silent {
@@ -19,8 +22,18 @@ impl pb::coordinator_server::Coordinator for Silent {
 
     async fn attach(
         &self,
-        _: tonic::Request<tonic::Streaming<pb::AgentMessage>>,
+        request: tonic::Request<tonic::Streaming<pb::AgentMessage>>,
     ) -> Result<tonic::Response<Self::AttachStream>, tonic::Status> {
+        let mut inbound = request.into_inner();
+        let first = self.first.clone();
+        // Read on a task of its own (the agent may wait for the response before its Hello)
+        // and keep reading, so the agent's side of the stream stays open.
+        tokio::spawn(async move {
+            if let Ok(Some(msg)) = inbound.message().await {
+                let _ = first.send(msg);
+            }
+            while let Ok(Some(_)) = inbound.message().await {}
+        });
         Ok(tonic::Response::new(Box::pin(tokio_stream::pending())))
     }
 
@@ -37,11 +50,14 @@ async fn shutdown_ends_a_session_stuck_waiting_for_welcome() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let stop_server = CancellationToken::new();
+    let (first, mut hello) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn({
         let stop = stop_server.clone();
         async move {
             tonic::transport::Server::builder()
-                .add_service(pb::coordinator_server::CoordinatorServer::new(Silent))
+                .add_service(pb::coordinator_server::CoordinatorServer::new(Silent {
+                    first,
+                }))
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
                     stop.cancelled(),
@@ -55,8 +71,15 @@ async fn shutdown_ends_a_session_stuck_waiting_for_welcome() {
         ..SessionConfig::loopback()
     };
     let session = tokio::spawn(session::run(config, shutdown.clone()));
-    // Long enough to be attached and waiting; then "SIGTERM".
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Once the agent has said Hello it waits for a Welcome that never comes; then "SIGTERM".
+    let msg = tokio::time::timeout(Duration::from_secs(10), hello.recv())
+        .await
+        .expect("the agent attaches and says Hello within 10 s")
+        .expect("the server is still running");
+    assert!(
+        matches!(msg.msg, Some(pb::agent_message::Msg::Hello(_))),
+        "{msg:?}"
+    );
     assert!(!session.is_finished(), "still waiting for Welcome");
     let t = Instant::now();
     shutdown.cancel();

@@ -80,21 +80,36 @@ fn setup(tag: &str, backlog: &str) -> Setup {
 /// Spawns `cmd` with stderr piped and returns once a stderr line contains `needle`
 /// (bounded by the child's own lifetime: it exits on error).
 fn wait_for_line(cmd: &mut Command, needle: &str) -> ChildGuard {
+    wait_for(cmd, needle, |l| l.contains(needle))
+}
+
+/// Spawns `cmd` with stderr piped and returns once a stderr line satisfies `event` (described
+/// by `what`), bounded by the child's own lifetime.
+fn wait_for(cmd: &mut Command, what: &str, event: impl Fn(&str) -> bool) -> ChildGuard {
     let mut child = ChildGuard::spawn(cmd.stdout(Stdio::null()).stderr(Stdio::piped())).unwrap();
     let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
     let mut seen = Vec::new();
     loop {
         match lines.next() {
-            Some(Ok(l)) if l.contains(needle) => break,
+            Some(Ok(l)) if event(&l) => break,
             Some(Ok(l)) => seen.push(l),
             other => panic!(
-                "child exited before printing {needle:?} ({other:?}):\n{}",
+                "child exited before printing {what:?} ({other:?}):\n{}",
                 seen.join("\n")
             ),
         }
     }
     std::thread::spawn(move || for _ in lines {});
     child
+}
+
+/// The attempts done in a coordinator progress line (`N/M attempts done, ...`).
+fn attempts_done(line: &str) -> Option<u64> {
+    let head = line
+        .split(" attempts done")
+        .next()
+        .filter(|_| line.contains(" attempts done"))?;
+    head.rsplit(' ').next()?.split('/').next()?.parse().ok()
 }
 
 fn coordinator_cmd(s: &Setup, extra: &[&str]) -> Command {
@@ -126,6 +141,16 @@ fn coordinator_cmd(s: &Setup, extra: &[&str]) -> Command {
 
 fn read_report(dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn progress_lines_are_parsed() {
+    let line = "2026-11-27T13:00:00Z INFO stampede: 120/400 attempts done, 0 of 3 agents finished";
+    assert_eq!(attempts_done(line), Some(120));
+    assert_eq!(
+        attempts_done("start in 300ms at 2026-11-27T13:00:00Z"),
+        None
+    );
 }
 
 fn outcome_sum(v: &serde_json::Value) -> u64 {
@@ -193,11 +218,13 @@ fn killed_agent_makes_the_run_partial() {
     }
     let mut s = setup("kill", "1024");
     // A 4 s open-loop ramp, so the run is surely in progress when an agent dies.
-    let mut coordinator = wait_for_line(
+    // The agent dies once the coordinator reports 50 of the 400 attempts done (the agents'
+    // heartbeats and intervals say so): the run is surely in progress, whatever the load.
+    let mut coordinator = wait_for(
         &mut coordinator_cmd(&s, &["--connections", "400", "--pattern", "ramp:100:4s"]),
-        "start in",
+        "50 attempts done",
+        |l| attempts_done(l).is_some_and(|n| n >= 50),
     );
-    std::thread::sleep(Duration::from_millis(1500));
     let victim = &mut s.agents[1];
     victim.0.kill().unwrap();
     let t = Instant::now();

@@ -1,6 +1,8 @@
 //! TLS and mutual TLS between agents and the coordinator (rustls), with a throwaway CA made
 //! by the test: an agent with the right certificates attaches; one without a client
-//! certificate, or speaking plain text, never does.
+//! certificate, or speaking plain text, never does, and each is refused for its own reason:
+//! the TLS alert the coordinator sends (certificate_required; decode_error to plain text),
+//! not just any error.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,6 +10,8 @@ use std::time::Duration;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use stampede::auth::Token;
 use stampede_agent::session::{self, SessionConfig, SessionError};
+use stampede_proto::pb::{ClockProbe, coordinator_client::CoordinatorClient};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 struct Pki {
@@ -115,6 +119,21 @@ async fn agent_without_client_certificate_is_turned_away() {
         "{result:?}"
     );
     assert!(c.registry.agents().is_empty());
+    // The refusal is the one mutual TLS makes: the coordinator's fatal alert, seen by a gRPC
+    // client with the agent's TLS settings on its first call (TLS 1.3 checks the client's
+    // certificate after the client considers the handshake done).
+    let tls = stampede_proto::tls::client_config(&pki.path("ca.pem"), "localhost", None).unwrap();
+    let why = first_call_error(
+        tonic::transport::Endpoint::from_shared(format!("https://{}", c.addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap(),
+    )
+    .await;
+    assert!(
+        why.contains("received fatal alert: CertificateRequired"),
+        "{why}"
+    );
     stop.cancel();
 }
 
@@ -136,7 +155,89 @@ async fn plain_text_agent_cannot_talk_to_a_tls_coordinator() {
     )
     .await
     .expect("gives up after its retries");
-    assert!(result.is_err(), "{result:?}");
+    assert!(
+        matches!(result, Err(SessionError::Unreachable { .. })),
+        "{result:?}"
+    );
     assert!(c.registry.agents().is_empty());
+    // What plain text gets: the HTTP/2 preface is answered with a fatal TLS alert record
+    // (content type 21, TLS 1.2 record version, length 2, level fatal, decode_error = 50),
+    // then the connection closes: the coordinator speaks TLS only.
+    let mut conn = tokio::net::TcpStream::connect(c.addr).await.unwrap();
+    conn.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut reply))
+        .await
+        .expect("the coordinator closes the plain-text connection")
+        .unwrap();
+    assert_eq!(reply, [21, 3, 3, 0, 2, 2, 50], "{reply:?}");
+    stop.cancel();
+}
+
+/// The full error chain of the first Clock call through `endpoint` (the call must fail).
+async fn first_call_error(endpoint: tonic::transport::Endpoint) -> String {
+    let status = match endpoint.connect().await {
+        Err(e) => return chain(&e),
+        Ok(channel) => CoordinatorClient::new(channel)
+            .clock(ClockProbe::default())
+            .await
+            .expect_err("the call must be refused"),
+    };
+    chain(&status)
+}
+
+/// An error and its sources, outermost first.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(" <- ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
+}
+
+#[tokio::test]
+async fn client_certificate_from_another_ca_fails_its_signature_check() {
+    let pki = Pki::new("ca");
+    let rogue = Pki::new("rogue");
+    let stop = CancellationToken::new();
+    let c = tls_coordinator(&pki, &stop).await;
+    let config = agent(
+        format!("https://{}", c.addr),
+        &pki.path("ca.pem"),
+        Some((&rogue.path("client.pem"), &rogue.path("client.key"))),
+    );
+    let result = tokio::time::timeout(
+        Duration::from_secs(30),
+        session::run(config, stop.child_token()),
+    )
+    .await
+    .expect("gives up after its retries");
+    assert!(
+        matches!(result, Err(SessionError::Unreachable { .. })),
+        "{result:?}"
+    );
+    assert!(c.registry.agents().is_empty());
+    let tls = stampede_proto::tls::client_config(
+        &pki.path("ca.pem"),
+        "localhost",
+        Some((&rogue.path("client.pem"), &rogue.path("client.key"))),
+    )
+    .unwrap();
+    let why = first_call_error(
+        tonic::transport::Endpoint::from_shared(format!("https://{}", c.addr))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap(),
+    )
+    .await;
+    // Both test CAs have the same (empty) subject, so the coordinator finds "the" issuer by
+    // name and the signature check fails: rustls answers with decrypt_error (a CA of another
+    // name would get unknown_ca).
+    assert!(why.contains("received fatal alert: DecryptError"), "{why}");
     stop.cancel();
 }
