@@ -10,32 +10,66 @@
 //! load (through [`Load::check`], the rules the agents apply as well), the target-control URL
 //! and that a backlog has a target to configure; [`Scenario::serve_config`] refuses to listen
 //! off loopback without a token and pairs the TLS files.
+//!
+//! Checks run in one fixed order: every value first (each against its bounds: agents, waits,
+//! backlog, connections, durations), then what is missing (a target, a control URL), so the
+//! first error reported is the first real one: `--connections 0` without `--target` is about
+//! the 0. A scenario file is read only if it is a regular file of at most
+//! [`MAX_SCENARIO_BYTES`], and values echoed in errors are cut ([`stampede_proto::usage::cut`]).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Parser};
 use serde::{Deserialize, Serialize};
+use stampede_proto::backlog::{self, BacklogError};
 use stampede_proto::duration::Dur;
+use stampede_proto::input::{ReadError, read_bounded};
 use stampede_proto::pattern::Pattern;
 use stampede_proto::plan::{CloseMode, Load, LoadError};
 use stampede_proto::token::{Token, TokenError};
+use stampede_proto::usage::{cut, cut_values};
 
 use crate::ServeConfig;
 use crate::run::RunPlan;
 use crate::sweep::SweepPlan;
 
+/// Largest scenario file read (a scenario is a few hundred bytes; this bounds a wrong path).
+pub const MAX_SCENARIO_BYTES: u64 = 1 << 20;
+
+/// Most agents a run waits for.
+pub const MAX_AGENTS: usize = 10_000;
+
+/// Most connections a run asks for: [`MAX_AGENTS`] agents at an agent's default cap
+/// (`stampede-agent --max-connections`, 100,000) each.
+pub const MAX_CONNECTIONS: u64 = 1_000_000_000;
+
+/// Longest wait for the agents.
+pub const MAX_AGENT_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// Longest lead between Start and the start instant: agents hold armed sockets meanwhile.
+pub const MAX_LEAD: Duration = Duration::from_secs(60);
+
+/// Largest p99 bound a sweep takes: the latency histograms' range (1 h).
+pub const MAX_P99: Duration = Duration::from_secs(3600);
+
+/// Where a target is not given yet: lets the load's values be checked before the missing
+/// target is reported (never used as a target: [`Scenario::plan`] refuses first).
+const NO_TARGET: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
 /// A bad scenario or flag value: exit 64. Each message names the value or the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The scenario file could not be read.
+    /// The scenario file could not be read: missing, not a regular file, too large.
     #[error("reading scenario {path}: {source}")]
     Read {
         /// The file.
         path: String,
         /// Why.
-        source: std::io::Error,
+        source: ReadError,
     },
     /// The scenario file is not valid TOML for a scenario.
     #[error("{location}: {message}")]
@@ -73,9 +107,12 @@ pub enum ConfigError {
         "a sweep needs backlogs: give --backlogs LIST (or backlogs = [...] under [sweep] in the scenario)"
     )]
     NoBacklogs,
-    /// A negative backlog in a sweep.
-    #[error("{0}")]
-    Backlog(String),
+    /// A negative backlog (`--backlog`, `--backlogs`, `backlog =`, `backlogs = [...]`).
+    #[error(transparent)]
+    Backlog(#[from] BacklogError),
+    /// `--out` cannot be created or written: found before the run, not after it.
+    #[error("--out is not writable: {0}")]
+    Out(std::io::Error),
     /// Listening off loopback without a token.
     #[error(
         "listening on {0} without --token-file would let anyone on the network drive the agents; give a token file (or listen on loopback)"
@@ -111,10 +148,10 @@ pub struct Scenario {
         default_value = "127.0.0.1:7700"
     )]
     pub listen: SocketAddr,
-    /// Agents to wait for.
+    /// Agents to wait for (1 to 10000).
     #[arg(long, env = "STAMPEDE_AGENTS", default_value_t = 1)]
     pub agents: usize,
-    /// How long to wait for the agents.
+    /// How long to wait for the agents (at most 24h).
     #[arg(
         long,
         env = "STAMPEDE_AGENT_WAIT",
@@ -128,10 +165,15 @@ pub struct Scenario {
     /// The target's control service (http://HOST:PORT), to configure it and read its stats.
     #[arg(long, env = "STAMPEDE_TARGET_CONTROL", value_name = "URL")]
     pub target_control: Option<String>,
-    /// Backlog to configure on the target first (needs --target-control).
-    #[arg(long, env = "STAMPEDE_BACKLOG", allow_negative_numbers = true)]
+    /// Backlog to configure on the target first, 0 or more (needs --target-control).
+    #[arg(
+        long,
+        env = "STAMPEDE_BACKLOG",
+        allow_negative_numbers = true,
+        value_parser = backlog::parse
+    )]
     pub backlog: Option<i32>,
-    /// Connections in total, split evenly across agents.
+    /// Connections in total, split evenly across agents (at most 1000000000).
     #[arg(long, env = "STAMPEDE_CONNECTIONS", default_value_t = 100)]
     pub connections: u64,
     /// burst | ramp:RATE:DUR (RATE for the whole run) | waves:K:PERIOD.
@@ -145,7 +187,7 @@ pub struct Scenario {
         default_value = "10s"
     )]
     pub timeout: Dur,
-    /// Hold each admitted connection open this long before closing it.
+    /// Hold each admitted connection open this long before closing it (at most 24h).
     #[arg(long, env = "STAMPEDE_HOLD", value_name = "DUR", default_value = "0")]
     pub hold: Dur,
     /// How agents close connections: rst (no TIME_WAIT on agents) or fin.
@@ -158,7 +200,8 @@ pub struct Scenario {
     /// acknowledged is a ghost (excludes --expect-greeting).
     #[arg(long, env = "STAMPEDE_PROBE_ADMISSION")]
     pub probe_admission: bool,
-    /// Least time between Start and the start instant (raised to 5x the worst agent RTT).
+    /// Least time between Start and the start instant (raised to 5x the worst agent RTT; at
+    /// most 1m).
     #[arg(
         long,
         env = "STAMPEDE_LEAD",
@@ -192,14 +235,14 @@ pub struct Scenario {
 #[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SweepSettings {
-    /// Backlogs to try, comma-separated (e.g. 8,64,512,4096).
-    #[arg(long, env = "STAMPEDE_BACKLOGS", value_delimiter = ',', value_parser = parse_backlog)]
+    /// Backlogs to try, comma-separated, each 0 or more (e.g. 8,64,512,4096).
+    #[arg(long, env = "STAMPEDE_BACKLOGS", value_delimiter = ',', value_parser = backlog::parse, allow_negative_numbers = true)]
     pub backlogs: Vec<i32>,
     /// Target accept rates to try, per second, comma-separated; `max` = as fast as possible
     /// (none: leave the target's own policy).
     #[arg(long, env = "STAMPEDE_ACCEPT_RATES", value_delimiter = ',')]
     pub accept_rates: Vec<AcceptRate>,
-    /// A recommended backlog must keep p99 connect latency under this.
+    /// A recommended backlog must keep p99 connect latency under this (above 0, at most 1h).
     #[arg(
         long,
         env = "STAMPEDE_P99_MAX",
@@ -207,16 +250,6 @@ pub struct SweepSettings {
         default_value = "100ms"
     )]
     pub p99_max: Dur,
-}
-
-/// A backlog to sweep: a whole number, 0 or more.
-fn parse_backlog(s: &str) -> Result<i32, String> {
-    match s.trim().parse::<i32>() {
-        Ok(b) if b >= 0 => Ok(b),
-        _ => Err(format!(
-            "invalid backlog \"{s}\": expected a whole number, 0 or more"
-        )),
-    }
 }
 
 /// Accepts per second for a sweep step; `max` (infinity) = as fast as possible.
@@ -235,7 +268,10 @@ impl std::str::FromStr for AcceptRate {
                 .filter(|r| r.is_finite() && *r >= 0.0)
                 .map(AcceptRate)
                 .ok_or_else(|| {
-                    format!("invalid accept rate \"{s}\": expected accepts per second or max")
+                    format!(
+                        "invalid accept rate \"{}\": expected accepts per second or max",
+                        cut(s)
+                    )
                 }),
         }
     }
@@ -320,13 +356,22 @@ fn overlay<T: Serialize + serde::de::DeserializeOwned>(
 }
 
 impl Scenario {
-    /// Reads a scenario file; errors name the file, line and key.
+    /// Reads a scenario file (a regular file of at most [`MAX_SCENARIO_BYTES`]); errors name
+    /// the file, line and key.
     pub fn load(path: &Path) -> Result<Scenario, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
+        let name = path.display().to_string();
+        let read = |source| ConfigError::Read {
+            path: name.clone(),
             source,
+        };
+        let file = read_bounded(path, MAX_SCENARIO_BYTES).map_err(read)?;
+        let text = String::from_utf8(file.bytes).map_err(|_| {
+            read(ReadError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not UTF-8 text",
+            )))
         })?;
-        Scenario::parse(&text, &path.display().to_string())
+        Scenario::parse(&text, &name)
     }
 
     /// Parses scenario text; `name` is used in errors.
@@ -345,9 +390,10 @@ impl Scenario {
                     Some(l) => format!("{name}:{l}"),
                     None => name.to_owned(),
                 },
+                // A 10 MB value or key is echoed as its first hundred characters.
                 message: match key {
-                    Some(k) => format!("{k}: {message}"),
-                    None => message.to_owned(),
+                    Some(k) => format!("{}: {}", cut(k), cut_values(message)),
+                    None => cut_values(message),
                 },
             }
         })
@@ -365,9 +411,23 @@ impl Scenario {
 
     /// The load, checked (the agents check it again against their own limits).
     pub fn load_spec(&self) -> Result<Load, ConfigError> {
+        let load = self.checked_load()?;
         let target = self.target.ok_or(ConfigError::NoTarget)?;
+        Ok(Load { target, ..load })
+    }
+
+    /// The load's values, checked before anyone asks whether a target was given (its target
+    /// is [`NO_TARGET`] until then).
+    fn checked_load(&self) -> Result<Load, ConfigError> {
+        if self.connections > MAX_CONNECTIONS {
+            return Err(invalid(
+                "connections",
+                self.connections,
+                "at most 1000000000 (10000 agents, 100000 each)",
+            ));
+        }
         let load = Load {
-            target,
+            target: self.target.unwrap_or(NO_TARGET),
             connections: self.connections,
             pattern: self.pattern,
             timeout: self.timeout.0,
@@ -380,18 +440,47 @@ impl Scenario {
         Ok(load)
     }
 
-    /// Checks every value and the rules between them; the plan of the run.
-    pub fn plan(&self) -> Result<RunPlan, ConfigError> {
-        let load = self.load_spec()?;
+    /// Every value against its bounds, in the order of the settings; the load.
+    fn check_values(&self) -> Result<Load, ConfigError> {
         if self.agents == 0 {
             return Err(ConfigError::NoAgents);
+        }
+        if self.agents > MAX_AGENTS {
+            return Err(invalid("agents", self.agents, "1 to 10000"));
+        }
+        if self.agent_wait.0.is_zero() || self.agent_wait.0 > MAX_AGENT_WAIT {
+            return Err(invalid(
+                "agent_wait",
+                self.agent_wait,
+                "a duration above 0, at most 24h",
+            ));
         }
         if let Some(url) = &self.target_control {
             check_control_url(url)?;
         }
+        if let Some(b) = self.backlog {
+            backlog::check(b)?;
+        }
+        let load = self.checked_load()?;
+        if self.lead.0 > MAX_LEAD {
+            return Err(invalid("lead", self.lead, "at most 1m"));
+        }
+        Ok(load)
+    }
+
+    /// What a run cannot do without, once every value is good: the load with its target.
+    fn check_requirements(&self, load: Load) -> Result<Load, ConfigError> {
+        let target = self.target.ok_or(ConfigError::NoTarget)?;
         if self.backlog.is_some() && self.target_control.is_none() {
             return Err(ConfigError::BacklogWithoutControl);
         }
+        Ok(Load { target, ..load })
+    }
+
+    /// Checks every value, then the rules between them; the plan of the run.
+    pub fn plan(&self) -> Result<RunPlan, ConfigError> {
+        let load = self.check_values()?;
+        let load = self.check_requirements(load)?;
         Ok(RunPlan {
             agents: self.agents,
             agent_wait: self.agent_wait.0,
@@ -404,17 +493,26 @@ impl Scenario {
         })
     }
 
-    /// The sweep these settings and `sweep` ask for.
+    /// The sweep these settings and `sweep` ask for: the run's values and the sweep's, then
+    /// what is missing.
     pub fn sweep_plan(&self, sweep: &SweepSettings) -> Result<SweepPlan, ConfigError> {
+        self.check_values()?;
+        for b in &sweep.backlogs {
+            backlog::check(*b)?;
+        }
+        if sweep.p99_max.0.is_zero() || sweep.p99_max.0 > MAX_P99 {
+            return Err(invalid(
+                "p99_max",
+                sweep.p99_max,
+                "a duration above 0, at most 1h",
+            ));
+        }
         if sweep.backlogs.is_empty() {
             return Err(ConfigError::NoBacklogs);
         }
         let run = self.plan()?;
         if run.target_control.is_none() {
             return Err(ConfigError::SweepWithoutControl);
-        }
-        for b in &sweep.backlogs {
-            parse_backlog(&b.to_string()).map_err(ConfigError::Backlog)?;
         }
         Ok(SweepPlan {
             run,
@@ -465,10 +563,19 @@ impl SweepSettings {
     }
 }
 
+/// A value outside its bounds; the value is echoed cut to a hundred characters.
+fn invalid(name: &'static str, value: impl ToString, expected: &'static str) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        value: cut(&value.to_string()).into_owned(),
+        expected,
+    }
+}
+
 /// A control URL must be `http://` or `https://` with a host (IPv6 in brackets) and a port.
 fn check_control_url(url: &str) -> Result<(), ConfigError> {
     let bad = |reason: &str| ConfigError::ControlUrl {
-        url: url.to_owned(),
+        url: cut(url).into_owned(),
         reason: reason.to_owned(),
     };
     let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
