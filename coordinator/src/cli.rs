@@ -324,3 +324,42 @@ async fn demo(
     });
     deliver(Output::Run(done.report), saved)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_refused_by_out_go_to_a_named_fallback() {
+        let dir = std::env::temp_dir().join(format!("stampede-cli-out-{}", std::process::id()));
+        let out = OutDir::prepare(&dir).unwrap();
+        let name = format!("cli-save-{}", std::process::id());
+        // Refused in --out, taken in the fallback.
+        let write = |d: &Path| {
+            if d == dir.as_path() {
+                Err(std::io::Error::other("disk full"))
+            } else {
+                std::fs::write(d.join("report.json"), "{}")
+            }
+        };
+        let unsaved = save(Some(&out), &name, "report", write).unwrap_err();
+        let fallback = unsaved.fallback.as_ref().unwrap().clone();
+        assert!(fallback.join("report.json").is_file());
+        let msg = unsaved.to_string();
+        assert!(msg.contains("disk full"), "{msg}");
+        assert!(msg.contains(&format!("written to {} instead", fallback.display())));
+        std::fs::remove_dir_all(&fallback).unwrap();
+        // Refused everywhere: the message says only the summary is left.
+        let fail = |_: &Path| Err(std::io::Error::other("read-only"));
+        let unsaved = save(Some(&out), &name, "report", fail).unwrap_err();
+        assert!(unsaved.to_string().contains("only the summary is left"));
+        if let Ok(d) = &unsaved.fallback {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("stampede-{name}")));
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("stampede-{name}-1")));
+        // No --out: nothing written, nothing failed.
+        assert!(save(None, &name, "report", fail).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -689,6 +689,100 @@ mod tests {
     }
 
     #[test]
+    fn values_are_checked_before_missing_settings() {
+        // Each scenario has a bad value and lacks a target: the value is reported.
+        for (s, needle) in [
+            ("connections = 0", "invalid connections 0"),
+            ("agents = 0", "invalid agents \"0\""),
+            ("backlog = -5", "invalid backlog \"-5\""),
+            ("timeout = \"0\"\nbacklog = 8", "invalid timeout 0"),
+            ("lead = \"2m\"", "invalid lead \"2m\""),
+        ] {
+            let e = Scenario::parse(s, "s.toml").unwrap().plan().unwrap_err();
+            assert!(e.to_string().contains(needle), "{s}: {e}");
+        }
+        let sweep = SweepSettings {
+            backlogs: vec![8, -1],
+            ..Default::default()
+        };
+        let e = Scenario::default().sweep_plan(&sweep).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid backlog \"-1\": expected a whole number, 0 or more"
+        );
+        // All values good: what is missing, in the same order as before.
+        let e = Scenario::default().plan().unwrap_err();
+        assert!(matches!(e, ConfigError::NoTarget), "{e}");
+        let e = Scenario::default()
+            .sweep_plan(&SweepSettings::default())
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::NoBacklogs), "{e}");
+    }
+
+    #[test]
+    fn absurd_numbers_are_refused_with_their_bounds() {
+        let base = "target = \"127.0.0.1:9\"\n";
+        for (s, needle) in [
+            ("agents = 10001", "expected 1 to 10000"),
+            ("connections = 1000000001", "at most 1000000000"),
+            ("agent_wait = \"0\"", "above 0, at most 24h"),
+            ("agent_wait = \"25h\"", "above 0, at most 24h"),
+            ("lead = \"61s\"", "at most 1m"),
+            ("hold = \"25h\"", "at most 24h"),
+            ("pattern = \"ramp:1:25h\"", "at most 24h"),
+        ] {
+            let text = format!("{base}{s}\n");
+            let e = Scenario::parse(&text, "s.toml")
+                .unwrap()
+                .plan()
+                .unwrap_err();
+            assert!(e.to_string().contains(needle), "{s}: {e}");
+        }
+        for s in [
+            "agents = 10000",
+            "connections = 1000000000\nagents = 10000",
+            "agent_wait = \"24h\"",
+            "lead = \"1m\"\nhold = \"24h\"",
+            "backlog = 0\ntarget_control = \"http://127.0.0.1:1\"",
+        ] {
+            let text = format!("{base}{s}\n");
+            let plan = Scenario::parse(&text, "s.toml").unwrap().plan();
+            assert!(plan.is_ok(), "{s}: {plan:?}");
+        }
+        let sc = Scenario::parse(
+            &format!("{base}target_control = \"http://127.0.0.1:1\"\n"),
+            "s.toml",
+        )
+        .unwrap();
+        for p99 in ["0", "61m"] {
+            let sweep = SweepSettings {
+                backlogs: vec![8],
+                p99_max: p99.parse().unwrap(),
+                ..Default::default()
+            };
+            let e = sc.sweep_plan(&sweep).unwrap_err().to_string();
+            assert!(e.contains("invalid p99_max"), "{e}");
+        }
+    }
+
+    #[test]
+    fn long_values_in_errors_are_cut() {
+        let huge = "q".repeat(1 << 20);
+        for text in [
+            format!("target = \"127.0.0.1:9\"\npattern = \"{huge}\"\n"),
+            format!("{huge} = 1\n"),
+            format!("target = \"127.0.0.1:9\"\ntarget_control = \"http://{huge}\"\n"),
+        ] {
+            let e = Scenario::parse(&text, "s.toml")
+                .and_then(|s| s.plan())
+                .unwrap_err()
+                .to_string();
+            assert!(e.len() < 1000, "{}", &e[..300]);
+            assert!(e.contains('…'), "{e}");
+        }
+    }
+
+    #[test]
     fn control_urls_are_parsed_not_split() {
         assert!(check_control_url("http://[::1]:8001").is_ok());
         assert!(check_control_url("https://198.18.0.5:8001").is_ok());
