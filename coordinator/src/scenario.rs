@@ -210,7 +210,7 @@ pub struct Scenario {
     )]
     pub lead: Dur,
     /// Directory for report.json, report.csv, report.html and report.hlog (sweep.json and
-    /// sweep.html for a sweep).
+    /// sweep.html for a sweep); created and checked writable before anything runs.
     #[arg(long, env = "STAMPEDE_OUT", value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// File holding the bearer token agents must present (required off loopback).
