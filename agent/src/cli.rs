@@ -71,6 +71,24 @@ fn parse_connections(s: &str) -> Result<u64, String> {
         .map_err(|_| format!("invalid connections \"{s}\": expected a whole number"))
 }
 
+/// Most worker threads `fire` starts: more threads than this cost more than they give on any
+/// host (and each holds a stack).
+pub const MAX_WORKERS: usize = 1024;
+
+/// A worker count: 1 to [`MAX_WORKERS`].
+fn parse_workers(s: &str) -> Result<usize, String> {
+    s.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|w| (1..=MAX_WORKERS).contains(w))
+        .ok_or_else(|| {
+            format!(
+                "invalid workers \"{}\": expected 1 to {MAX_WORKERS}",
+                stampede_proto::usage::cut(s)
+            )
+        })
+}
+
 fn parse_dur(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
@@ -128,8 +146,8 @@ pub struct FireArgs {
     /// Refuse runs with more connections than this.
     #[arg(long, env = "STAMPEDE_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: u64,
-    /// Worker threads [default: one per core, fewer for small runs].
-    #[arg(long, env = "STAMPEDE_WORKERS")]
+    /// Worker threads, 1 to 1024 [default: one per core, fewer for small runs].
+    #[arg(long, env = "STAMPEDE_WORKERS", value_parser = parse_workers)]
     pub workers: Option<usize>,
 }
 
@@ -175,6 +193,18 @@ fn fire(args: &FireArgs) -> ExitCode {
             return ExitCode::from(EX_USAGE);
         }
     };
+    // The files asked for are checked before anything fires, not found unwritable after.
+    for (flag, path) in [("--json", &args.json), ("--hlog", &args.hlog)] {
+        if let Some(path) = path
+            && let Err(e) = check_writable(path)
+        {
+            eprintln!(
+                "stampede-agent: error: {flag} {} is not writable: {e}",
+                path.display()
+            );
+            return ExitCode::from(EX_USAGE);
+        }
+    }
     let armed = match arm(&plan) {
         Ok(a) => a,
         Err(e @ (ArmError::FdLimit { .. } | ArmError::PortBudget { .. })) => {
@@ -193,6 +223,20 @@ fn fire(args: &FireArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Proves `path` writable without changing it: opened for appending (created if missing,
+/// and then removed again).
+fn check_writable(path: &Path) -> std::io::Result<()> {
+    let existed = std::fs::symlink_metadata(path).is_ok();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)?;
+    if !existed {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
 }
 
 /// Fires, prints the summary and writes the files asked for; an interrupted run still
@@ -338,5 +382,36 @@ fn progress(live: bool, elapsed: Duration, done: u64, total: u64) {
         eprint!("\r{secs}: {done}/{total} attempts classified\x1b[K");
     } else {
         tracing::info!(elapsed = %secs, done, total, "attempts classified");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_are_bounded() {
+        assert_eq!(parse_workers("4"), Ok(4));
+        assert_eq!(parse_workers("1024"), Ok(MAX_WORKERS));
+        for bad in ["0", "1025", "18446744073709551615", "-1", "many"] {
+            let e = parse_workers(bad).unwrap_err();
+            assert_eq!(e, format!("invalid workers \"{bad}\": expected 1 to 1024"));
+        }
+    }
+
+    #[test]
+    fn output_files_are_checked_without_being_changed() {
+        let dir = std::env::temp_dir().join(format!("stampede-agent-out-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fresh = dir.join("report.json");
+        check_writable(&fresh).unwrap();
+        assert!(!fresh.exists(), "the probe left a file");
+        let old = dir.join("old.json");
+        std::fs::write(&old, "kept").unwrap();
+        check_writable(&old).unwrap();
+        assert_eq!(std::fs::read_to_string(&old).unwrap(), "kept");
+        assert!(check_writable(&dir).is_err(), "a directory is no file");
+        assert!(check_writable(&dir.join("no/such/dir/r.json")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

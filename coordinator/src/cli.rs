@@ -2,17 +2,23 @@
 //! them. `main` parses ([`parse`]), sets up logging and calls [`execute`]; everything a
 //! command decides (which settings win, what is refused, what is written) happens here or in
 //! the modules it calls, so tests can drive it in-process.
+//!
+//! Nothing a run measured is lost to its output directory: `--out` is created and proven
+//! writable before the coordinator even listens (a bad one is a usage error), and if writing
+//! still fails at the end the results go to a fallback directory that the error names, while
+//! `main` prints the summary all the same ([`Failure::Unsaved`]).
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::parser::ValueSource;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use stampede_proto::backlog;
 use tokio_util::sync::CancellationToken;
 
-use crate::report::Report;
-use crate::run::Finished;
+use crate::report::{OutDir, Report};
 use crate::scenario::{ConfigError, Scenario, SweepSettings};
 use crate::sweep::SweepReport;
 
@@ -71,8 +77,8 @@ pub struct DemoArgs {
     /// Connections in total.
     #[arg(long, default_value_t = 60)]
     pub connections: u64,
-    /// The target's listen() backlog: small, so the burst overflows it.
-    #[arg(long, default_value_t = 8)]
+    /// The target's listen() backlog, 0 or more: small, so the burst overflows it.
+    #[arg(long, default_value_t = 8, allow_negative_numbers = true, value_parser = backlog::parse)]
     pub backlog: i32,
     /// Directory for report.json, report.csv, report.html and report.hlog.
     #[arg(long, value_name = "DIR")]
@@ -122,6 +128,31 @@ pub enum Failure {
     /// The run itself failed.
     #[error(transparent)]
     Other(#[from] anyhow::Error),
+    /// The command ran, but its results could not be written to `--out`: they were written
+    /// to a fallback directory instead (or that failed too). `main` still prints the summary;
+    /// the exit code is 1.
+    #[error("{unsaved}")]
+    Unsaved {
+        /// What the command produced.
+        output: Box<Output>,
+        /// Where it went instead of `--out`.
+        unsaved: Unsaved,
+    },
+}
+
+/// Results that `--out` did not take, and where they went instead.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", match fallback {
+    Ok(dir) => format!("writing the results to {}: {error}; written to {} instead", out.display(), dir.display()),
+    Err(e) => format!("writing the results to {}: {error}; the fallback failed too ({e}): only the summary is left", out.display()),
+})]
+pub struct Unsaved {
+    /// The `--out` directory.
+    pub out: PathBuf,
+    /// Why writing there failed.
+    pub error: std::io::Error,
+    /// The fallback directory written instead, or why that failed.
+    pub fallback: Result<PathBuf, std::io::Error>,
 }
 
 /// What a command produced (one per process: the size difference costs nothing).
@@ -173,6 +204,48 @@ fn settings(args: &RunArgs, explicit: &BTreeSet<String>) -> Result<Scenario, Con
     Ok(Scenario::layered(file, &args.settings, explicit))
 }
 
+/// The output directory, created and proven writable before anything runs.
+fn out_dir(dir: Option<&Path>) -> Result<Option<OutDir>, ConfigError> {
+    dir.map(OutDir::prepare)
+        .transpose()
+        .map_err(ConfigError::Out)
+}
+
+/// Writes a command's results with `write` into `out` (if one was given); if that fails,
+/// into a new fallback directory named after `name`. `what` names the files for the log.
+fn save(
+    out: Option<&OutDir>,
+    name: &str,
+    what: &str,
+    write: impl Fn(&Path) -> std::io::Result<()>,
+) -> Result<(), Unsaved> {
+    let Some(out) = out else { return Ok(()) };
+    let Err(error) = write(out.path()) else {
+        tracing::info!(dir = %out.path().display(), "{what} written");
+        return Ok(());
+    };
+    let fallback = OutDir::fallback(name).and_then(|dir| {
+        write(dir.path())?;
+        Ok(dir.path().to_owned())
+    });
+    Err(Unsaved {
+        out: out.path().to_owned(),
+        error,
+        fallback,
+    })
+}
+
+/// `output` as the command's result, or as a failure that still carries it.
+fn deliver(output: Output, saved: Result<(), Unsaved>) -> Result<Output, Failure> {
+    match saved {
+        Ok(()) => Ok(output),
+        Err(unsaved) => Err(Failure::Unsaved {
+            output: Box::new(output),
+            unsaved,
+        }),
+    }
+}
+
 /// Serves the coordinator endpoint these settings ask for.
 async fn serve(
     settings: &Scenario,
@@ -193,13 +266,19 @@ async fn run(
 ) -> Result<Output, Failure> {
     let settings = settings(&args, explicit)?;
     let plan = settings.plan()?;
+    let out = out_dir(settings.out.as_deref())?;
     let coordinator = serve(&settings, shutdown).await?;
     let done = crate::run::execute(&coordinator.registry, &plan, shutdown, progress)
         .await
         .map_err(anyhow::Error::from)?;
-    write_run(settings.out.as_deref(), &done)?;
-    Ok(Output::Run(done.report))
+    let saved = save(out.as_ref(), &done.report.run_id, REPORT_FILES, |dir| {
+        done.write(dir)
+    });
+    deliver(Output::Run(done.report), saved)
 }
+
+/// What a run writes, for the log.
+const REPORT_FILES: &str = "report (json, csv, html, hlog)";
 
 async fn sweep(
     args: SweepArgs,
@@ -210,15 +289,19 @@ async fn sweep(
     let settings = settings(&args.run, explicit)?;
     let sweep = SweepSettings::layered(settings.sweep.clone(), &args.sweep, explicit);
     let plan = settings.sweep_plan(&sweep)?;
+    let out = out_dir(settings.out.as_deref())?;
     let coordinator = serve(&settings, shutdown).await?;
     let report = crate::sweep::execute(&coordinator.registry, &plan, shutdown, progress)
         .await
         .map_err(anyhow::Error::from)?;
-    if let Some(dir) = settings.out.as_deref() {
-        report.write(dir).map_err(anyhow::Error::from)?;
-        tracing::info!(dir = %dir.display(), "sweep written (json, html)");
-    }
-    Ok(Output::Sweep(report))
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = format!("sweep-{started}");
+    let saved = save(out.as_ref(), &name, "sweep (json, html)", |dir| {
+        report.write(dir)
+    });
+    deliver(Output::Sweep(report), saved)
 }
 
 async fn demo(
@@ -232,19 +315,51 @@ async fn demo(
         backlog: args.backlog,
     };
     config.validate()?;
+    let out = out_dir(args.out.as_deref())?;
     let done = crate::demo::run(&config, shutdown, progress)
         .await
         .map_err(anyhow::Error::from)?;
-    write_run(args.out.as_deref(), &done)?;
-    Ok(Output::Run(done.report))
+    let saved = save(out.as_ref(), &done.report.run_id, REPORT_FILES, |dir| {
+        done.write(dir)
+    });
+    deliver(Output::Run(done.report), saved)
 }
 
-/// report.json, report.csv, report.html and report.hlog into the output directory, if one
-/// was given.
-fn write_run(out: Option<&Path>, done: &Finished) -> anyhow::Result<()> {
-    if let Some(dir) = out {
-        done.write(dir)?;
-        tracing::info!(dir = %dir.display(), "report written (json, csv, html, hlog)");
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_refused_by_out_go_to_a_named_fallback() {
+        let dir = std::env::temp_dir().join(format!("stampede-cli-out-{}", std::process::id()));
+        let out = OutDir::prepare(&dir).unwrap();
+        let name = format!("cli-save-{}", std::process::id());
+        // Refused in --out, taken in the fallback.
+        let write = |d: &Path| {
+            if d == dir.as_path() {
+                Err(std::io::Error::other("disk full"))
+            } else {
+                std::fs::write(d.join("report.json"), "{}")
+            }
+        };
+        let unsaved = save(Some(&out), &name, "report", write).unwrap_err();
+        let fallback = unsaved.fallback.as_ref().unwrap().clone();
+        assert!(fallback.join("report.json").is_file());
+        let msg = unsaved.to_string();
+        assert!(msg.contains("disk full"), "{msg}");
+        assert!(msg.contains(&format!("written to {} instead", fallback.display())));
+        std::fs::remove_dir_all(&fallback).unwrap();
+        // Refused everywhere: the message says only the summary is left.
+        let fail = |_: &Path| Err(std::io::Error::other("read-only"));
+        let unsaved = save(Some(&out), &name, "report", fail).unwrap_err();
+        assert!(unsaved.to_string().contains("only the summary is left"));
+        if let Ok(d) = &unsaved.fallback {
+            let _ = std::fs::remove_dir_all(d);
+        }
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("stampede-{name}")));
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("stampede-{name}-1")));
+        // No --out: nothing written, nothing failed.
+        assert!(save(None, &name, "report", fail).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
-    Ok(())
 }

@@ -1,13 +1,15 @@
 //! `stampede`: parse the command line, set up logging, run the command (the library's
 //! [`stampede::cli`]), print its summary and map the outcome to an exit code (0 done, 1
-//! failed or partial, 64 bad usage or config).
+//! failed or partial, 64 bad usage or config). Results that could not be written where
+//! asked still print their summary, and the error line says where they went instead. Every
+//! error is one line with long values cut ([`stampede_proto::usage::one_line`]).
 
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use stampede::cli::{self, Failure};
 use stampede_proto::logging;
-use stampede_proto::usage::EX_USAGE;
+use stampede_proto::usage::{EX_USAGE, one_line};
 use tokio_util::sync::CancellationToken;
 
 fn main() -> ExitCode {
@@ -43,11 +45,16 @@ fn main() -> ExitCode {
             }
         }
         Err(Failure::Usage(e)) => {
-            eprintln!("stampede: error: {e}");
+            eprintln!("stampede: error: {}", one_line(&e.to_string()));
             ExitCode::from(EX_USAGE)
         }
         Err(Failure::Other(e)) => {
-            eprintln!("stampede: error: {e:#}");
+            eprintln!("stampede: error: {}", one_line(&format!("{e:#}")));
+            ExitCode::FAILURE
+        }
+        Err(Failure::Unsaved { output, unsaved }) => {
+            print!("{}", output.summary());
+            eprintln!("stampede: error: {}", one_line(&unsaved.to_string()));
             ExitCode::FAILURE
         }
     }

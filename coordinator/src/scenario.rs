@@ -10,32 +10,66 @@
 //! load (through [`Load::check`], the rules the agents apply as well), the target-control URL
 //! and that a backlog has a target to configure; [`Scenario::serve_config`] refuses to listen
 //! off loopback without a token and pairs the TLS files.
+//!
+//! Checks run in one fixed order: every value first (each against its bounds: agents, waits,
+//! backlog, connections, durations), then what is missing (a target, a control URL), so the
+//! first error reported is the first real one: `--connections 0` without `--target` is about
+//! the 0. A scenario file is read only if it is a regular file of at most
+//! [`MAX_SCENARIO_BYTES`], and values echoed in errors are cut ([`stampede_proto::usage::cut`]).
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, Parser};
 use serde::{Deserialize, Serialize};
+use stampede_proto::backlog::{self, BacklogError};
 use stampede_proto::duration::Dur;
+use stampede_proto::input::{ReadError, read_bounded};
 use stampede_proto::pattern::Pattern;
 use stampede_proto::plan::{CloseMode, Load, LoadError};
 use stampede_proto::token::{Token, TokenError};
+use stampede_proto::usage::{cut, cut_values};
 
 use crate::ServeConfig;
 use crate::run::RunPlan;
 use crate::sweep::SweepPlan;
 
+/// Largest scenario file read (a scenario is a few hundred bytes; this bounds a wrong path).
+pub const MAX_SCENARIO_BYTES: u64 = 1 << 20;
+
+/// Most agents a run waits for.
+pub const MAX_AGENTS: usize = 10_000;
+
+/// Most connections a run asks for: [`MAX_AGENTS`] agents at an agent's default cap
+/// (`stampede-agent --max-connections`, 100,000) each.
+pub const MAX_CONNECTIONS: u64 = 1_000_000_000;
+
+/// Longest wait for the agents.
+pub const MAX_AGENT_WAIT: Duration = Duration::from_secs(24 * 3600);
+
+/// Longest lead between Start and the start instant: agents hold armed sockets meanwhile.
+pub const MAX_LEAD: Duration = Duration::from_secs(60);
+
+/// Largest p99 bound a sweep takes: the latency histograms' range (1 h).
+pub const MAX_P99: Duration = Duration::from_secs(3600);
+
+/// Where a target is not given yet: lets the load's values be checked before the missing
+/// target is reported (never used as a target: [`Scenario::plan`] refuses first).
+const NO_TARGET: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
 /// A bad scenario or flag value: exit 64. Each message names the value or the file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The scenario file could not be read.
+    /// The scenario file could not be read: missing, not a regular file, too large.
     #[error("reading scenario {path}: {source}")]
     Read {
         /// The file.
         path: String,
         /// Why.
-        source: std::io::Error,
+        source: ReadError,
     },
     /// The scenario file is not valid TOML for a scenario.
     #[error("{location}: {message}")]
@@ -73,9 +107,12 @@ pub enum ConfigError {
         "a sweep needs backlogs: give --backlogs LIST (or backlogs = [...] under [sweep] in the scenario)"
     )]
     NoBacklogs,
-    /// A negative backlog in a sweep.
-    #[error("{0}")]
-    Backlog(String),
+    /// A negative backlog (`--backlog`, `--backlogs`, `backlog =`, `backlogs = [...]`).
+    #[error(transparent)]
+    Backlog(#[from] BacklogError),
+    /// `--out` cannot be created or written: found before the run, not after it.
+    #[error("--out is not writable: {0}")]
+    Out(std::io::Error),
     /// Listening off loopback without a token.
     #[error(
         "listening on {0} without --token-file would let anyone on the network drive the agents; give a token file (or listen on loopback)"
@@ -111,10 +148,10 @@ pub struct Scenario {
         default_value = "127.0.0.1:7700"
     )]
     pub listen: SocketAddr,
-    /// Agents to wait for.
+    /// Agents to wait for (1 to 10000).
     #[arg(long, env = "STAMPEDE_AGENTS", default_value_t = 1)]
     pub agents: usize,
-    /// How long to wait for the agents.
+    /// How long to wait for the agents (at most 24h).
     #[arg(
         long,
         env = "STAMPEDE_AGENT_WAIT",
@@ -131,10 +168,15 @@ pub struct Scenario {
     /// CA (PEM) that signed the target control's certificate, for an https:// --target-control.
     #[arg(long, env = "STAMPEDE_TARGET_CONTROL_CA", value_name = "F")]
     pub target_control_ca: Option<PathBuf>,
-    /// Backlog to configure on the target first (needs --target-control).
-    #[arg(long, env = "STAMPEDE_BACKLOG", allow_negative_numbers = true)]
+    /// Backlog to configure on the target first, 0 or more (needs --target-control).
+    #[arg(
+        long,
+        env = "STAMPEDE_BACKLOG",
+        allow_negative_numbers = true,
+        value_parser = backlog::parse
+    )]
     pub backlog: Option<i32>,
-    /// Connections in total, split evenly across agents.
+    /// Connections in total, split evenly across agents (at most 1000000000).
     #[arg(long, env = "STAMPEDE_CONNECTIONS", default_value_t = 100)]
     pub connections: u64,
     /// burst | ramp:RATE:DUR (RATE for the whole run) | waves:K:PERIOD.
@@ -148,7 +190,7 @@ pub struct Scenario {
         default_value = "10s"
     )]
     pub timeout: Dur,
-    /// Hold each admitted connection open this long before closing it.
+    /// Hold each admitted connection open this long before closing it (at most 24h).
     #[arg(long, env = "STAMPEDE_HOLD", value_name = "DUR", default_value = "0")]
     pub hold: Dur,
     /// How agents close connections: rst (no TIME_WAIT on agents) or fin.
@@ -161,7 +203,8 @@ pub struct Scenario {
     /// acknowledged is a ghost (excludes --expect-greeting).
     #[arg(long, env = "STAMPEDE_PROBE_ADMISSION")]
     pub probe_admission: bool,
-    /// Least time between Start and the start instant (raised to 5x the worst agent RTT).
+    /// Least time between Start and the start instant (raised to 5x the worst agent RTT; at
+    /// most 1m).
     #[arg(
         long,
         env = "STAMPEDE_LEAD",
@@ -170,7 +213,7 @@ pub struct Scenario {
     )]
     pub lead: Dur,
     /// Directory for report.json, report.csv, report.html and report.hlog (sweep.json and
-    /// sweep.html for a sweep).
+    /// sweep.html for a sweep); created and checked writable before anything runs.
     #[arg(long, env = "STAMPEDE_OUT", value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// File holding the bearer token agents must present (required off loopback).
@@ -195,14 +238,14 @@ pub struct Scenario {
 #[derive(Debug, Clone, PartialEq, Args, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SweepSettings {
-    /// Backlogs to try, comma-separated (e.g. 8,64,512,4096).
-    #[arg(long, env = "STAMPEDE_BACKLOGS", value_delimiter = ',', value_parser = parse_backlog)]
+    /// Backlogs to try, comma-separated, each 0 or more (e.g. 8,64,512,4096).
+    #[arg(long, env = "STAMPEDE_BACKLOGS", value_delimiter = ',', value_parser = backlog::parse, allow_negative_numbers = true)]
     pub backlogs: Vec<i32>,
     /// Target accept rates to try, per second, comma-separated; `max` = as fast as possible
     /// (none: leave the target's own policy).
     #[arg(long, env = "STAMPEDE_ACCEPT_RATES", value_delimiter = ',')]
     pub accept_rates: Vec<AcceptRate>,
-    /// A recommended backlog must keep p99 connect latency under this.
+    /// A recommended backlog must keep p99 connect latency under this (above 0, at most 1h).
     #[arg(
         long,
         env = "STAMPEDE_P99_MAX",
@@ -210,16 +253,6 @@ pub struct SweepSettings {
         default_value = "100ms"
     )]
     pub p99_max: Dur,
-}
-
-/// A backlog to sweep: a whole number, 0 or more.
-fn parse_backlog(s: &str) -> Result<i32, String> {
-    match s.trim().parse::<i32>() {
-        Ok(b) if b >= 0 => Ok(b),
-        _ => Err(format!(
-            "invalid backlog \"{s}\": expected a whole number, 0 or more"
-        )),
-    }
 }
 
 /// Accepts per second for a sweep step; `max` (infinity) = as fast as possible.
@@ -238,7 +271,10 @@ impl std::str::FromStr for AcceptRate {
                 .filter(|r| r.is_finite() && *r >= 0.0)
                 .map(AcceptRate)
                 .ok_or_else(|| {
-                    format!("invalid accept rate \"{s}\": expected accepts per second or max")
+                    format!(
+                        "invalid accept rate \"{}\": expected accepts per second or max",
+                        cut(s)
+                    )
                 }),
         }
     }
@@ -323,13 +359,22 @@ fn overlay<T: Serialize + serde::de::DeserializeOwned>(
 }
 
 impl Scenario {
-    /// Reads a scenario file; errors name the file, line and key.
+    /// Reads a scenario file (a regular file of at most [`MAX_SCENARIO_BYTES`]); errors name
+    /// the file, line and key.
     pub fn load(path: &Path) -> Result<Scenario, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.display().to_string(),
+        let name = path.display().to_string();
+        let read = |source| ConfigError::Read {
+            path: name.clone(),
             source,
+        };
+        let file = read_bounded(path, MAX_SCENARIO_BYTES).map_err(read)?;
+        let text = String::from_utf8(file.bytes).map_err(|_| {
+            read(ReadError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not UTF-8 text",
+            )))
         })?;
-        Scenario::parse(&text, &path.display().to_string())
+        Scenario::parse(&text, &name)
     }
 
     /// Parses scenario text; `name` is used in errors.
@@ -348,9 +393,10 @@ impl Scenario {
                     Some(l) => format!("{name}:{l}"),
                     None => name.to_owned(),
                 },
+                // A 10 MB value or key is echoed as its first hundred characters.
                 message: match key {
-                    Some(k) => format!("{k}: {message}"),
-                    None => message.to_owned(),
+                    Some(k) => format!("{}: {}", cut(k), cut_values(message)),
+                    None => cut_values(message),
                 },
             }
         })
@@ -368,9 +414,23 @@ impl Scenario {
 
     /// The load, checked (the agents check it again against their own limits).
     pub fn load_spec(&self) -> Result<Load, ConfigError> {
+        let load = self.checked_load()?;
         let target = self.target.ok_or(ConfigError::NoTarget)?;
+        Ok(Load { target, ..load })
+    }
+
+    /// The load's values, checked before anyone asks whether a target was given (its target
+    /// is [`NO_TARGET`] until then).
+    fn checked_load(&self) -> Result<Load, ConfigError> {
+        if self.connections > MAX_CONNECTIONS {
+            return Err(invalid(
+                "connections",
+                self.connections,
+                "at most 1000000000 (10000 agents, 100000 each)",
+            ));
+        }
         let load = Load {
-            target,
+            target: self.target.unwrap_or(NO_TARGET),
             connections: self.connections,
             pattern: self.pattern,
             timeout: self.timeout.0,
@@ -383,18 +443,47 @@ impl Scenario {
         Ok(load)
     }
 
-    /// Checks every value and the rules between them; the plan of the run.
-    pub fn plan(&self) -> Result<RunPlan, ConfigError> {
-        let load = self.load_spec()?;
+    /// Every value against its bounds, in the order of the settings; the load.
+    fn check_values(&self) -> Result<Load, ConfigError> {
         if self.agents == 0 {
             return Err(ConfigError::NoAgents);
+        }
+        if self.agents > MAX_AGENTS {
+            return Err(invalid("agents", self.agents, "1 to 10000"));
+        }
+        if self.agent_wait.0.is_zero() || self.agent_wait.0 > MAX_AGENT_WAIT {
+            return Err(invalid(
+                "agent_wait",
+                self.agent_wait,
+                "a duration above 0, at most 24h",
+            ));
         }
         if let Some(url) = &self.target_control {
             check_control_url(url)?;
         }
+        if let Some(b) = self.backlog {
+            backlog::check(b)?;
+        }
+        let load = self.checked_load()?;
+        if self.lead.0 > MAX_LEAD {
+            return Err(invalid("lead", self.lead, "at most 1m"));
+        }
+        Ok(load)
+    }
+
+    /// What a run cannot do without, once every value is good: the load with its target.
+    fn check_requirements(&self, load: Load) -> Result<Load, ConfigError> {
+        let target = self.target.ok_or(ConfigError::NoTarget)?;
         if self.backlog.is_some() && self.target_control.is_none() {
             return Err(ConfigError::BacklogWithoutControl);
         }
+        Ok(Load { target, ..load })
+    }
+
+    /// Checks every value, then the rules between them; the plan of the run.
+    pub fn plan(&self) -> Result<RunPlan, ConfigError> {
+        let load = self.check_values()?;
+        let load = self.check_requirements(load)?;
         Ok(RunPlan {
             agents: self.agents,
             agent_wait: self.agent_wait.0,
@@ -424,9 +513,12 @@ impl Scenario {
             url: url.clone(),
             reason: "not a URL".into(),
         })?;
+        // An IPv6 literal is named without its brackets.
+        let host = uri.host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         let tls = match (uri.scheme_str() == Some("https"), &self.target_control_ca) {
             (true, Some(ca)) => Some(
-                stampede_proto::tls::client_config(ca, uri.host().unwrap_or_default(), None)
+                stampede_proto::tls::client_config(ca, host, None)
                     .map_err(|e| ConfigError::Tls(e.to_string()))?,
             ),
             (false, None) => None,
@@ -444,17 +536,26 @@ impl Scenario {
         Ok(crate::target::TargetAuth { token, tls })
     }
 
-    /// The sweep these settings and `sweep` ask for.
+    /// The sweep these settings and `sweep` ask for: the run's values and the sweep's, then
+    /// what is missing.
     pub fn sweep_plan(&self, sweep: &SweepSettings) -> Result<SweepPlan, ConfigError> {
+        self.check_values()?;
+        for b in &sweep.backlogs {
+            backlog::check(*b)?;
+        }
+        if sweep.p99_max.0.is_zero() || sweep.p99_max.0 > MAX_P99 {
+            return Err(invalid(
+                "p99_max",
+                sweep.p99_max,
+                "a duration above 0, at most 1h",
+            ));
+        }
         if sweep.backlogs.is_empty() {
             return Err(ConfigError::NoBacklogs);
         }
         let run = self.plan()?;
         if run.target_control.is_none() {
             return Err(ConfigError::SweepWithoutControl);
-        }
-        for b in &sweep.backlogs {
-            parse_backlog(&b.to_string()).map_err(ConfigError::Backlog)?;
         }
         Ok(SweepPlan {
             run,
@@ -505,10 +606,19 @@ impl SweepSettings {
     }
 }
 
+/// A value outside its bounds; the value is echoed cut to a hundred characters.
+fn invalid(name: &'static str, value: impl ToString, expected: &'static str) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        value: cut(&value.to_string()).into_owned(),
+        expected,
+    }
+}
+
 /// A control URL must be `http://` or `https://` with a host (IPv6 in brackets) and a port.
 fn check_control_url(url: &str) -> Result<(), ConfigError> {
     let bad = |reason: &str| ConfigError::ControlUrl {
-        url: url.to_owned(),
+        url: cut(url).into_owned(),
         reason: reason.to_owned(),
     };
     let uri: http::Uri = url.parse().map_err(|_| bad("not a URL"))?;
@@ -618,6 +728,100 @@ mod tests {
             let err = Scenario::parse(s, "s.toml").and_then(|sc| sc.plan().map(|_| sc));
             let msg = err.unwrap_err().to_string();
             assert!(msg.contains(needle), "{s}: {msg}");
+        }
+    }
+
+    #[test]
+    fn values_are_checked_before_missing_settings() {
+        // Each scenario has a bad value and lacks a target: the value is reported.
+        for (s, needle) in [
+            ("connections = 0", "invalid connections 0"),
+            ("agents = 0", "invalid agents \"0\""),
+            ("backlog = -5", "invalid backlog \"-5\""),
+            ("timeout = \"0\"\nbacklog = 8", "invalid timeout 0"),
+            ("lead = \"2m\"", "invalid lead \"2m\""),
+        ] {
+            let e = Scenario::parse(s, "s.toml").unwrap().plan().unwrap_err();
+            assert!(e.to_string().contains(needle), "{s}: {e}");
+        }
+        let sweep = SweepSettings {
+            backlogs: vec![8, -1],
+            ..Default::default()
+        };
+        let e = Scenario::default().sweep_plan(&sweep).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid backlog \"-1\": expected a whole number, 0 or more"
+        );
+        // All values good: what is missing, in the same order as before.
+        let e = Scenario::default().plan().unwrap_err();
+        assert!(matches!(e, ConfigError::NoTarget), "{e}");
+        let e = Scenario::default()
+            .sweep_plan(&SweepSettings::default())
+            .unwrap_err();
+        assert!(matches!(e, ConfigError::NoBacklogs), "{e}");
+    }
+
+    #[test]
+    fn absurd_numbers_are_refused_with_their_bounds() {
+        let base = "target = \"127.0.0.1:9\"\n";
+        for (s, needle) in [
+            ("agents = 10001", "expected 1 to 10000"),
+            ("connections = 1000000001", "at most 1000000000"),
+            ("agent_wait = \"0\"", "above 0, at most 24h"),
+            ("agent_wait = \"25h\"", "above 0, at most 24h"),
+            ("lead = \"61s\"", "at most 1m"),
+            ("hold = \"25h\"", "at most 24h"),
+            ("pattern = \"ramp:1:25h\"", "at most 24h"),
+        ] {
+            let text = format!("{base}{s}\n");
+            let e = Scenario::parse(&text, "s.toml")
+                .unwrap()
+                .plan()
+                .unwrap_err();
+            assert!(e.to_string().contains(needle), "{s}: {e}");
+        }
+        for s in [
+            "agents = 10000",
+            "connections = 1000000000\nagents = 10000",
+            "agent_wait = \"24h\"",
+            "lead = \"1m\"\nhold = \"24h\"",
+            "backlog = 0\ntarget_control = \"http://127.0.0.1:1\"",
+        ] {
+            let text = format!("{base}{s}\n");
+            let plan = Scenario::parse(&text, "s.toml").unwrap().plan();
+            assert!(plan.is_ok(), "{s}: {plan:?}");
+        }
+        let sc = Scenario::parse(
+            &format!("{base}target_control = \"http://127.0.0.1:1\"\n"),
+            "s.toml",
+        )
+        .unwrap();
+        for p99 in ["0", "61m"] {
+            let sweep = SweepSettings {
+                backlogs: vec![8],
+                p99_max: p99.parse().unwrap(),
+                ..Default::default()
+            };
+            let e = sc.sweep_plan(&sweep).unwrap_err().to_string();
+            assert!(e.contains("invalid p99_max"), "{e}");
+        }
+    }
+
+    #[test]
+    fn long_values_in_errors_are_cut() {
+        let huge = "q".repeat(1 << 20);
+        for text in [
+            format!("target = \"127.0.0.1:9\"\npattern = \"{huge}\"\n"),
+            format!("{huge} = 1\n"),
+            format!("target = \"127.0.0.1:9\"\ntarget_control = \"http://{huge}\"\n"),
+        ] {
+            let e = Scenario::parse(&text, "s.toml")
+                .and_then(|s| s.plan())
+                .unwrap_err()
+                .to_string();
+            assert!(e.len() < 1000, "{}", &e[..300]);
+            assert!(e.contains('…'), "{e}");
         }
     }
 

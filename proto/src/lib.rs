@@ -14,6 +14,8 @@
 //! - [`tls`]: rustls configuration of the agent-coordinator channel from PEM files.
 //! - [`signal`], [`usage`], [`logging`]: SIGINT/SIGTERM handling, usage errors (exit 64),
 //!   command-line parsing and the log set-up, the same in every binary.
+//! - [`input`], [`backlog`]: files a person names (regular, size-bounded) and the one
+//!   backlog rule (0 or more) every binary applies.
 //!
 //! Agents, the target server and the coordinator all depend on this crate and on nothing of
 //! each other, so anything two of them must agree on lives here.
@@ -37,10 +39,12 @@ macro_rules! serde_via_str {
     };
 }
 
+pub mod backlog;
 pub mod clock;
 pub mod duration;
 pub mod histogram;
 pub mod hlog;
+pub mod input;
 pub mod logging;
 pub mod netstat;
 pub mod outcome;

@@ -4,9 +4,9 @@
 //! check). It comes from three places: `stampede-agent fire` flags, a coordinator scenario (file
 //! and flags) and the wire (`pb::Prepare`). Each of them builds a `Load` and calls
 //! [`Load::check`], so a rule the user can hit (zero connections, a zero or over-long timeout,
-//! a ramp too short for its connections, greeting and probe together) is written once and
-//! reads the same everywhere. What only one side knows (the agent's allow-list, cap and fd
-//! limit; the coordinator's agent count) is checked there.
+//! a hold or a pattern over a day, a ramp too short for its connections, greeting and probe
+//! together) is written once and reads the same everywhere. What only one side knows (the
+//! agent's allow-list, cap and fd limit; the coordinator's agent count) is checked there.
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -91,6 +91,14 @@ pub enum LoadError {
         /// The timeout, as given.
         timeout: String,
     },
+    /// A hold or a pattern longer than [`MAX_SPAN`]: a typo (`1000h`), not a test.
+    #[error("invalid {what} {value}: at most 24h")]
+    TooLong {
+        /// `hold` or `pattern duration`.
+        what: &'static str,
+        /// The value, as given.
+        value: String,
+    },
     /// Both admission checks at once.
     #[error(
         "expect_greeting and probe_admission exclude each other: the first is for servers that speak first, the second for clients that do"
@@ -147,6 +155,9 @@ pub struct Load {
 /// Default deadline of an attempt, from its intended send time.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest hold, and longest pattern (a ramp's duration, waves' first to last): a day.
+pub const MAX_SPAN: Duration = Duration::from_secs(24 * 3600);
+
 impl Load {
     /// A burst of `connections` to `target` with every other setting at its default.
     pub fn burst(target: SocketAddr, connections: u64) -> Load {
@@ -173,6 +184,23 @@ impl Load {
         if self.timeout.as_micros() > u128::from(crate::histogram::MAX_LATENCY_US) {
             return Err(LoadError::TimeoutTooLong {
                 timeout: format_duration(self.timeout),
+            });
+        }
+        if self.hold > MAX_SPAN {
+            return Err(LoadError::TooLong {
+                what: "hold",
+                value: format_duration(self.hold),
+            });
+        }
+        // Waves' span is computed checked: a huge period times many waves overflows.
+        let span = match self.pattern {
+            Pattern::Waves { waves, period } => period.checked_mul(waves.saturating_sub(1)),
+            p => Some(p.duration()),
+        };
+        if span.is_none_or(|s| s > MAX_SPAN) {
+            return Err(LoadError::TooLong {
+                what: "pattern duration",
+                value: self.pattern.to_string(),
             });
         }
         if self.expect_greeting && self.probe_admission {
@@ -270,6 +298,23 @@ mod tests {
         let e = timeout(Duration::from_secs(3_601)).check().unwrap_err();
         assert!(e.to_string().contains("at most 1h"), "{e}");
         assert!(timeout(Duration::from_secs(3_600)).check().is_ok());
+        let hold = |h| Load { hold: h, ..load(1) };
+        assert!(hold(MAX_SPAN).check().is_ok());
+        let e = hold(MAX_SPAN + Duration::from_secs(1)).check().unwrap_err();
+        assert_eq!(e.to_string(), "invalid hold 86401s: at most 24h");
+        for (pattern, ok) in [
+            ("waves:4294967295:1000000h", false),
+            ("waves:25:1h", true),
+            ("waves:26:1h", false),
+            ("ramp:1:25h", false),
+            ("ramp:1:24h", true),
+        ] {
+            let r = ramp(1, pattern).check();
+            assert_eq!(r.is_ok(), ok, "{pattern}: {r:?}");
+            if let Err(e) = r {
+                assert!(e.to_string().contains("at most 24h"), "{e}");
+            }
+        }
         let both = Load {
             expect_greeting: true,
             probe_admission: true,

@@ -3,14 +3,18 @@
 //! about how much of a guess was right; never printed (its `Debug` is redacted).
 //!
 //! Format: one line of printable ASCII without spaces (what an HTTP `authorization` header
-//! can carry), surrounding whitespace ignored, at most [`MAX_TOKEN_BYTES`].
+//! can carry), surrounding whitespace ignored, at most [`MAX_TOKEN_BYTES`], in a regular file.
+//! A token file that others than its owner may read or write is used, with a warning: the
+//! token is only as secret as the file.
 
-use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use subtle::ConstantTimeEq;
 use tonic::Status;
 use tonic::metadata::MetadataMap;
+
+use crate::input::{ReadError, read_bounded};
 
 /// Longest token file read (a token is a few dozen bytes; this bounds a wrong path).
 pub const MAX_TOKEN_BYTES: usize = 4096;
@@ -36,6 +40,14 @@ pub enum TokenError {
         /// Why.
         source: std::io::Error,
     },
+    /// A directory, device, FIFO or socket.
+    #[error("token file {path} is {kind}, not a regular file")]
+    NotAFile {
+        /// The file.
+        path: String,
+        /// What it is instead.
+        kind: &'static str,
+    },
     /// Larger than [`MAX_TOKEN_BYTES`].
     #[error("token file {path} is larger than {MAX_TOKEN_BYTES} bytes: not a token")]
     TooLarge {
@@ -56,24 +68,38 @@ pub enum TokenError {
     },
 }
 
+/// True when a file with this mode lets group or others read or write it (a token file
+/// should be 0600 or 0400).
+pub fn loose_mode(mode: u32) -> bool {
+    mode & 0o066 != 0
+}
+
 impl Token {
     /// Reads a token file (surrounding whitespace ignored); refuses an empty, oversized or
-    /// unprintable one.
+    /// unprintable one, or anything but a regular file. Warns (the log names the file and its
+    /// mode, never the token) when group or others may read or write it.
     pub fn from_file(path: &Path) -> Result<Token, TokenError> {
         let name = path.display().to_string();
-        let read = |source| TokenError::Read {
-            path: name.clone(),
-            source,
-        };
-        let mut bytes = Vec::new();
-        std::fs::File::open(path)
-            .map_err(read)?
-            .take(MAX_TOKEN_BYTES as u64 + 1)
-            .read_to_end(&mut bytes)
-            .map_err(read)?;
-        if bytes.len() > MAX_TOKEN_BYTES {
-            return Err(TokenError::TooLarge { path: name });
+        let file = read_bounded(path, MAX_TOKEN_BYTES as u64).map_err(|e| match e {
+            ReadError::Io(source) => TokenError::Read {
+                path: name.clone(),
+                source,
+            },
+            ReadError::NotAFile(kind) => TokenError::NotAFile {
+                path: name.clone(),
+                kind,
+            },
+            ReadError::TooLarge { .. } => TokenError::TooLarge { path: name.clone() },
+        })?;
+        let mode = file.metadata.permissions().mode();
+        if loose_mode(mode) {
+            tracing::warn!(
+                path = %name,
+                mode = format_args!("{:04o}", mode & 0o7777),
+                "token file is readable or writable by group or others: chmod 600 it"
+            );
         }
+        let bytes = file.bytes;
         let text = String::from_utf8_lossy(&bytes);
         let token = text.trim();
         if token.is_empty() {
@@ -163,6 +189,23 @@ mod tests {
         }
         let e = Token::from_file(&dir.join("missing")).unwrap_err();
         assert!(e.to_string().contains("reading token file"), "{e}");
+        for (path, kind) in [("/dev/zero", "a character device"), ("/tmp", "a directory")] {
+            let e = Token::from_file(Path::new(path)).unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("token file {path} is {kind}, not a regular file")
+            );
+        }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn loose_modes_are_those_others_can_read_or_write() {
+        for tight in [0o600, 0o400, 0o700, 0o100600] {
+            assert!(!loose_mode(tight), "{tight:o}");
+        }
+        for loose in [0o644, 0o640, 0o604, 0o660, 0o602, 0o100644] {
+            assert!(loose_mode(loose), "{loose:o}");
+        }
     }
 }

@@ -26,7 +26,8 @@ impl ConfigError {
     pub(crate) fn new(field: &'static str, value: impl ToString, reason: impl ToString) -> Self {
         ConfigError {
             field,
-            value: value.to_string(),
+            // Echoed in one error line: a huge value is cut to its first hundred characters.
+            value: stampede_proto::usage::cut(&value.to_string()).into_owned(),
             reason: reason.to_string(),
         }
     }
@@ -156,9 +157,22 @@ impl Default for Config {
     }
 }
 
+impl From<stampede_proto::backlog::BacklogError> for ConfigError {
+    fn from(e: stampede_proto::backlog::BacklogError) -> Self {
+        ConfigError::new("backlog", e.value, stampede_proto::backlog::EXPECTED)
+    }
+}
+
+/// A backlog for listen(): 0 or more, by the rule every binary applies
+/// ([`stampede_proto::backlog`]); a negative one would run at the kernel's maximum.
+pub fn check_backlog(backlog: i32) -> Result<i32, ConfigError> {
+    Ok(stampede_proto::backlog::check(backlog)?)
+}
+
 impl Config {
     /// Cross-checks the fields.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        check_backlog(self.backlog)?;
         self.accept.validate()?;
         if self.sample_every.is_zero() || self.sample_every > Duration::from_secs(10) {
             return Err(ConfigError::new(
@@ -192,6 +206,25 @@ mod tests {
         assert!(err.to_string().contains("\"hold:forever\""), "{err}");
         let err = "wave".parse::<OnAccept>().unwrap_err();
         assert!(err.to_string().contains("expected greet"), "{err}");
+    }
+
+    #[test]
+    fn negative_backlog_is_refused_zero_taken() {
+        let with = |backlog| Config {
+            backlog,
+            ..Config::default()
+        };
+        assert!(with(0).validate().is_ok());
+        assert!(with(i32::MAX).validate().is_ok());
+        for b in [-1, -5, i32::MIN] {
+            let e = with(b).validate().unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("invalid backlog \"{b}\": expected a whole number, 0 or more")
+            );
+        }
+        let long = ConfigError::new("on-accept action", "z".repeat(1 << 20), "no");
+        assert!(long.to_string().len() < 200, "{long}");
     }
 
     #[test]

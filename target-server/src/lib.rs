@@ -309,6 +309,9 @@ impl TargetHandle {
         if let Some(p) = &change.accept {
             p.validate()?;
         }
+        if let Some(b) = change.backlog {
+            config::check_backlog(b)?;
+        }
         let s = &self.shared;
         if let Some(backlog) = change.backlog {
             s.listener
