@@ -47,6 +47,9 @@ pub(super) struct Session<'a> {
     /// Silence from the coordinator after which the run is aborted and the session ends
     /// (Welcome.liveness_ms; `None`: 0, a coordinator that sends no Ping).
     liveness: Option<Duration>,
+    /// This session's own stall has already bought the coordinator extra time since it was
+    /// last heard (once, so a dead coordinator is still found).
+    stall_excused: bool,
     /// When the coordinator was last heard from.
     last_heard: Instant,
 }
@@ -68,6 +71,7 @@ impl<'a> Session<'a> {
             armed: None,
             firing: None,
             liveness,
+            stall_excused: false,
             last_heard: Instant::now(),
         }
     }
@@ -119,7 +123,20 @@ impl<'a> Session<'a> {
 
     /// Nothing from the coordinator for the liveness bound: it is gone or cut off, so
     /// nobody watches this run; stop firing and attach again.
+    ///
+    /// A timer that fires well after its deadline means this process itself was stalled
+    /// (SIGSTOP, a starved CPU): the coordinator's Pings may be waiting unread in the socket.
+    /// It then gets half a bound more to be heard before it is judged gone.
     fn on_silence(&mut self) -> Step {
+        if let Some(bound) = self.liveness {
+            let deadline = self.last_heard + bound;
+            let now = Instant::now();
+            if now.saturating_duration_since(deadline) > OWN_STALL && !self.stall_excused {
+                self.stall_excused = true;
+                self.last_heard = now - bound / 2;
+                return Continue(());
+            }
+        }
         let ms = self.liveness.map_or(0, |l| l.as_millis());
         Break(Ended::Broken(format!(
             "no word from the coordinator for {ms} ms (its liveness bound)"
@@ -133,6 +150,7 @@ impl<'a> Session<'a> {
     ) -> Step {
         if let Ok(Some(_)) = &m {
             self.last_heard = Instant::now();
+            self.stall_excused = false;
         }
         match m {
             Ok(Some(pb::CoordinatorMessage { msg: Some(msg) })) => match msg {
@@ -242,6 +260,10 @@ impl<'a> Session<'a> {
         Continue(())
     }
 }
+
+/// How late a liveness timer may fire before it says more about this process (stalled)
+/// than about the coordinator.
+const OWN_STALL: Duration = Duration::from_millis(100);
 
 /// Completes once the coordinator has been silent for `liveness` since `last_heard`; never
 /// without a bound.
