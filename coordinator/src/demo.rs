@@ -46,9 +46,7 @@ impl DemoConfig {
                 "1 to 10000 for the demo",
             ));
         }
-        if self.backlog < 0 {
-            return Err(invalid("backlog", self.backlog.to_string(), "0 or more"));
-        }
+        stampede_proto::backlog::check(self.backlog)?;
         Ok(())
     }
 }

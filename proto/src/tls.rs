@@ -1,6 +1,7 @@
 //! TLS for the agent-coordinator channel (rustls, via tonic): the coordinator presents a
 //! certificate and may require client certificates (mutual TLS); agents verify it against a
-//! CA file and may present their own. Files are PEM; errors name the file.
+//! CA file and may present their own. Files are PEM, regular files of at most
+//! [`MAX_PEM_BYTES`]; errors name the file.
 
 use std::path::Path;
 
@@ -12,15 +13,20 @@ use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 pub struct TlsFileError {
     what: &'static str,
     path: String,
-    source: std::io::Error,
+    source: crate::input::ReadError,
 }
 
+/// Largest PEM file read (a certificate chain is a few KiB; this bounds a wrong path).
+pub const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
 fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, TlsFileError> {
-    std::fs::read(path).map_err(|source| TlsFileError {
-        what,
-        path: path.display().to_string(),
-        source,
-    })
+    crate::input::read_bounded(path, MAX_PEM_BYTES)
+        .map(|f| f.bytes)
+        .map_err(|source| TlsFileError {
+            what,
+            path: path.display().to_string(),
+            source,
+        })
 }
 
 /// The coordinator's TLS: its certificate chain and key, and, for mutual TLS, the CA that
