@@ -167,7 +167,15 @@ impl Report {
                 a.clock_uncertainty_us,
                 a.start_error_us
                     .map_or_else(|| "-".to_owned(), |e| format!("{e}us")),
-                if a.complete { "" } else { "  (lost)" }
+                // Lost: nothing final came from it. Cut short: its final result came, but
+                // the run was aborted (Ctrl-C) or it stopped early, and says why.
+                if self.lost_agents.contains(&a.id) {
+                    "  (lost)"
+                } else if a.complete {
+                    ""
+                } else {
+                    "  (cut short)"
+                }
             );
         }
         let _ = writeln!(s, "attempts {total}:");
@@ -291,6 +299,29 @@ mod tests {
             ..Report::default()
         };
         assert!(!refused.summary().contains("admission"));
+    }
+
+    /// After Ctrl-C every agent's result is cut short, yet none is lost: the summary says
+    /// which, as `lost_agents` does.
+    #[test]
+    fn cut_short_agents_are_not_called_lost() {
+        let agent = |id: &str, complete| AgentReport {
+            id: id.into(),
+            complete,
+            ..AgentReport::default()
+        };
+        let r = Report {
+            aborted: true,
+            partial: true,
+            agents: vec![agent("a1", false), agent("a2", false), agent("a3", true)],
+            lost_agents: vec!["a2".into()],
+            ..Report::default()
+        };
+        let s = r.summary();
+        let line = |id: &str| s.lines().find(|l| l.starts_with(id)).unwrap().to_owned();
+        assert!(line("a1").ends_with("(cut short)"), "{s}");
+        assert!(line("a2").ends_with("(lost)"), "{s}");
+        assert!(!line("a3").contains('('), "{s}");
     }
 
     /// A target seen through `observe` knows no accepted count: a dash, never "null".
