@@ -556,8 +556,15 @@ async fn read(
                 }
             }
             Some(Ok(_)) => {}
-            Some(Err(e)) => break format!("stream failed: {}", e.message()),
-            None => break "stream closed".to_owned(),
+            // An agent that ends cleanly (SIGTERM) sends its cut-short result and closes its
+            // stream; a broken one (killed, crashed, its host gone) shows as a transport error.
+            Some(Err(e)) => {
+                break format!(
+                    "its stream broke (agent killed, crashed or cut off): {}",
+                    e.message()
+                );
+            }
+            None => break "it closed its stream".to_owned(),
         }
     };
     drop(tx);
