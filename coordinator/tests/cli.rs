@@ -221,12 +221,24 @@ fn demo_runs_a_real_burst_from_the_readme_command() {
     assert_eq!(by_k("ghost_syn_retransmits"), n("ghost"), "{r}");
     assert_eq!(by_k("syn_retransmits"), n("syn_retransmitted"), "{r}");
     // The same run as CSV (header, 3 agents, total) and as a page with its two plots.
-    let csv = std::fs::read_to_string(dir.join("report.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 5, "{csv}");
-    assert!(
-        csv.lines().last().unwrap().starts_with("total,,60,60,"),
-        "{csv}"
+    let text = std::fs::read_to_string(dir.join("report.csv")).unwrap();
+    let mut csv = csv::Reader::from_reader(text.as_bytes());
+    let header = csv.headers().unwrap().clone();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let rows: Vec<csv::StringRecord> = csv.records().map(Result::unwrap).collect();
+    let kinds: Vec<&str> = rows.iter().map(|row| &row[col("row")]).collect();
+    assert_eq!(kinds, ["agent", "agent", "agent", "total"], "{text}");
+    for (row, a) in rows.iter().zip(r["agents"].as_array().unwrap()) {
+        assert_eq!(&row[col("agent_id")], a["id"].as_str().unwrap(), "{text}");
+    }
+    let total = &rows[3];
+    assert_eq!(
+        &total[col("run_id")],
+        r["run_id"].as_str().unwrap(),
+        "{text}"
     );
+    assert_eq!(&total[col("connections")], "60", "{text}");
+    assert_eq!(&total[col("attempts")], "60", "{text}");
     // The page shows this run's figures, not just any page: its id, every outcome count,
     // each agent's attempts and the target's counters, as report.json has them.
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();

@@ -6,7 +6,8 @@
 //! accepts completing during it needs A + 1 ≥ M − a (docs/kernel.md §6).
 //!
 //! This module runs the steps (each one a [`crate::run::execute`]) and holds the sweep's
-//! types; `recommend` turns the steps into recommendations and [`html`] draws `sweep.html`.
+//! types; `recommend` turns the steps into recommendations, [`html`] draws `sweep.html` and
+//! [`csv`] writes `sweep.csv` (one row per step).
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -19,6 +20,7 @@ use crate::run::{self, RunError, RunPlan};
 use crate::service::Registry;
 use crate::target::TargetControl;
 
+pub mod csv;
 pub mod html;
 mod recommend;
 
@@ -209,10 +211,11 @@ pub(crate) fn rate_name(rate: Option<f64>) -> String {
 }
 
 impl SweepReport {
-    /// Writes `sweep.json` and `sweep.html` into `dir`.
+    /// Writes `sweep.json`, `sweep.csv` and `sweep.html` into `dir`.
     pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
         let out = crate::report::OutDir::create(dir)?;
         out.json("sweep.json", self)?;
+        out.file("sweep.csv", csv::render(self))?;
         out.file("sweep.html", html::render(self))
     }
 

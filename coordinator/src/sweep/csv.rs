@@ -1,0 +1,282 @@
+//! `sweep.csv`: one row per step, in the order run, beside `sweep.json` and `sweep.html`
+//! (docs/design.md "Sweep").
+//!
+//! Each row is one step's figures as `sweep.json`'s `steps[]` has them, plus its run's
+//! `run_id` and `started_at` and its first-byte p99 (from the step's report). Every column
+//! means one thing; empty: not known (`accept_rate_per_s` when the target's rate was left as
+//! configured, first-byte time when none was measured). An unlimited accept rate is `inf`,
+//! which spreadsheets, Python and pandas read as infinity.
+
+use std::io;
+
+use stampede_proto::outcome::OutcomeClass;
+
+use super::{Step, SweepReport};
+use crate::report::{Latency, Report};
+
+/// The CSV text: a header row, then one row per step.
+pub fn render(sweep: &SweepReport) -> String {
+    let mut bytes = Vec::new();
+    write(sweep, &mut bytes).expect(
+        "writing into memory cannot fail, and every row has the header's columns \
+         (both come from columns)",
+    );
+    String::from_utf8(bytes).expect("every field written is a Rust string, so UTF-8")
+}
+
+/// Writes the CSV text of `sweep` into `out`.
+pub fn write(sweep: &SweepReport, out: impl io::Write) -> csv::Result<()> {
+    let columns = columns();
+    let mut w = csv::Writer::from_writer(out);
+    w.write_record(columns.iter().map(|(name, _)| name))?;
+    // `execute` pushes a step and its report together: the two lists are in step.
+    for (i, step) in sweep.steps.iter().enumerate() {
+        let line = Line {
+            n: i + 1,
+            step,
+            report: sweep.reports.get(i),
+        };
+        w.write_record(columns.iter().map(|(_, value)| value(&line)))?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// One step and what the CSV adds to it.
+struct Line<'a> {
+    /// Its number, from 1, in the order run.
+    n: usize,
+    step: &'a Step,
+    /// Its run's report (absent only if `reports` were cut shorter than `steps`).
+    report: Option<&'a Report>,
+}
+
+/// A column: its name and how a row's field is made.
+type Column = (&'static str, Box<dyn Fn(&Line<'_>) -> String>);
+
+/// Every column, in order: the header and the rows both come from here, so they cannot
+/// disagree.
+fn columns() -> Vec<Column> {
+    fn opt(v: Option<impl ToString>) -> String {
+        v.map_or_else(String::new, |v| v.to_string())
+    }
+    // A latency with no samples has no percentiles: empty, never a misleading 0.
+    fn measured(l: &Latency) -> Option<&Latency> {
+        (l.count > 0).then_some(l)
+    }
+    fn connect<'a>(l: &Line<'a>) -> Option<&'a Latency> {
+        measured(&l.step.connect_latency_us)
+    }
+    let mut columns: Vec<Column> = vec![
+        ("step", Box::new(|l| l.n.to_string())),
+        ("run_id", Box::new(|l| opt(l.report.map(|r| &r.run_id)))),
+        (
+            "started_at",
+            Box::new(|l| opt(l.report.map(|r| &r.started_at))),
+        ),
+        ("backlog", Box::new(|l| l.step.backlog.to_string())),
+        (
+            "backlog_effective",
+            Box::new(|l| l.step.backlog_effective.to_string()),
+        ),
+        ("somaxconn", Box::new(|l| l.step.somaxconn.to_string())),
+        // f64's Display writes an unlimited rate as "inf".
+        ("accept_rate_per_s", Box::new(|l| opt(l.step.accept_rate))),
+        (
+            "attempts",
+            Box::new(|l| l.step.outcomes.total().to_string()),
+        ),
+    ];
+    for class in OutcomeClass::ALL {
+        columns.push((
+            class.name(),
+            Box::new(move |l| l.step.outcomes.get(class).to_string()),
+        ));
+    }
+    columns.extend([
+        (
+            "connect_p50_us",
+            Box::new(|l: &Line<'_>| opt(connect(l).map(|c| c.p50)))
+                as Box<dyn Fn(&Line<'_>) -> String>,
+        ),
+        (
+            "connect_p99_us",
+            Box::new(|l| opt(connect(l).map(|c| c.p99))),
+        ),
+        (
+            "connect_max_us",
+            Box::new(|l| opt(connect(l).map(|c| c.max))),
+        ),
+        (
+            "ttfb_p99_us",
+            Box::new(|l| opt(l.report.and_then(|r| measured(&r.ttfb_us)).map(|t| t.p99))),
+        ),
+        (
+            "listen_overflows",
+            Box::new(|l| l.step.listen_overflows.to_string()),
+        ),
+        (
+            "syncookies_sent",
+            Box::new(|l| l.step.syncookies_sent.to_string()),
+        ),
+        (
+            "accept_queue_max",
+            Box::new(|l| l.step.accept_queue_max.to_string()),
+        ),
+        ("accepted", Box::new(|l| l.step.accepted.to_string())),
+        ("partial", Box::new(|l| l.step.partial.to_string())),
+        (
+            "issue_duration_us",
+            Box::new(|l| opt(l.step.issue_duration_us)),
+        ),
+    ]);
+    columns
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::report::Outcomes;
+
+    fn step(backlog: i32, accept_rate: Option<f64>) -> Step {
+        Step {
+            backlog,
+            accept_rate,
+            backlog_effective: backlog as u32 + 1,
+            somaxconn: 4096,
+            outcomes: Outcomes {
+                established: 40 + backlog as u64,
+                ghost: 20 - backlog as u64,
+                syn_retransmitted: 3,
+                ..Outcomes::default()
+            },
+            connect_latency_us: Latency {
+                count: 63,
+                min: 10,
+                p50: 100 + backlog as u64,
+                p90: 500,
+                p99: 1_000_000,
+                p999: 1_000_100,
+                max: 1_000_200,
+            },
+            listen_overflows: 20 - backlog as u64,
+            syncookies_sent: 1,
+            accept_queue_max: backlog as u32 + 1,
+            accepted: 43,
+            partial: backlog == 16,
+            issue_duration_us: Some(1234),
+        }
+    }
+
+    fn report(run_id: &str, ttfb_p99: u64) -> Report {
+        Report {
+            run_id: run_id.into(),
+            started_at: format!("2026-11-27T13:00:0{}Z", run_id.len()),
+            ttfb_us: Latency {
+                count: if ttfb_p99 > 0 { 5 } else { 0 },
+                p99: ttfb_p99,
+                ..Latency::default()
+            },
+            ..Report::default()
+        }
+    }
+
+    fn sweep() -> SweepReport {
+        SweepReport {
+            connections: 63,
+            p99_max_us: 50_000,
+            steps: vec![step(8, Some(50.0)), step(16, Some(50.0)), step(8, None)],
+            recommendations: vec![],
+            reports: vec![report("r1", 2500), report("r22", 0), report("r333", 7)],
+            stopped: None,
+        }
+    }
+
+    fn parse(text: &str) -> Vec<HashMap<String, String>> {
+        let mut rd = csv::Reader::from_reader(text.as_bytes());
+        let header = rd.headers().unwrap().clone();
+        rd.records()
+            .map(|rec| {
+                let rec = rec.unwrap();
+                assert_eq!(rec.len(), header.len(), "{text}");
+                header
+                    .iter()
+                    .zip(rec.iter())
+                    .map(|(h, v)| (h.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// One row per step, in order, each column holding what sweep.json has for that step.
+    #[test]
+    fn rows_match_sweep_json() {
+        let s = sweep();
+        let json = serde_json::to_value(&s).unwrap();
+        let text = |v: &serde_json::Value| match v {
+            serde_json::Value::Null => String::new(),
+            serde_json::Value::String(s) => s.clone(),
+            v => v.to_string(),
+        };
+        let rows = parse(&render(&s));
+        assert_eq!(rows.len(), 3);
+        let mut columns: Vec<(&str, Vec<&str>)> = vec![
+            ("backlog", vec!["backlog"]),
+            ("backlog_effective", vec!["backlog_effective"]),
+            ("somaxconn", vec!["somaxconn"]),
+            ("connect_p50_us", vec!["connect_latency_us", "p50"]),
+            ("connect_p99_us", vec!["connect_latency_us", "p99"]),
+            ("connect_max_us", vec!["connect_latency_us", "max"]),
+            ("listen_overflows", vec!["listen_overflows"]),
+            ("syncookies_sent", vec!["syncookies_sent"]),
+            ("accept_queue_max", vec!["accept_queue_max"]),
+            ("accepted", vec!["accepted"]),
+            ("partial", vec!["partial"]),
+            ("issue_duration_us", vec!["issue_duration_us"]),
+        ];
+        for class in OutcomeClass::ALL {
+            columns.push((class.name(), vec!["outcomes", class.name()]));
+        }
+        for (i, row) in rows.iter().enumerate() {
+            for (column, path) in &columns {
+                let mut v = &json["steps"][i];
+                for key in path {
+                    v = &v[*key];
+                }
+                assert_eq!(row[*column], text(v), "step {i} {column}");
+            }
+            let r = &json["reports"][i];
+            assert_eq!(row["step"], (i + 1).to_string());
+            assert_eq!(row["run_id"], text(&r["run_id"]));
+            assert_eq!(row["started_at"], text(&r["started_at"]));
+            assert_eq!(row["attempts"], s.steps[i].outcomes.total().to_string());
+        }
+        assert_eq!(rows[0]["accept_rate_per_s"], "50");
+        assert_eq!(rows[2]["accept_rate_per_s"], "", "left as configured");
+        assert_eq!(rows[0]["ttfb_p99_us"], "2500");
+        assert_eq!(rows[1]["ttfb_p99_us"], "", "no first byte measured");
+        assert_eq!(rows[2]["ttfb_p99_us"], "7");
+        assert_eq!(rows[1]["partial"], "true");
+    }
+
+    /// "As fast as possible" is `inf`, which reads back as infinity; an empty sweep is a
+    /// header alone.
+    #[test]
+    fn unlimited_rate_reads_back_as_infinity() {
+        let mut s = sweep();
+        s.steps[0].accept_rate = Some(f64::INFINITY);
+        let rows = parse(&render(&s));
+        let rate: f64 = rows[0]["accept_rate_per_s"].parse().unwrap();
+        assert!(rate.is_infinite());
+        s.steps.clear();
+        s.reports.clear();
+        let text = render(&s);
+        assert_eq!(text.lines().count(), 1, "{text}");
+        assert!(
+            text.starts_with("step,run_id,started_at,backlog,"),
+            "{text}"
+        );
+    }
+}
