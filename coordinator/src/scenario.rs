@@ -212,8 +212,8 @@ pub struct Scenario {
         default_value = "500ms"
     )]
     pub lead: Dur,
-    /// Directory for report.json, report.csv, report.html and report.hlog (sweep.json and
-    /// sweep.html for a sweep); created and checked writable before anything runs.
+    /// Directory for report.json, report.csv, report.html and report.hlog (sweep.json,
+    /// sweep.csv and sweep.html for a sweep); created and checked writable before anything runs.
     #[arg(long, env = "STAMPEDE_OUT", value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// File holding the bearer token agents must present (required off loopback).
