@@ -202,9 +202,9 @@ impl Metric {
                 Err("unknown: no target stats in this run (give --target-control)".into())
             }
         };
-        let latency = |l: &Latency, stat: Stat, what: &str| {
+        let latency = |l: &Latency, stat: Stat, unknown: &str| {
             if l.count == 0 {
-                Err(format!("unknown: no {what} samples in this run"))
+                Err(format!("unknown: {unknown}"))
             } else {
                 Ok(stat.of(l))
             }
@@ -221,11 +221,13 @@ impl Metric {
             Metric::Overflows => target(|t| t.counters.listen_overflows),
             Metric::Drops => target(|t| t.counters.listen_drops),
             Metric::Cookies => target(|t| t.counters.syncookies_sent),
-            Metric::Connect(s) => latency(&r.connect_latency_us, s, "connect"),
+            Metric::Connect(s) => {
+                latency(&r.connect_latency_us, s, "no connect completed in this run")
+            }
             Metric::Ttfb(s) => latency(
                 &r.ttfb_us,
                 s,
-                "first-byte (the target must greet: --expect-greeting)",
+                "no first byte in this run (measured only with --expect-greeting)",
             ),
             Metric::Spread => r
                 .start_spread_us
@@ -529,7 +531,7 @@ mod tests {
         let mut r = report();
         for (s, reason) in [
             ("overflows>0", "no target stats in this run"),
-            ("ttfb.p99>100ms", "no first-byte"),
+            ("ttfb.p99>100ms", "no first byte in this run"),
         ] {
             let v = parse(s).evaluate(&r);
             assert!(!v.passed, "{s}");
