@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::report::{OutDir, Report};
 use crate::scenario::{ConfigError, Scenario, SweepSettings};
 use crate::sweep::SweepReport;
+use crate::threshold::{self, Threshold};
 
 /// Distributed TCP connection load tester: synchronized connect() bursts from many agents,
 /// every attempt classified, histograms merged exactly.
@@ -83,6 +84,10 @@ pub struct DemoArgs {
     /// Directory for report.json, report.csv, report.html and report.hlog.
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Fail the run (exit 2) when EXPR holds, e.g. connect.p99>50ms, ghost>0,
+    /// established<99.5% (repeatable; METRIC OP VALUE: see README "Thresholds").
+    #[arg(long = "fail-if", value_name = "EXPR")]
+    pub fail_if: Vec<Threshold>,
 }
 
 /// A parsed command line and the names of the flags the user gave (on the command line or
@@ -181,6 +186,31 @@ impl Output {
             Output::Sweep(s) => s.stopped.is_none() && s.steps.iter().all(|st| !st.partial),
         }
     }
+
+    /// The exit code of a command that produced this: 0 done, 1 not complete (partial,
+    /// aborted, a sweep stopped early: it wins over 2), 2 a `--fail-if` threshold failed.
+    pub fn exit_code(&self) -> u8 {
+        if !self.complete() {
+            1
+        } else if !self.thresholds_passed() {
+            2
+        } else {
+            0
+        }
+    }
+
+    /// False when a `--fail-if` threshold failed (in any step of a sweep): exit 2, unless
+    /// the run was not [`complete`](Output::complete), which is exit 1.
+    pub fn thresholds_passed(&self) -> bool {
+        match self {
+            Output::Run(r) => r.thresholds_passed(),
+            // A sweep looks for a setting that meets the thresholds: the small backlogs
+            // failing them is what it is for. It fails when no step passes.
+            Output::Sweep(s) => {
+                s.reports.is_empty() || s.reports.iter().any(Report::thresholds_passed)
+            }
+        }
+    }
 }
 
 /// Runs a parsed command until it is done or `shutdown` fires; `progress` receives one-line
@@ -268,9 +298,10 @@ async fn run(
     let plan = settings.plan()?;
     let out = out_dir(settings.out.as_deref())?;
     let coordinator = serve(&settings, shutdown).await?;
-    let done = crate::run::execute(&coordinator.registry, &plan, shutdown, progress)
+    let mut done = crate::run::execute(&coordinator.registry, &plan, shutdown, progress)
         .await
         .map_err(anyhow::Error::from)?;
+    done.report.thresholds = threshold::evaluate(&settings.fail_if, &done.report);
     let saved = save(out.as_ref(), &done.report.run_id, REPORT_FILES, |dir| {
         done.write(dir)
     });
@@ -291,9 +322,10 @@ async fn sweep(
     let plan = settings.sweep_plan(&sweep)?;
     let out = out_dir(settings.out.as_deref())?;
     let coordinator = serve(&settings, shutdown).await?;
-    let report = crate::sweep::execute(&coordinator.registry, &plan, shutdown, progress)
+    let mut report = crate::sweep::execute(&coordinator.registry, &plan, shutdown, progress)
         .await
         .map_err(anyhow::Error::from)?;
+    report.judge(&settings.fail_if);
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -315,10 +347,12 @@ async fn demo(
         backlog: args.backlog,
     };
     config.validate()?;
+    crate::scenario::check_thresholds(&args.fail_if)?;
     let out = out_dir(args.out.as_deref())?;
-    let done = crate::demo::run(&config, shutdown, progress)
+    let mut done = crate::demo::run(&config, shutdown, progress)
         .await
         .map_err(anyhow::Error::from)?;
+    done.report.thresholds = threshold::evaluate(&args.fail_if, &done.report);
     let saved = save(out.as_ref(), &done.report.run_id, REPORT_FILES, |dir| {
         done.write(dir)
     });
@@ -361,5 +395,29 @@ mod tests {
         // No --out: nothing written, nothing failed.
         assert!(save(None, &name, "report", fail).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod exit_tests {
+    use super::*;
+    use crate::report::ThresholdResult;
+
+    /// A failed threshold is exit 2; a partial run is exit 1 whatever its thresholds say.
+    #[test]
+    fn a_failed_threshold_is_2_and_partial_wins() {
+        let failed = ThresholdResult {
+            expr: "ghost>0".into(),
+            value: Some(1.0),
+            unit: Some("count".into()),
+            passed: false,
+            detail: "1".into(),
+        };
+        let mut report = Report::default();
+        assert_eq!(Output::Run(report.clone()).exit_code(), 0);
+        report.thresholds.push(failed);
+        assert_eq!(Output::Run(report.clone()).exit_code(), 2);
+        report.partial = true;
+        assert_eq!(Output::Run(report).exit_code(), 1);
     }
 }

@@ -17,6 +17,7 @@ pub mod scenario;
 pub mod service;
 pub mod sweep;
 pub mod target;
+pub mod threshold;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

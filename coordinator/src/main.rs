@@ -1,6 +1,7 @@
 //! `stampede`: parse the command line, set up logging, run the command (the library's
 //! [`stampede::cli`]), print its summary and map the outcome to an exit code (0 done, 1
-//! failed or partial, 64 bad usage or config). Results that could not be written where
+//! failed or partial, 2 a `--fail-if` threshold failed, 64 bad usage or config; 1 wins
+//! over 2). Results that could not be written where
 //! asked still print their summary, and the error line says where they went instead. Every
 //! error is one line with long values cut ([`stampede_proto::usage::one_line`]).
 
@@ -38,11 +39,7 @@ fn main() -> ExitCode {
     match result {
         Ok(output) => {
             print!("{}", output.summary());
-            if output.complete() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::FAILURE
-            }
+            ExitCode::from(output.exit_code())
         }
         Err(Failure::Usage(e)) => {
             eprintln!("stampede: error: {}", one_line(&e.to_string()));

@@ -35,6 +35,7 @@ use stampede_proto::usage::{cut, cut_values};
 use crate::ServeConfig;
 use crate::run::RunPlan;
 use crate::sweep::SweepPlan;
+use crate::threshold::{MAX_THRESHOLDS, Threshold};
 
 /// Largest scenario file read (a scenario is a few hundred bytes; this bounds a wrong path).
 pub const MAX_SCENARIO_BYTES: u64 = 1 << 20;
@@ -228,6 +229,10 @@ pub struct Scenario {
     /// Require agents to present a client certificate signed by this CA (mutual TLS).
     #[arg(long, env = "STAMPEDE_TLS_CLIENT_CA", value_name = "F")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Fail the run (exit 2) when EXPR holds, e.g. connect.p99>50ms, ghost>0,
+    /// established<99.5% (repeatable; METRIC OP VALUE: see README "Thresholds").
+    #[arg(long = "fail-if", value_name = "EXPR")]
+    pub fail_if: Vec<Threshold>,
     /// The `[sweep]` table of a scenario file (its flags belong to `stampede sweep`).
     #[arg(skip)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -468,6 +473,7 @@ impl Scenario {
         if self.lead.0 > MAX_LEAD {
             return Err(invalid("lead", self.lead, "at most 1m"));
         }
+        check_thresholds(&self.fail_if)?;
         Ok(load)
     }
 
@@ -604,6 +610,18 @@ impl SweepSettings {
     ) -> SweepSettings {
         overlay(&file.unwrap_or_default(), flags, explicit)
     }
+}
+
+/// At most [`MAX_THRESHOLDS`] `--fail-if` expressions (each was checked when parsed).
+pub fn check_thresholds(fail_if: &[Threshold]) -> Result<(), ConfigError> {
+    if fail_if.len() > MAX_THRESHOLDS {
+        return Err(invalid(
+            "fail_if",
+            format!("{} expressions", fail_if.len()),
+            "at most 100 expressions",
+        ));
+    }
+    Ok(())
 }
 
 /// A value outside its bounds; the value is echoed cut to a hundred characters.
@@ -849,5 +867,51 @@ mod tests {
         };
         let e = s.serve_config().unwrap_err().to_string();
         assert!(e.contains("--tls-key"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod fail_if_tests {
+    use super::*;
+
+    /// `fail_if = [...]` in a file takes the flag's grammar; a bad expression names the file,
+    /// the line and the expression; `--fail-if` given on the command line replaces the list.
+    #[test]
+    fn fail_if_is_a_key_and_a_flag() {
+        let text = "target = \"127.0.0.1:9\"\nfail_if = [\"ghost>0\", \"connect.p99 > 50ms\"]\n";
+        let file = Scenario::parse(text, "t.toml").unwrap();
+        let exprs: Vec<String> = file.fail_if.iter().map(ToString::to_string).collect();
+        assert_eq!(exprs, ["ghost>0", "connect.p99 > 50ms"]);
+        let plan = file.plan().unwrap();
+        assert_eq!(plan.scenario["fail_if"][1], "connect.p99 > 50ms");
+
+        let err = Scenario::parse("agents = 1\nfail_if = [\"ghost >> 0\"]\n", "t.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("t.toml:2:"), "{err}");
+        assert!(err.contains("invalid threshold \"ghost >> 0\""), "{err}");
+
+        let flags = Scenario {
+            fail_if: vec!["refused>0".parse().unwrap()],
+            ..Default::default()
+        };
+        let explicit: BTreeSet<String> = ["fail_if".to_owned()].into();
+        let layered = Scenario::layered(Some(file.clone()), &flags, &explicit);
+        assert_eq!(layered.fail_if, flags.fail_if);
+        let kept = Scenario::layered(Some(file.clone()), &flags, &BTreeSet::new());
+        assert_eq!(kept.fail_if, file.fail_if);
+    }
+
+    #[test]
+    fn too_many_thresholds_are_refused() {
+        let mut s = Scenario {
+            target: Some("127.0.0.1:9".parse().unwrap()),
+            ..Default::default()
+        };
+        s.fail_if = vec!["ghost>0".parse().unwrap(); MAX_THRESHOLDS];
+        assert!(s.plan().is_ok());
+        s.fail_if.push("ghost>0".parse().unwrap());
+        let err = s.plan().unwrap_err().to_string();
+        assert!(err.contains("invalid fail_if \"101 expressions\""), "{err}");
     }
 }

@@ -117,6 +117,37 @@ pub struct Report {
     /// Why the target's final stats are missing, if they are (it died or stalled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_error: Option<String>,
+    /// Each `--fail-if` threshold judged against this run, in the order given (empty when
+    /// none was given).
+    #[serde(default)]
+    pub thresholds: Vec<ThresholdResult>,
+}
+
+/// One `--fail-if` threshold judged against a run (`crate::threshold` evaluates it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ThresholdResult {
+    /// The expression as given.
+    pub expr: String,
+    /// The metric's value in this run, in `unit` (a whole number for counts and µs); null
+    /// when the run cannot tell.
+    #[serde(serialize_with = "whole_if_exact")]
+    pub value: Option<f64>,
+    /// `count`, `us` or `percent` (of attempts); null when the value is.
+    pub unit: Option<String>,
+    /// False when the expression held, or its metric is unknown in this run.
+    pub passed: bool,
+    /// The value for a person (`1.2ms`, `39`, `99.50% (995 of 1000)`) or why it is unknown.
+    pub detail: String,
+}
+
+/// A whole value as a JSON integer (`39`, not `39.0`: counts and µs are whole); a fraction stays.
+fn whole_if_exact<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        // Exact below 2^53: every count and duration a run produces.
+        Some(x) if x.fract() == 0.0 && (0.0..9.0e15).contains(x) => s.serialize_u64(*x as u64),
+        Some(x) => s.serialize_f64(*x),
+        None => s.serialize_none(),
+    }
 }
 
 impl Report {
@@ -238,7 +269,31 @@ impl Report {
                 t.counters.syncookies_sent
             );
         }
+        self.threshold_lines(&mut s);
         s
+    }
+
+    /// True unless a `--fail-if` threshold failed.
+    pub fn thresholds_passed(&self) -> bool {
+        self.thresholds.iter().all(|t| t.passed)
+    }
+
+    /// The `--fail-if` thresholds, one line each with pass or FAIL (nothing when none).
+    fn threshold_lines(&self, s: &mut String) {
+        if self.thresholds.is_empty() {
+            return;
+        }
+        let failed = self.thresholds.iter().filter(|t| !t.passed).count();
+        let _ = writeln!(
+            s,
+            "thresholds: {} of {} failed",
+            failed,
+            self.thresholds.len()
+        );
+        for t in &self.thresholds {
+            let verdict = if t.passed { "pass" } else { "FAIL" };
+            let _ = writeln!(s, "  {verdict} {}: {}", t.expr, t.detail);
+        }
     }
 }
 
@@ -343,5 +398,52 @@ mod tests {
             "{s}"
         );
         assert!(!s.contains("null"));
+    }
+}
+
+#[cfg(test)]
+mod threshold_tests {
+    use super::*;
+
+    /// Each threshold is a line with pass or FAIL; none given, no lines and no JSON entries.
+    #[test]
+    fn thresholds_are_listed_with_their_verdict() {
+        let mut r = Report::default();
+        assert!(!r.summary().contains("thresholds"));
+        assert_eq!(
+            serde_json::to_value(&r).unwrap()["thresholds"],
+            serde_json::json!([])
+        );
+        assert!(r.thresholds_passed());
+        r.thresholds = vec![
+            ThresholdResult {
+                expr: "ghost>0".into(),
+                value: Some(39.0),
+                unit: Some("count".into()),
+                passed: false,
+                detail: "39".into(),
+            },
+            ThresholdResult {
+                expr: "connect.p99>50ms".into(),
+                value: Some(1200.0),
+                unit: Some("us".into()),
+                passed: true,
+                detail: "1.2ms".into(),
+            },
+        ];
+        let s = r.summary();
+        assert!(s.contains("thresholds: 1 of 2 failed"), "{s}");
+        assert!(s.contains("  FAIL ghost>0: 39\n"), "{s}");
+        assert!(s.contains("  pass connect.p99>50ms: 1.2ms\n"), "{s}");
+        assert!(!r.thresholds_passed());
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["thresholds"][0]["expr"], "ghost>0");
+        assert_eq!(v["thresholds"][0]["passed"], false);
+        assert_eq!(v["thresholds"][1]["value"].to_string(), "1200");
+        r.thresholds[1].value = Some(99.5);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["thresholds"][1]["value"].to_string(), "99.5");
+        let back: Report = serde_json::from_value(v).unwrap();
+        assert_eq!(back.thresholds, r.thresholds);
     }
 }

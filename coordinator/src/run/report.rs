@@ -136,6 +136,8 @@ pub(super) fn build_report(
         kernel: kernel.unwrap_or_default(),
         target_error: None,
         target: target.as_ref().map(TargetStats::from),
+        // Judged by the command once the run is done (`crate::threshold`).
+        thresholds: Vec::new(),
     };
     Ok(Finished {
         report,

@@ -129,6 +129,11 @@ fn columns() -> Vec<Column> {
             "issue_duration_us",
             Box::new(|l| opt(l.step.issue_duration_us)),
         ),
+        // Empty when no --fail-if was given.
+        (
+            "thresholds_passed",
+            Box::new(|l| opt(l.step.thresholds_passed)),
+        ),
     ]);
     columns
 }
@@ -167,6 +172,7 @@ mod tests {
             accepted: 43,
             partial: backlog == 16,
             issue_duration_us: Some(1234),
+            thresholds_passed: (backlog == 8).then_some(true),
         }
     }
 

@@ -19,6 +19,7 @@ use crate::report::{Latency, Outcomes, Report};
 use crate::run::{self, RunError, RunPlan};
 use crate::service::Registry;
 use crate::target::TargetControl;
+use crate::threshold::{self, Threshold};
 
 pub mod csv;
 pub mod html;
@@ -66,6 +67,10 @@ pub struct Step {
     pub partial: bool,
     /// Burst issue duration, µs.
     pub issue_duration_us: Option<u64>,
+    /// Whether the step passed every `--fail-if` threshold (each one is in the step's
+    /// report); absent when none was given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thresholds_passed: Option<bool>,
 }
 
 /// What to set, per accept rate.
@@ -171,6 +176,7 @@ pub async fn execute(
                 accepted: t.accepted.unwrap_or(0),
                 partial: r.partial,
                 issue_duration_us: r.issue_duration_us,
+                thresholds_passed: None,
             });
             reports.push(r);
             if cancel.is_cancelled() {
@@ -211,6 +217,56 @@ pub(crate) fn rate_name(rate: Option<f64>) -> String {
 }
 
 impl SweepReport {
+    /// Judges every step against the `--fail-if` thresholds: each step's report gets its
+    /// `thresholds[]`, each step whether it passed them all (nothing when none were given).
+    pub fn judge(&mut self, fail_if: &[Threshold]) {
+        if fail_if.is_empty() {
+            return;
+        }
+        // Steps and reports are pushed together, one each per step run.
+        for (step, report) in self.steps.iter_mut().zip(&mut self.reports) {
+            report.thresholds = threshold::evaluate(fail_if, report);
+            step.thresholds_passed = Some(report.thresholds_passed());
+        }
+    }
+
+    /// Which steps passed the thresholds, and what failed in the others.
+    fn threshold_lines(&self, s: &mut String) {
+        let judged: Vec<(&Step, &Report)> = self
+            .steps
+            .iter()
+            .zip(&self.reports)
+            .filter(|(st, _)| st.thresholds_passed.is_some())
+            .collect();
+        if judged.is_empty() {
+            return;
+        }
+        let passing = judged
+            .iter()
+            .filter(|(st, _)| st.thresholds_passed == Some(true))
+            .count();
+        let _ = writeln!(s, "thresholds: {passing} of {} steps pass", judged.len());
+        for (st, r) in judged {
+            let failed: Vec<String> = r
+                .thresholds
+                .iter()
+                .filter(|t| !t.passed)
+                .map(|t| format!("{} ({})", t.expr, t.detail))
+                .collect();
+            let _ = writeln!(
+                s,
+                "  backlog {} at accept rate {}: {}",
+                st.backlog,
+                rate_name(st.accept_rate),
+                if failed.is_empty() {
+                    "pass".to_owned()
+                } else {
+                    format!("FAIL {}", failed.join(", "))
+                }
+            );
+        }
+    }
+
     /// Writes `sweep.json`, `sweep.csv` and `sweep.html` into `dir`.
     pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
         let out = crate::report::OutDir::create(dir)?;
@@ -276,6 +332,62 @@ impl SweepReport {
                 r.model_backlog
             );
         }
+        self.threshold_lines(&mut s);
         s
+    }
+}
+
+#[cfg(test)]
+mod threshold_tests {
+    use super::recommend::tests::step;
+    use super::*;
+
+    /// Each step is judged on its own report: the summary says which steps pass and what
+    /// failed in the others; without thresholds nothing is added.
+    #[test]
+    fn each_step_gets_its_verdict() {
+        let steps = vec![step(8, 40, 1_000_000, 60), step(64, 0, 2_000, 100)];
+        let reports = steps
+            .iter()
+            .map(|st| Report {
+                outcomes: st.outcomes,
+                connect_latency_us: Latency {
+                    count: 100,
+                    ..st.connect_latency_us
+                },
+                ..Report::default()
+            })
+            .collect();
+        let mut sweep = SweepReport {
+            connections: 100,
+            p99_max_us: 100_000,
+            steps,
+            recommendations: Vec::new(),
+            reports,
+            stopped: None,
+        };
+        let unjudged = sweep.summary();
+        sweep.judge(&[]);
+        assert_eq!(sweep.summary(), unjudged);
+        assert!(sweep.steps.iter().all(|st| st.thresholds_passed.is_none()));
+
+        let fail_if: Vec<Threshold> = ["connect.p99>50ms", "established<100%"]
+            .iter()
+            .map(|e| e.parse().unwrap())
+            .collect();
+        sweep.judge(&fail_if);
+        assert_eq!(sweep.steps[0].thresholds_passed, Some(false));
+        assert_eq!(sweep.steps[1].thresholds_passed, Some(true));
+        assert_eq!(sweep.reports[0].thresholds.len(), 2);
+        let s = sweep.summary();
+        assert!(s.contains("thresholds: 1 of 2 steps pass"), "{s}");
+        assert!(
+            s.contains("backlog 8 at accept rate 100/s: FAIL connect.p99>50ms (1s), established<100% (60.00% (60 of 100))"),
+            "{s}"
+        );
+        assert!(s.contains("backlog 64 at accept rate 100/s: pass"), "{s}");
+        let v = serde_json::to_value(&sweep).unwrap();
+        assert_eq!(v["steps"][0]["thresholds_passed"], false);
+        assert_eq!(v["reports"][1]["thresholds"][0]["passed"], true);
     }
 }

@@ -113,6 +113,7 @@ pub(crate) mod tests {
             accepted: 100,
             partial: false,
             issue_duration_us: Some(200_000),
+            thresholds_passed: None,
         }
     }
 
