@@ -1,9 +1,10 @@
-//! stampede, the coordinator: agents dial in through an accept loop that bounds connections
+//! stampede, the coordinator. Agents dial in through an accept loop that bounds connections
 //! which never authenticate ([`admission`]) and authenticate ([`service`], [`auth`]); a run
 //! ([`run`]) waits for them, has them arm, starts them at one instant in coordinator time,
-//! collects their results and merges them exactly (`stampede_proto::tally`) into a report ([`report`]).
-//! [`scenario`] holds every setting of a run, as flags and scenario keys alike, and the
-//! rules between them; [`cli`] is the command line and what each command does; [`sweep`] repeats a run over backlogs and
+//! collects their results and merges them exactly (`stampede_proto::tally`) into a report
+//! ([`report`]), judged against `--fail-if` thresholds ([`threshold`]). [`scenario`] holds every
+//! setting of a run, as flags and scenario keys alike, and the rules between them; [`cli`] is
+//! the command line and what each command does; [`sweep`] repeats a run over backlogs and
 //! accept rates to size `listen()` backlog and somaxconn; [`target`] drives the target's
 //! control service; [`demo`] runs target, agents and coordinator in one process on loopback.
 
