@@ -136,6 +136,8 @@ pub(super) fn build_report(
         kernel: kernel.unwrap_or_default(),
         target_error: None,
         target: target.as_ref().map(TargetStats::from),
+        // Told by `Run::finish`, once the target's error is known too.
+        verdict: String::new(),
     };
     Ok(Finished {
         report,
