@@ -7,10 +7,11 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
+use stampede_proto::duration::human_us;
 use stampede_proto::histogram::HistogramError;
 use stampede_proto::outcome::OutcomeClass;
 use stampede_proto::pb;
-use stampede_proto::report::{Admission, FireReport, Kernel, Latency};
+use stampede_proto::report::{Admission, FireReport, Kernel, Latency, k_counts};
 use stampede_proto::tally::CarriesTally as _;
 
 pub use stampede_proto::tally::Tally;
@@ -203,11 +204,11 @@ impl RunResult {
                 s,
                 "{name:<11} n={} p50={} p90={} p99={} p99.9={} max={}",
                 l.count,
-                us(l.p50),
-                us(l.p90),
-                us(l.p99),
-                us(l.p999),
-                us(l.max)
+                human_us(l.p50),
+                human_us(l.p90),
+                human_us(l.p99),
+                human_us(l.p999),
+                human_us(l.max)
             );
         }
         let lag_max = if self.issue_lag.is_empty() {
@@ -218,29 +219,20 @@ impl RunResult {
         let _ = writeln!(
             s,
             "issue duration {} (max issue lag {}); agent TCPRetransFail {}",
-            us(self.issue_duration.as_micros() as u64),
-            us(lag_max),
+            human_us(self.issue_duration.as_micros() as u64),
+            human_us(lag_max),
             self.kernel.retrans_fail
         );
         s
     }
 }
 
+/// `  (k=1: n, k=3: m)` after an outcome's count, or nothing when there is no breakdown.
 fn by_k(map: &BTreeMap<u32, u64>) -> String {
     if map.is_empty() {
         return String::new();
     }
-    let parts: Vec<String> = map.iter().map(|(k, n)| format!("k={k}: {n}")).collect();
-    format!("  ({})", parts.join(", "))
-}
-
-/// Formats µs for humans: `850µs`, `12.3ms`, `3.07s`.
-fn us(v: u64) -> String {
-    match v {
-        0..=9_999 => format!("{v}µs"),
-        10_000..=9_999_999 => format!("{:.1}ms", v as f64 / 1e3),
-        _ => format!("{:.2}s", v as f64 / 1e6),
-    }
+    format!("  ({})", k_counts(map))
 }
 
 #[cfg(test)]
@@ -254,6 +246,44 @@ mod tests {
         assert_eq!(
             rfc3339(SystemTime::UNIX_EPOCH),
             "1970-01-01T00:00:00.000000Z"
+        );
+    }
+
+    /// The summary speaks the one unit style (`stampede_proto::duration::human_us`) and the
+    /// one per-k form, as the coordinator's summary does.
+    #[test]
+    fn summary_shows_human_units_and_k_counts() {
+        let mut tally = Tally::default();
+        tally.outcomes.established = 2;
+        tally.outcomes.syn_retransmitted = 3;
+        tally.syn_retransmits = BTreeMap::from([(1, 2), (3, 1)]);
+        for us in [850, 12_000, 1_014_783] {
+            tally.connect_latency.record(us).unwrap();
+        }
+        let result = RunResult {
+            connections: 5,
+            tally,
+            issue_lag: stampede_proto::histogram::new_latency(),
+            issue_duration: Duration::from_micros(3_070_000),
+            first_connect: None,
+            first_connect_offset: None,
+            last_completion: None,
+            unfinished: 0,
+            skipped_overdue: 0,
+            issued_late: 0,
+            cut_reason: None,
+            cancelled: false,
+            elapsed: Duration::from_secs(4),
+            kernel: Kernel::default(),
+            admission: Admission::Greeting,
+        };
+        let s = result.summary("127.0.0.1:9000", "burst");
+        assert!(s.contains("(k=1: 2, k=3: 1)"), "{s}");
+        assert!(s.contains("p50=12.0ms"), "{s}");
+        assert!(s.contains("max=1.01s"), "{s}");
+        assert!(
+            s.contains("issue duration 3.07s (max issue lag 0µs)"),
+            "{s}"
         );
     }
 }

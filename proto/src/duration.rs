@@ -1,6 +1,9 @@
 //! The duration syntax of every stampede flag and scenario file: a number and a unit, as in
 //! `500ms`, `2s`, `1.5s`, `1m`. Units: `ns`, `us` (or `µs`), `ms`, `s`, `m`, `h`. A bare `0`
 //! means zero; any other bare number is refused, because `--timeout 5` is ambiguous.
+//!
+//! Measured durations are shown to people by [`human_us`] (`850µs`, `12.3ms`, `3.07s`): the
+//! one unit style of every terminal summary, whichever binary prints it.
 
 use std::time::Duration;
 
@@ -96,6 +99,28 @@ pub fn format_duration(d: Duration) -> String {
     format!("{text}{unit}")
 }
 
+/// A measured duration in µs for people: `850µs` below a millisecond, `12.3ms` below a
+/// second, `3.07s` from there on: three significant digits or so, and always a unit. The one
+/// style of every terminal summary (`stampede`, `stampede-agent fire`).
+pub fn human_us(us: u64) -> String {
+    match us {
+        0..=999 => format!("{us}µs"),
+        // Below 999.95 ms, so that rounding to one decimal never shows "1000.0ms".
+        1_000..=999_949 => format!("{:.1}ms", us as f64 / 1e3),
+        _ => format!("{:.2}s", us as f64 / 1e6),
+    }
+}
+
+/// [`human_us`] with a sign, for offsets and errors that may be negative (`-1.2ms`).
+pub fn human_signed_us(us: i64) -> String {
+    let magnitude = human_us(us.unsigned_abs());
+    if us < 0 {
+        format!("-{magnitude}")
+    } else {
+        magnitude
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +155,27 @@ mod tests {
         ] {
             assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{d:?}");
         }
+    }
+
+    #[test]
+    fn human_durations_carry_a_unit_and_about_three_digits() {
+        for (us, text) in [
+            (0, "0µs"),
+            (850, "850µs"),
+            (999, "999µs"),
+            (1_000, "1.0ms"),
+            (1_234, "1.2ms"),
+            (12_345, "12.3ms"),
+            (999_949, "999.9ms"),
+            (999_950, "1.00s"),
+            (1_014_783, "1.01s"),
+            (3_070_000, "3.07s"),
+            (133_000_000, "133.00s"),
+        ] {
+            assert_eq!(human_us(us), text, "{us}");
+        }
+        assert_eq!(human_signed_us(-1_234), "-1.2ms");
+        assert_eq!(human_signed_us(850), "850µs");
+        assert_eq!(human_signed_us(i64::MIN), format!("-{}", human_us(1 << 63)));
     }
 }

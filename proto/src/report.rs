@@ -287,6 +287,13 @@ impl From<&pb::KernelInfo> for Kernel {
     }
 }
 
+/// Counts by SYN-retransmit count k as people read them: `k=1: 12, k=3: 4` (empty when there
+/// are none). The one form of every summary's per-k breakdown.
+pub fn k_counts(by_k: &BTreeMap<u32, u64>) -> String {
+    let parts: Vec<String> = by_k.iter().map(|(k, n)| format!("k={k}: {n}")).collect();
+    parts.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -323,5 +330,12 @@ mod tests {
         let l = Latency::from(&h);
         assert_eq!((l.count, l.min, l.max), (1000, 1, 1000));
         assert!(l.p50 >= 500 && l.p50 <= 501, "{l:?}");
+    }
+
+    #[test]
+    fn k_counts_read_in_numeric_order() {
+        let by_k = BTreeMap::from([(10, 1), (1, 12), (3, 4)]);
+        assert_eq!(k_counts(&by_k), "k=1: 12, k=3: 4, k=10: 1");
+        assert_eq!(k_counts(&BTreeMap::new()), "");
     }
 }

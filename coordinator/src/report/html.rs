@@ -170,6 +170,12 @@ pub fn render(r: &Report, connect: &Histogram<u64>) -> String {
     };
     page_head(&mut s, &format!("stampede run {}", r.run_id));
     let _ = write!(s, "<p>started {}, {status}</p>", esc(&r.started_at));
+    // The run in plain words first, as the terminal's summary ends on it.
+    let _ = write!(
+        s,
+        "<p class=\"verdict\"><strong>Verdict:</strong> {}</p>",
+        esc(&super::story::verdict(r))
+    );
     if !r.lost_agents.is_empty() {
         let _ = write!(
             s,
@@ -328,5 +334,24 @@ mod tests {
                 || page.contains("http://www.w3.org/2000/svg")
         );
         assert!(page.contains("99.99%"));
+    }
+
+    /// The verdict opens the page, escaped, right under the run's status.
+    #[test]
+    fn page_opens_on_the_verdict() {
+        let r = Report {
+            outcomes: crate::report::Outcomes {
+                refused: 3,
+                ..Default::default()
+            },
+            scenario: serde_json::json!({"target": "<host>:9"}),
+            ..Default::default()
+        };
+        let page = render(&r, &steps());
+        let verdict =
+            page.find("<p class=\"verdict\"><strong>Verdict:</strong> All 3 were refused");
+        let first_chart = page.find("<svg");
+        assert!(verdict.is_some() && verdict < first_chart, "{page}");
+        assert!(page.contains("no listener at &lt;host&gt;:9"), "{page}");
     }
 }

@@ -6,13 +6,16 @@
 pub mod csv;
 pub mod hlog;
 pub mod html;
+pub mod story;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
+use stampede_proto::duration::{human_signed_us, human_us};
 pub use stampede_proto::outcome::Errno;
 use stampede_proto::outcome::OutcomeClass;
+use stampede_proto::report::k_counts;
 pub use stampede_proto::report::{Admission, Kernel, Latency, Outcomes};
 pub use stampede_proto::target::TargetStats;
 
@@ -121,6 +124,10 @@ pub struct Report {
     /// none was given).
     #[serde(default)]
     pub thresholds: Vec<ThresholdResult>,
+    /// The run in plain words: what happened, its likely cause and the next step
+    /// ([`story::verdict`], set once the report is complete).
+    #[serde(default)]
+    pub verdict: String,
 }
 
 /// One `--fail-if` threshold judged against a run (`crate::threshold` evaluates it).
@@ -190,14 +197,14 @@ impl Report {
         for a in &self.agents {
             let _ = writeln!(
                 s,
-                "{:<12} {:>6} {:>9} {:>8}us {:>10}us {:>10}{}",
+                "{:<12} {:>6} {:>9} {:>10} {:>12} {:>12}{}",
                 a.id,
                 a.connections,
                 a.attempts,
-                a.clock_offset_us,
-                a.clock_uncertainty_us,
+                human_signed_us(a.clock_offset_us),
+                human_us(a.clock_uncertainty_us),
                 a.start_error_us
-                    .map_or_else(|| "-".to_owned(), |e| format!("{e}us")),
+                    .map_or_else(|| "-".to_owned(), human_signed_us),
                 // Lost: nothing final came from it. Cut short: its final result came, but
                 // the run was aborted (Ctrl-C) or it stopped early, and says why.
                 if self.lost_agents.contains(&a.id) {
@@ -222,8 +229,7 @@ impl Report {
             ("pending by k", &self.pending_syn_retransmits),
         ] {
             if !counts.is_empty() {
-                let ks: Vec<String> = counts.iter().map(|(k, n)| format!("k={k}: {n}")).collect();
-                let _ = writeln!(s, "  {label:<18} {}", ks.join(", "));
+                let _ = writeln!(s, "  {label:<18} {}", k_counts(counts));
             }
         }
         if !self.errors.is_empty() {
@@ -244,13 +250,18 @@ impl Report {
             if l.count > 0 {
                 let _ = writeln!(
                     s,
-                    "{name:<10} us  p50 {} p90 {} p99 {} p99.9 {} max {} (n={})",
-                    l.p50, l.p90, l.p99, l.p999, l.max, l.count
+                    "{name:<10} p50 {} p90 {} p99 {} p99.9 {} max {} (n={})",
+                    human_us(l.p50),
+                    human_us(l.p90),
+                    human_us(l.p99),
+                    human_us(l.p999),
+                    human_us(l.max),
+                    l.count
                 );
             }
         }
         if let Some(spread) = self.start_spread_us {
-            let _ = writeln!(s, "start spread {spread}us across agents");
+            let _ = writeln!(s, "start spread {} across agents", human_us(spread));
         }
         if let Some(e) = &self.target_error {
             let _ = writeln!(s, "target: no final stats ({e})");
@@ -270,6 +281,8 @@ impl Report {
             );
         }
         self.threshold_lines(&mut s);
+        // Told from the numbers above, so it is never stale even if `verdict` is unset.
+        let _ = writeln!(s, "\n{}", wrap(&story::verdict(self), 100));
         s
     }
 
@@ -295,6 +308,25 @@ impl Report {
             let _ = writeln!(s, "  {verdict} {}: {}", t.expr, t.detail);
         }
     }
+}
+
+/// Breaks a paragraph into lines of at most `width` characters, at spaces.
+fn wrap(text: &str, width: usize) -> String {
+    let mut out = String::new();
+    let mut line = 0;
+    for word in text.split(' ') {
+        let len = word.chars().count();
+        if line > 0 && line + 1 + len > width {
+            out.push('\n');
+            line = 0;
+        } else if line > 0 {
+            out.push(' ');
+            line += 1;
+        }
+        out.push_str(word);
+        line += len;
+    }
+    out
 }
 
 #[cfg(test)]
@@ -398,6 +430,85 @@ mod tests {
             "{s}"
         );
         assert!(!s.contains("null"));
+    }
+
+    /// Durations in the summary carry units, in the style of `stampede-agent fire`; the
+    /// counts by k read the same way; the verdict closes it.
+    #[test]
+    fn summary_speaks_human_units_and_ends_on_the_verdict() {
+        let r = Report {
+            outcomes: Outcomes {
+                established: 20,
+                syn_retransmitted: 40,
+                ..Outcomes::default()
+            },
+            syn_retransmits: BTreeMap::from([(1, 30), (3, 10)]),
+            admission: Admission::Greeting,
+            agents: vec![AgentReport {
+                id: "a1".into(),
+                clock_offset_us: -1_234,
+                clock_uncertainty_us: 85,
+                start_error_us: Some(2_500),
+                ..AgentReport::default()
+            }],
+            connect_latency_us: Latency {
+                count: 60,
+                p50: 1_014_783,
+                p90: 3_070_000,
+                p99: 3_070_000,
+                p999: 3_070_000,
+                max: 3_071_000,
+                min: 90,
+            },
+            start_spread_us: Some(850),
+            ..Report::default()
+        };
+        let s = r.summary();
+        let row = s.lines().find(|l| l.starts_with("a1")).unwrap();
+        for part in ["-1.2ms", "85µs", "2.5ms"] {
+            assert!(row.contains(part), "{part} in {row}");
+        }
+        assert!(
+            s.contains("connect    p50 1.01s p90 3.07s p99 3.07s p99.9 3.07s max 3.07s (n=60)"),
+            "{s}"
+        );
+        assert!(s.contains("SYN retransmits    k=1: 30, k=3: 10"), "{s}");
+        assert!(s.contains("start spread 850µs across agents"), "{s}");
+        assert!(!s.contains("us "), "no bare microseconds: {s}");
+        let verdict = story::verdict(&r);
+        assert!(
+            verdict.starts_with("20 of 60 established at once."),
+            "{verdict}"
+        );
+        assert_eq!(
+            s.trim_end().rsplit("\n\n").next(),
+            Some(wrap(&verdict, 100).as_str())
+        );
+    }
+
+    /// report.json gains `verdict` (a new key; docs/design.md "Reports"), and a report
+    /// written before it existed still reads.
+    #[test]
+    fn verdict_is_a_report_key() {
+        let r = Report {
+            verdict: "All 3 established at once (p99 1.0ms).".into(),
+            ..Report::default()
+        };
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["verdict"], "All 3 established at once (p99 1.0ms).");
+        let mut old = v.clone();
+        old.as_object_mut().unwrap().remove("verdict");
+        let back: Report = serde_json::from_value(old).unwrap();
+        assert_eq!(back.verdict, "");
+    }
+
+    #[test]
+    fn wrap_breaks_at_spaces_within_the_width() {
+        let text = "one two three four five six";
+        assert_eq!(wrap(text, 9), "one two\nthree\nfour five\nsix");
+        assert_eq!(wrap(text, 100), text);
+        // A word longer than the width stands alone, unbroken.
+        assert_eq!(wrap("a abcdefghij b", 4), "a\nabcdefghij\nb");
     }
 }
 

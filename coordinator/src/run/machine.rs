@@ -236,6 +236,7 @@ impl<'a> Run<'a> {
             target_stats,
         )?;
         finished.report.target_error = target_error;
+        finished.report.verdict = crate::report::story::verdict(&finished.report);
         Ok(finished)
     }
 

@@ -138,6 +138,8 @@ pub(super) fn build_report(
         target: target.as_ref().map(TargetStats::from),
         // Judged by the command once the run is done (`crate::threshold`).
         thresholds: Vec::new(),
+        // Told by `Run::finish`, once the target's error is known too.
+        verdict: String::new(),
     };
     Ok(Finished {
         report,
