@@ -9,6 +9,7 @@
 //! types; `recommend` turns the steps into recommendations, [`html`] draws `sweep.html` and
 //! [`csv`] writes `sweep.csv` (one row per step).
 
+use stampede_proto::duration::human_us;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -289,9 +290,9 @@ impl SweepReport {
             "ghost",
             "other",
             "overflows",
-            "p50 us",
-            "p99 us",
-            "max us"
+            "p50",
+            "p99",
+            "max"
         );
         for st in &self.steps {
             let o = &st.outcomes;
@@ -306,9 +307,9 @@ impl SweepReport {
                 o.ghost,
                 o.total() - o.established - o.syn_retransmitted - o.ghost,
                 st.listen_overflows,
-                st.connect_latency_us.p50,
-                st.connect_latency_us.p99,
-                st.connect_latency_us.max,
+                human_us(st.connect_latency_us.p50),
+                human_us(st.connect_latency_us.p99),
+                human_us(st.connect_latency_us.max),
                 if st.partial { "  (partial)" } else { "" }
             );
         }

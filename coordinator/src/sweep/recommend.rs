@@ -4,6 +4,7 @@
 //! with `a` accepts completing during it needs a backlog of at least M − a − 1 (docs/kernel.md §6).
 
 use super::{Recommendation, Step, SweepPlan, rate_name};
+use stampede_proto::duration::human_us;
 
 /// The smallest clean backlog at one accept rate, beside the queue model.
 pub(super) fn recommend(plan: &SweepPlan, rate: Option<f64>, steps: &[Step]) -> Recommendation {
@@ -34,10 +35,10 @@ pub(super) fn recommend(plan: &SweepPlan, rate: Option<f64>, steps: &[Step]) -> 
                 model_backlog,
                 reason: format!(
                     "backlog {} absorbed {m} connects with no overflow, every attempt established \
-                     at once and p99 {}us; set net.core.somaxconn >= {} in the server's namespace \
+                     at once and p99 {}; set net.core.somaxconn >= {} in the server's namespace \
                      before it calls listen(){}",
                     s.backlog,
-                    s.connect_latency_us.p99,
+                    human_us(s.connect_latency_us.p99),
                     s.backlog,
                     if capped {
                         format!(
@@ -60,18 +61,19 @@ pub(super) fn recommend(plan: &SweepPlan, rate: Option<f64>, steps: &[Step]) -> 
             {
                 Some(s) => format!(
                     "backlog {} had no overflow, yet {} of {m} were not served cleanly \
-                     ({} ghost: no greeting by the deadline, p99 {}us): the queue held them; \
+                     ({} ghost: no greeting by the deadline, p99 {}): the queue held them; \
                      the server's accept rate ({}), not the backlog, is the limit",
                     s.backlog,
                     s.outcomes.total() - s.outcomes.established,
                     s.outcomes.ghost,
-                    s.connect_latency_us.p99,
+                    human_us(s.connect_latency_us.p99),
                     rate_name(rate),
                 ),
                 None => format!(
                     "no backlog tried absorbed {m} connects cleanly (no overflow, all established \
-                     at once, p99 <= {p99_max}us); the queue model asks for a backlog of at \
-                     least {model_backlog}: try larger backlogs"
+                     at once, p99 <= {}); the queue model asks for a backlog of at \
+                     least {model_backlog}: try larger backlogs",
+                    human_us(p99_max)
                 ),
             };
             Recommendation {
