@@ -9,11 +9,11 @@
 //! types; `recommend` turns the steps into recommendations, [`html`] draws `sweep.html` and
 //! [`csv`] writes `sweep.csv` (one row per step).
 
-use stampede_proto::duration::human_us;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use stampede_proto::duration::human_us;
 use tokio_util::sync::CancellationToken;
 
 use crate::report::{Latency, Outcomes, Report};

@@ -3,8 +3,9 @@
 //! threshold) and the somaxconn it needs, set beside the queue model: a burst of M connects
 //! with `a` accepts completing during it needs a backlog of at least M − a − 1 (docs/kernel.md §6).
 
-use super::{Recommendation, Step, SweepPlan, rate_name};
 use stampede_proto::duration::human_us;
+
+use super::{Recommendation, Step, SweepPlan, rate_name};
 
 /// The smallest clean backlog at one accept rate, beside the queue model.
 pub(super) fn recommend(plan: &SweepPlan, rate: Option<f64>, steps: &[Step]) -> Recommendation {
