@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use proptest::prelude::*;
+use stampede_proto::clock::{self, ClockSample};
 use stampede_proto::duration::{format_duration, parse_duration};
 use stampede_proto::histogram::{self, MAX_LATENCY_US};
 use stampede_proto::outcome::Errno;
@@ -17,7 +18,7 @@ use stampede_proto::pb;
 use stampede_proto::plan::Load;
 use stampede_proto::tally::Tally;
 use stampede_proto::token::Token;
-use stampede_proto::{hlog, token};
+use stampede_proto::{backlog, hlog, token, usage};
 
 /// Every allocation of this test binary is capped: a decoder that trusts a length read from
 /// its input and allocates it makes the process abort here, naming the size ("memory
@@ -273,6 +274,42 @@ proptest! {
         let mut merged = Tally::default();
         let _ = merged.merge(&t);
         let _ = merged.merge(&t);
+    }
+
+    /// Clock probes carry the peer's timestamps: any i64s give an estimate, never a panic,
+    /// and plausible ones (within a few centuries of the epoch) give the formula's values.
+    #[test]
+    fn clock_estimates_of_any_timestamps_never_panic(
+        t in prop::collection::vec(
+            prop_oneof![any::<i64>(), Just(i64::MAX), Just(i64::MIN), -(1i64 << 62)..(1i64 << 62)],
+            4..=16,
+        ),
+        now in any::<i64>(),
+    ) {
+        let samples: Vec<ClockSample> = t
+            .chunks_exact(4)
+            .map(|c| ClockSample { t0: c[0], t1: c[1], t2: c[2], t3: c[3] })
+            .collect();
+        let e = clock::best(&samples).unwrap();
+        let _ = (e.to_agent(now), e.to_coordinator(now), e.uncertainty_ns());
+        let _ = clock::rfc3339(now);
+        let s = samples[0];
+        if [s.t0, s.t1, s.t2, s.t3].iter().all(|t| t.unsigned_abs() < 1 << 61) {
+            prop_assert_eq!(s.offset_ns(), ((s.t1 - s.t0) + (s.t2 - s.t3)) / 2);
+            prop_assert_eq!(s.rtt_ns(), ((s.t3 - s.t0) - (s.t2 - s.t1)).max(0) as u64);
+        }
+    }
+
+    /// Error lines echo outside values cut; any text is cut without a panic, and what is
+    /// echoed stays bounded.
+    #[test]
+    fn error_lines_of_any_text_never_panic(text in any::<String>(), long in "[a-z'\"` ]{0,400}") {
+        for t in [&text, &long] {
+            let line = usage::one_line(t);
+            prop_assert!(line.chars().count() <= usage::MAX_LINE_CHARS + 1);
+            let _ = usage::cut_values(t);
+            let _ = backlog::parse(t);
+        }
     }
 
     /// Any token file contents: Ok (a printable token) or a named error, never a panic.
