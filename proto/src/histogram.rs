@@ -108,6 +108,11 @@ pub fn decode(bytes: &[u8]) -> Result<Histogram<u64>, HistogramError> {
                 "header claims a payload of {claimed} bytes, {follows} follow"
             )));
         }
+        if claimed > MAX_PAYLOAD_BYTES {
+            return Err(bad(format!(
+                "payload of {claimed} bytes, at most {MAX_PAYLOAD_BYTES} read"
+            )));
+        }
     }
     let mut reader = plain;
     Deserializer::new()
@@ -207,6 +212,12 @@ mod tests {
             e.contains("claims a payload of 4294967295 bytes, 0 follow"),
             "{e}"
         );
+        // A payload that is there but larger than any latency histogram's is refused too.
+        let mut big = header.clone();
+        big[4..8].copy_from_slice(&((MAX_PAYLOAD_BYTES + 1) as u32).to_be_bytes());
+        big.resize(V2_HEADER_BYTES + MAX_PAYLOAD_BYTES + 1, 0);
+        let e = decode(&big).unwrap_err().to_string();
+        assert!(e.contains("at most 4194304 read"), "{e}");
 
         let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
         std::io::Write::write_all(&mut z, &header).unwrap();
