@@ -1,12 +1,20 @@
 //! Property tests of the agent's `--allow-target` parser (`Cidr`), the decoder that stands
 //! between any flag text and the safety rule "no SYN outside the allow-list": any text is
 //! Ok or an error, never a panic, and a parsed block contains exactly the addresses a
-//! reference computation by mask says it does.
+//! reference computation by mask says it does. And a coordinator message with an absurd
+//! value (a Start instant of i64::MIN) answered with a refusal, not a panic.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use stampede_agent::cidr::Cidr;
+use stampede_agent::session::{self, SessionConfig};
+use stampede_lab::{Netns, kernel_tests_enabled};
+use stampede_proto::clock::unix_nanos_now;
+use stampede_proto::pb::{self, agent_message::Msg as Out, coordinator_message::Msg as In};
+use stampede_proto::plan::Load;
+use tokio_util::sync::CancellationToken;
 
 /// Cases per property: enough to find a panic, few enough that the suite takes seconds.
 fn config() -> ProptestConfig {
@@ -106,4 +114,141 @@ proptest! {
             prop_assert!(cidr.contains(net), "{} contains its own address", text);
         }
     }
+}
+
+/// A coordinator the test scripts: Welcome, clock replies, then whatever the test sends.
+struct Scripted {
+    attached: tokio::sync::mpsc::UnboundedSender<Stream>,
+}
+
+/// One agent's stream, as the scripted coordinator holds it.
+struct Stream {
+    inbound: tonic::Streaming<pb::AgentMessage>,
+    out: tokio::sync::mpsc::Sender<Result<pb::CoordinatorMessage, tonic::Status>>,
+}
+
+#[tonic::async_trait]
+impl pb::coordinator_server::Coordinator for Scripted {
+    type AttachStream =
+        tokio_stream::wrappers::ReceiverStream<Result<pb::CoordinatorMessage, tonic::Status>>;
+
+    async fn attach(
+        &self,
+        req: tonic::Request<tonic::Streaming<pb::AgentMessage>>,
+    ) -> Result<tonic::Response<Self::AttachStream>, tonic::Status> {
+        let mut inbound = req.into_inner();
+        inbound.message().await?; // Hello
+        let (out, rx) = tokio::sync::mpsc::channel(16);
+        let welcome = In::Welcome(pb::Welcome {
+            protocol_version: stampede_proto::PROTOCOL_VERSION,
+            heartbeat_interval_ms: 100,
+            liveness_ms: 0,
+        });
+        let _ = out
+            .send(Ok(pb::CoordinatorMessage { msg: Some(welcome) }))
+            .await;
+        let _ = self.attached.send(Stream {
+            inbound,
+            out: out.clone(),
+        });
+        Ok(tonic::Response::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+    }
+
+    async fn clock(
+        &self,
+        req: tonic::Request<pb::ClockProbe>,
+    ) -> Result<tonic::Response<pb::ClockReply>, tonic::Status> {
+        let now = unix_nanos_now();
+        Ok(tonic::Response::new(pb::ClockReply {
+            t0_unix_nanos: req.into_inner().t0_unix_nanos,
+            t1_unix_nanos: now,
+            t2_unix_nanos: now,
+        }))
+    }
+}
+
+/// Reads the agent's messages until `pick` takes one (10 s at most).
+async fn until<T>(s: &mut Stream, mut pick: impl FnMut(Out) -> Option<T>) -> T {
+    let read = async {
+        loop {
+            match s.inbound.message().await {
+                Ok(Some(pb::AgentMessage { msg: Some(m) })) => {
+                    if let Some(t) = pick(m) {
+                        return t;
+                    }
+                }
+                Ok(Some(_)) => {}
+                other => panic!("the agent's stream ended (did its session panic?): {other:?}"),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("the agent answered within 10 s")
+}
+
+/// A Start whose instant is absurd (i64::MIN ns, the year -292 billion) is answered with a
+/// refusal: before, `local_start - now` overflowed, which panicked the session in debug
+/// builds (the agent's stream just ended) and in release wrapped into a wait of centuries
+/// with armed sockets. Armed in a namespace of its own; no SYN is sent (nothing fires).
+#[test]
+fn an_absurd_start_instant_is_refused_not_a_panic() {
+    if !kernel_tests_enabled("an_absurd_start_instant_is_refused_not_a_panic") {
+        return;
+    }
+    let ns = Netns::new("propsstart").unwrap();
+    ns.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (attached, mut streams) = tokio::sync::mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(pb::coordinator_server::CoordinatorServer::new(Scripted {
+                    attached,
+                }))
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::TcpListenerStream::new(listener),
+                    stop.clone().cancelled_owned(),
+                ),
+        );
+        let shutdown = CancellationToken::new();
+        let config = SessionConfig {
+            coordinator: url,
+            ..SessionConfig::loopback()
+        };
+        let session = tokio::spawn(session::run(config, shutdown.clone()));
+        let mut s = tokio::time::timeout(Duration::from_secs(10), streams.recv())
+            .await
+            .expect("the agent attaches within 10 s")
+            .unwrap();
+        let run = |m| pb::CoordinatorMessage { msg: Some(m) };
+        let prepare = Load::burst("127.0.0.1:9".parse().unwrap(), 1).to_prepare("absurd");
+        s.out.send(Ok(run(In::Prepare(prepare)))).await.unwrap();
+        until(&mut s, |m| match m {
+            Out::Ready(_) => Some(()),
+            Out::Rejected(r) => panic!("plan rejected: {}", r.reason),
+            _ => None,
+        })
+        .await;
+        let start = pb::Start {
+            run_id: "absurd".into(),
+            start_at_unix_nanos: i64::MIN,
+        };
+        s.out.send(Ok(run(In::Start(start)))).await.unwrap();
+        let reason = until(&mut s, |m| match m {
+            Out::Rejected(r) => Some(r.reason),
+            _ => None,
+        })
+        .await;
+        assert!(reason.contains("start"), "{reason}");
+        shutdown.cancel();
+        let ended = tokio::time::timeout(Duration::from_secs(5), session)
+            .await
+            .expect("the session ends on shutdown");
+        assert!(ended.is_ok(), "the session task panicked: {ended:?}");
+        stop.cancel();
+    });
 }
