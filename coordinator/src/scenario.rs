@@ -445,6 +445,8 @@ impl Scenario {
             probe_admission: self.probe_admission,
         };
         load.check()?;
+        // A run's load travels to agents in a Prepare (whole milliseconds).
+        load.check_wire()?;
         Ok(load)
     }
 
@@ -841,6 +843,24 @@ mod tests {
             assert!(e.len() < 1000, "{}", &e[..300]);
             assert!(e.contains('…'), "{e}");
         }
+    }
+
+    /// Found by coordinator/tests/decoders.rs: `timeout = "1us"` planned, then every agent
+    /// refused the Prepare it arrived in (0 ms); sub-millisecond parts are refused up front.
+    #[test]
+    fn what_agents_cannot_receive_is_refused_before_the_run() {
+        let text = "target = \"127.0.0.1:9\"\ntimeout = \"500us\"\n";
+        let e = Scenario::parse(text, "s.toml")
+            .unwrap()
+            .plan()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "invalid timeout 500us: a run sends it to agents in whole milliseconds"
+        );
+        let text = "target = \"127.0.0.1:9\"\ntimeout = \"2ms\"\nhold = \"1.5s\"\n";
+        assert!(Scenario::parse(text, "s.toml").unwrap().plan().is_ok());
     }
 
     #[test]

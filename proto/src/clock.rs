@@ -56,15 +56,23 @@ pub struct ClockSample {
     pub t3: i64,
 }
 
+/// The timestamps widened, so that absurd ones (t1 and t2 come from the peer) cannot
+/// overflow the differences: results are clamped to their type instead.
+fn wide(t: i64) -> i128 {
+    i128::from(t)
+}
+
 impl ClockSample {
-    /// Coordinator clock minus agent clock, ns.
+    /// Coordinator clock minus agent clock, ns (clamped for absurd timestamps).
     pub fn offset_ns(&self) -> i64 {
-        ((self.t1 - self.t0) + (self.t2 - self.t3)) / 2
+        let offset = ((wide(self.t1) - wide(self.t0)) + (wide(self.t2) - wide(self.t3))) / 2;
+        offset.clamp(i64::MIN.into(), i64::MAX.into()) as i64
     }
 
-    /// Network round trip, ns (the coordinator's processing time excluded).
+    /// Network round trip, ns (the coordinator's processing time excluded; clamped).
     pub fn rtt_ns(&self) -> u64 {
-        ((self.t3 - self.t0) - (self.t2 - self.t1)).max(0) as u64
+        let rtt = (wide(self.t3) - wide(self.t0)) - (wide(self.t2) - wide(self.t1));
+        rtt.clamp(0, u64::MAX.into()) as u64
     }
 }
 
@@ -85,12 +93,12 @@ impl ClockEstimate {
 
     /// Converts a coordinator-clock instant into this agent's clock.
     pub fn to_agent(&self, coordinator_unix_nanos: i64) -> i64 {
-        coordinator_unix_nanos - self.offset_ns
+        coordinator_unix_nanos.saturating_sub(self.offset_ns)
     }
 
     /// Converts an agent-clock instant into the coordinator's clock.
     pub fn to_coordinator(&self, agent_unix_nanos: i64) -> i64 {
-        agent_unix_nanos + self.offset_ns
+        agent_unix_nanos.saturating_add(self.offset_ns)
     }
 }
 
@@ -157,5 +165,30 @@ mod tests {
         assert!((e.offset_ns - offset).unsigned_abs() <= e.uncertainty_ns());
         assert_eq!(e.to_coordinator(e.to_agent(42)), 42);
         assert_eq!(best(&[]), None);
+    }
+
+    /// Found by proto/tests/decoders.rs: a coordinator's reply stamped i64::MAX (or an
+    /// agent clock near i64::MIN) overflowed the differences, a panic in debug builds and a
+    /// wrapped offset in release ones; they are clamped now.
+    #[test]
+    fn absurd_timestamps_clamp() {
+        let s = ClockSample {
+            t0: i64::MIN,
+            t1: i64::MAX,
+            t2: i64::MAX,
+            t3: i64::MIN,
+        };
+        assert_eq!(s.offset_ns(), i64::MAX);
+        assert_eq!(s.rtt_ns(), 0);
+        let s = ClockSample {
+            t0: i64::MIN,
+            t1: 0,
+            t2: 0,
+            t3: i64::MAX,
+        };
+        assert_eq!(s.rtt_ns(), u64::MAX);
+        let e = best(&[s]).unwrap();
+        assert_eq!(e.to_agent(i64::MIN), i64::MIN);
+        assert_eq!(e.to_coordinator(i64::MAX), i64::MAX);
     }
 }

@@ -89,7 +89,10 @@ pub fn format_duration(d: Duration) -> String {
         _ => (1.0, "ns"),
     };
     let v = ns as f64 / div;
-    let mut text = format!("{v:.3}");
+    // Decimals down to the microsecond in every unit: three below ms and us, six below s
+    // (with three, 1.000001s printed as 1s).
+    let decimals = if div >= 1e9 { 6 } else { 3 };
+    let mut text = format!("{v:.decimals$}");
     while text.ends_with('0') {
         text.pop();
     }
@@ -152,6 +155,9 @@ mod tests {
             Duration::from_millis(250),
             Duration::from_secs(120),
             Duration::from_micros(17),
+            // Found by proto/tests/decoders.rs: seconds kept only three decimals.
+            Duration::from_micros(1_000_001),
+            Duration::from_micros(86_399_999_999),
         ] {
             assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{d:?}");
         }

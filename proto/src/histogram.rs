@@ -5,6 +5,8 @@
 //! [`merge`] (`Histogram::add`) is exact: merging the workers' or agents' histograms gives the
 //! same counts as recording every sample into one. Percentiles are never averaged.
 
+use std::io::Read as _;
+
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer, V2DeflateSerializer};
 
@@ -47,19 +49,75 @@ pub fn encode(h: &Histogram<u64>) -> Result<Vec<u8>, HistogramError> {
     Ok(out)
 }
 
+/// Largest V2 payload (the counts, after inflating) [`decode`] reads. A latency histogram's
+/// payload is at most a few hundred kB (23,552 counts of at most 9 bytes each); the V2 header
+/// states its payload's length and hdrhistogram allocates that much before reading a byte,
+/// so a 40-byte message claiming 4 GiB would take 4 GiB. Larger claims are refused.
+pub const MAX_PAYLOAD_BYTES: usize = 4 << 20;
+
+/// The V2 cookie, and that of V2 + DEFLATE (the first four bytes, big-endian; hdrhistogram's
+/// base cookies with the word-size bits `0x10`).
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_DEFLATE_COOKIE: u32 = 0x1c84_9314;
+/// A V2 header: cookie, payload length, offset, digits, low, high, ratio.
+const V2_HEADER_BYTES: usize = 40;
+
+/// The big-endian u32 at `at`, if the bytes reach that far.
+fn be_u32(bytes: &[u8], at: usize) -> Option<u32> {
+    let b = bytes.get(at..at + 4)?;
+    Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
 /// Deserializes V2 or V2 + DEFLATE bytes; empty bytes are an empty latency histogram (an
-/// interval with no samples may travel as nothing).
+/// interval with no samples may travel as nothing). Bytes from a peer are bounded before
+/// hdrhistogram sees them: DEFLATE'd ones inflate to at most [`MAX_PAYLOAD_BYTES`] (plus the
+/// header), and a V2 header must not claim more payload than follows it.
 pub fn decode(bytes: &[u8]) -> Result<Histogram<u64>, HistogramError> {
     if bytes.is_empty() {
         return Ok(new_latency());
     }
-    let mut reader = bytes;
+    let bad = |reason: String| HistogramError::Decode {
+        len: bytes.len(),
+        reason,
+    };
+    let inflated;
+    let plain = if be_u32(bytes, 0) == Some(V2_DEFLATE_COOKIE) {
+        // Outer header: cookie, compressed length; the compressed stream follows.
+        let compressed = bytes.get(8..).unwrap_or_default();
+        let claimed = be_u32(bytes, 4).unwrap_or_default() as usize;
+        let compressed = &compressed[..claimed.min(compressed.len())];
+        let mut out = Vec::new();
+        let limit = (V2_HEADER_BYTES + MAX_PAYLOAD_BYTES) as u64;
+        flate2::read::ZlibDecoder::new(compressed)
+            .take(limit + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| bad(format!("inflating: {e}")))?;
+        if out.len() as u64 > limit {
+            return Err(bad(format!("inflates to more than {limit} bytes")));
+        }
+        inflated = out;
+        inflated.as_slice()
+    } else {
+        bytes
+    };
+    if be_u32(plain, 0) == Some(V2_COOKIE) {
+        let claimed = be_u32(plain, 4).unwrap_or_default() as usize;
+        let follows = plain.len().saturating_sub(V2_HEADER_BYTES);
+        if claimed > follows {
+            return Err(bad(format!(
+                "header claims a payload of {claimed} bytes, {follows} follow"
+            )));
+        }
+        if claimed > MAX_PAYLOAD_BYTES {
+            return Err(bad(format!(
+                "payload of {claimed} bytes, at most {MAX_PAYLOAD_BYTES} read"
+            )));
+        }
+    }
+    let mut reader = plain;
     Deserializer::new()
         .deserialize(&mut reader)
-        .map_err(|e| HistogramError::Decode {
-            len: bytes.len(),
-            reason: format!("{e:?}"),
-        })
+        .map_err(|e| bad(format!("{e:?}")))
 }
 
 /// Adds `other`'s counts into `into` (exact; never an average of percentiles).
@@ -135,5 +193,44 @@ mod tests {
         assert!(decode(&[]).unwrap().is_empty());
         let e = decode(b"not a histogram").unwrap_err();
         assert!(e.to_string().contains("15 bytes"), "{e}");
+    }
+
+    /// Found by proto/tests/decoders.rs: a 40-byte V2 header claiming a 4 GiB payload made
+    /// hdrhistogram allocate and zero 4 GiB before failing to read it (4.2 GB RSS, 25 s in a
+    /// debug build); plain or inside a DEFLATE stream, the claim is now refused first.
+    #[test]
+    fn a_header_claiming_a_huge_payload_is_refused_before_allocating() {
+        let mut header = V2_COOKIE.to_be_bytes().to_vec();
+        header.extend(u32::MAX.to_be_bytes()); // payload length
+        header.extend(0u32.to_be_bytes()); // normalizing offset
+        header.extend(3u32.to_be_bytes()); // digits
+        header.extend(1u64.to_be_bytes()); // low
+        header.extend(MAX_LATENCY_US.to_be_bytes()); // high
+        header.extend(1.0f64.to_be_bytes()); // int/double ratio
+        let e = decode(&header).unwrap_err().to_string();
+        assert!(
+            e.contains("claims a payload of 4294967295 bytes, 0 follow"),
+            "{e}"
+        );
+        // A payload that is there but larger than any latency histogram's is refused too.
+        let mut big = header.clone();
+        big[4..8].copy_from_slice(&((MAX_PAYLOAD_BYTES + 1) as u32).to_be_bytes());
+        big.resize(V2_HEADER_BYTES + MAX_PAYLOAD_BYTES + 1, 0);
+        let e = decode(&big).unwrap_err().to_string();
+        assert!(e.contains("at most 4194304 read"), "{e}");
+
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut z, &header).unwrap();
+        let compressed = z.finish().unwrap();
+        let mut deflated = V2_DEFLATE_COOKIE.to_be_bytes().to_vec();
+        deflated.extend((compressed.len() as u32).to_be_bytes());
+        deflated.extend(compressed);
+        let e = decode(&deflated).unwrap_err().to_string();
+        assert!(e.contains("claims a payload of 4294967295 bytes"), "{e}");
+
+        // The cookies are hdrhistogram's: a real encoding starts with the DEFLATE one, and
+        // inflated, with the V2 one.
+        let real = encode(&new_latency()).unwrap();
+        assert_eq!(be_u32(&real, 0), Some(V2_DEFLATE_COOKIE));
     }
 }

@@ -9,10 +9,10 @@
 use std::time::{Duration, SystemTime};
 
 use hdrhistogram::Histogram;
+use hdrhistogram::serialization::V2DeflateSerializer;
 use hdrhistogram::serialization::interval_log::{
     IntervalLogIterator, IntervalLogWriter, IntervalLogWriterBuilder, LogEntry, Tag,
 };
-use hdrhistogram::serialization::{Deserializer, V2DeflateSerializer};
 
 use crate::histogram::HistogramError;
 
@@ -107,9 +107,12 @@ pub fn parse(text: &[u8]) -> Result<Vec<Line>, HistogramError> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(i.encoded_histogram())
             .map_err(|e| bad(format!("base64: {e}")))?;
-        let histogram = Deserializer::new()
-            .deserialize(&mut bytes.as_slice())
-            .map_err(|e| bad(format!("histogram: {e:?}")))?;
+        if bytes.is_empty() {
+            return Err(bad("histogram: empty".into()));
+        }
+        // Through the bounded decoder: a line is outside input like any message.
+        let histogram =
+            crate::histogram::decode(&bytes).map_err(|e| bad(format!("histogram: {e}")))?;
         out.push(Line {
             tag: i.tag().map(|t| t.as_str().to_owned()),
             seq: i.start_timestamp().as_secs() as u32,

@@ -99,6 +99,15 @@ pub enum LoadError {
         /// The value, as given.
         value: String,
     },
+    /// A duration a `Prepare` cannot carry: the wire holds whole milliseconds, so `500us`
+    /// would arrive as 0 (and every agent refuse it) and `1.5ms` as 1ms.
+    #[error("invalid {what} {value}: a run sends it to agents in whole milliseconds")]
+    NotWholeMillis {
+        /// `timeout`, `hold`, `ramp duration` or `wave period`.
+        what: &'static str,
+        /// The value, as given.
+        value: String,
+    },
     /// Both admission checks at once.
     #[error(
         "expect_greeting and probe_admission exclude each other: the first is for servers that speak first, the second for clients that do"
@@ -219,6 +228,27 @@ impl Load {
         Ok(())
     }
 
+    /// The rule of a load that travels in a `Prepare` ([`Load::to_prepare`]), on top of
+    /// [`Load::check`]: its durations are whole milliseconds, the wire's unit, so what the
+    /// agents receive is exactly what was asked for.
+    pub fn check_wire(&self) -> Result<(), LoadError> {
+        let pattern = match self.pattern {
+            Pattern::Burst => None,
+            Pattern::Ramp { duration, .. } => Some(("ramp duration", duration)),
+            Pattern::Waves { period, .. } => Some(("wave period", period)),
+        };
+        let durations = [("timeout", self.timeout), ("hold", self.hold)];
+        for (what, d) in durations.into_iter().chain(pattern) {
+            if d.subsec_nanos() % 1_000_000 != 0 {
+                return Err(LoadError::NotWholeMillis {
+                    what,
+                    value: format_duration(d),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// How connected attempts are checked for admission.
     pub fn admission(&self) -> Admission {
         Admission::of(self.expect_greeting, self.probe_admission)
@@ -325,6 +355,40 @@ mod tests {
             "slam".parse::<CloseMode>().unwrap_err().to_string(),
             "invalid close mode \"slam\": expected rst or fin"
         );
+    }
+
+    /// Found by coordinator/tests/decoders.rs: a scenario with `timeout = "1us"` planned, and
+    /// every agent refused its Prepare (timeout_ms 0); `1.5ms` would have arrived as 1ms.
+    #[test]
+    fn what_travels_is_whole_milliseconds() {
+        let with = |timeout, hold, pattern: &str| Load {
+            timeout,
+            hold,
+            pattern: pattern.parse().unwrap(),
+            ..load(1)
+        };
+        let ms = Duration::from_millis;
+        assert_eq!(with(ms(1), ms(1500), "waves:2:1s").check_wire(), Ok(()));
+        assert_eq!(with(ms(1), ms(0), "ramp:1:1ms").check_wire(), Ok(()));
+        for (l, what) in [
+            (
+                with(Duration::from_micros(1), ms(0), "burst"),
+                "timeout 1us",
+            ),
+            (
+                with(ms(1), Duration::from_micros(1500), "burst"),
+                "hold 1.5ms",
+            ),
+            (with(ms(1), ms(0), "ramp:1:1500us"), "ramp duration 1.5ms"),
+            (with(ms(1), ms(0), "waves:2:1.0001s"), "wave period 1.0001s"),
+        ] {
+            assert_eq!(l.check(), Ok(()));
+            let e = l.check_wire().unwrap_err().to_string();
+            assert_eq!(
+                e,
+                format!("invalid {what}: a run sends it to agents in whole milliseconds")
+            );
+        }
     }
 
     #[test]

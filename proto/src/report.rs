@@ -140,26 +140,30 @@ impl Outcomes {
         *self.slot(outcome.class()) += 1;
     }
 
-    /// Adds another set of counts.
+    /// Adds another set of counts. Counts come from peers, so they saturate at `u64::MAX`
+    /// instead of wrapping (or panicking) on absurd values.
     pub fn add(&mut self, other: &Outcomes) {
         for c in OutcomeClass::ALL {
-            *self.slot(c) += other.get(c);
+            let slot = self.slot(c);
+            *slot = slot.saturating_add(other.get(c));
         }
     }
 
-    /// All attempts counted.
+    /// All attempts counted (saturating, like [`Outcomes::add`]).
     pub fn total(&self) -> u64 {
-        OutcomeClass::ALL.iter().map(|c| self.get(*c)).sum()
+        OutcomeClass::ALL
+            .iter()
+            .fold(0, |sum, c| sum.saturating_add(self.get(*c)))
     }
 
     /// Attempts whose connect() succeeded (admitted or not).
     pub fn connected(&self) -> u64 {
-        self.established + self.syn_retransmitted + self.ghost
+        self.admitted().saturating_add(self.ghost)
     }
 
     /// Attempts the server admitted: connected minus ghosts.
     pub fn admitted(&self) -> u64 {
-        self.established + self.syn_retransmitted
+        self.established.saturating_add(self.syn_retransmitted)
     }
 }
 

@@ -141,12 +141,15 @@ macro_rules! carries_tally {
 
 carries_tally!(pb::IntervalResult, pb::FinalResult);
 
+/// Adds counts by key, saturating at `u64::MAX`: counts come from peers, and absurd ones
+/// must not wrap (or panic) when added twice.
 fn add_counts<K: Ord + Copy>(
     into: &mut BTreeMap<K, u64>,
     from: impl IntoIterator<Item = (K, u64)>,
 ) {
     for (k, n) in from {
-        *into.entry(k).or_default() += n;
+        let count = into.entry(k).or_default();
+        *count = count.saturating_add(n);
     }
 }
 
@@ -230,10 +233,11 @@ impl Tally {
         add_hist(&mut connect, w.connect_latency_hist, "connect latency")?;
         let mut ttfb = histogram::new_latency();
         add_hist(&mut ttfb, w.ttfb_hist, "time to first byte")?;
+        // Two names may be one errno (`EPERM` and `errno 1`): added, saturating.
         let mut errors = BTreeMap::new();
         for (name, n) in w.errors {
             let errno: Errno = name.parse()?;
-            *errors.entry(errno).or_default() += n;
+            add_counts(&mut errors, [(errno, *n)]);
         }
         let err = |what| move |source| MergeError::Histogram { what, source };
         histogram::merge(&mut self.connect_latency, &connect).map_err(err("connect latency"))?;
@@ -361,6 +365,34 @@ mod tests {
             })
             .unwrap_err();
         assert!(err.to_string().contains("EWHAT"), "{err}");
+    }
+
+    /// Found by proto/tests/decoders.rs: counts near `u64::MAX` from two messages (or two
+    /// names of one errno in one message) overflowed `+=` and `sum()`, a panic in debug
+    /// builds and a wrap in release ones; they saturate now.
+    #[test]
+    fn absurd_counts_saturate() {
+        let huge = pb::IntervalResult {
+            outcomes: Some(pb::Outcomes {
+                established: u64::MAX,
+                ghost: u64::MAX,
+                ..Default::default()
+            }),
+            syn_retransmits: [(1, u64::MAX)].into(),
+            errors: [("EPERM".to_owned(), u64::MAX), ("errno 1".to_owned(), 1)].into(),
+            ..Default::default()
+        };
+        let mut t = Tally::default();
+        t.add_wire(&huge).unwrap();
+        t.add_wire(&huge).unwrap();
+        assert_eq!(t.outcomes.established, u64::MAX);
+        assert_eq!(t.attempts(), u64::MAX);
+        assert_eq!(t.outcomes.connected(), u64::MAX);
+        assert_eq!(t.syn_retransmits, [(1, u64::MAX)].into());
+        assert_eq!(t.errors, [(Errno(libc::EPERM), u64::MAX)].into());
+        let mut merged = t.clone();
+        merged.merge(&t).unwrap();
+        assert_eq!(merged.outcomes.established, u64::MAX);
     }
 
     /// Ghost and pending counts by k and errors by name add up across intervals and agents,

@@ -204,11 +204,13 @@ impl<'a> Session<'a> {
             return self.reject(s.run_id, Rejection::NotArmed).await;
         };
         let local_start = run.clock.to_agent(s.start_at_unix_nanos);
-        let ahead_ns = local_start - unix_nanos_now();
+        // Saturating: the instant comes from the coordinator, and an absurd one (i64::MIN)
+        // must be refused as past, not overflow.
+        let ahead_ns = local_start.saturating_sub(unix_nanos_now());
         if ahead_ns <= 0 {
             // Firing late would make the burst a lie: refuse instead.
             let late = Rejection::StartPassed {
-                late_ms: -ahead_ns as f64 / 1e6,
+                late_ms: -(ahead_ns as f64) / 1e6,
             };
             tracing::warn!(run_id = %s.run_id, reason = %late, "start refused");
             return self.reject(s.run_id, late).await;
