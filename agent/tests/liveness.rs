@@ -16,99 +16,19 @@
 //! The coordinator here is a fake written with tonic, scripted message by message.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::thread::JoinHandle;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Socket, Type};
 use stampede_agent::FireConfig;
 use stampede_agent::engine::LATE_BOUND;
-use stampede_lab::{ChildGuard, Lab, Netns, kernel_tests_enabled};
+use stampede_lab::{Acceptor, ChildGuard, Lab, Netns, kernel_tests_enabled};
 use stampede_proto::clock::unix_nanos_now;
 use stampede_proto::pb::{self, agent_message::Msg as Out, coordinator_message::Msg as In};
 use stampede_proto::report::FireReport;
 use tokio_util::sync::CancellationToken;
 
 const AGENT: &str = env!("CARGO_BIN_EXE_stampede-agent");
-
-/// A listener in the calling thread's namespace whose thread accepts as fast as it can and
-/// records when each connection came.
-struct Acceptor {
-    addr: SocketAddr,
-    times: Arc<Mutex<Vec<Instant>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Acceptor {
-    fn start() -> Acceptor {
-        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-        socket
-            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-            .unwrap();
-        socket.listen(4096).unwrap();
-        let listener: std::net::TcpListener = socket.into();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let times = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (times, stop) = (times.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok(_) => times.lock().unwrap().push(Instant::now()),
-                        Err(_) => std::thread::sleep(Duration::from_micros(100)),
-                    }
-                }
-            })
-        };
-        Acceptor {
-            addr,
-            times,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.times.lock().unwrap().len()
-    }
-
-    /// The most connections accepted within any `window`.
-    fn densest(&self, window: Duration) -> usize {
-        let times = self.times.lock().unwrap();
-        let mut best = 0;
-        let mut lo = 0;
-        for hi in 0..times.len() {
-            while times[hi] - times[lo] > window {
-                lo += 1;
-            }
-            best = best.max(hi - lo + 1);
-        }
-        best
-    }
-}
-
-impl Drop for Acceptor {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn signal(child: &ChildGuard, sig: libc::c_int) {
-    let pid = child.0.id() as libc::pid_t;
-    // SAFETY: kill(2) with a pid this test spawned and still owns (the guard reaps it only
-    // on drop) and a valid signal number; no memory is involved.
-    let rc = unsafe { libc::kill(pid, sig) };
-    assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
-}
 
 /// The agent's stderr, line by line, on a channel.
 fn stderr_lines(child: &mut ChildGuard) -> mpsc::Receiver<String> {
@@ -137,20 +57,6 @@ fn wait_for_line(lines: &mpsc::Receiver<String>, needle: &str, within: Duration)
     }
 }
 
-fn wait_exit(child: &mut ChildGuard, within: Duration) -> std::process::ExitStatus {
-    let until = Instant::now() + within;
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(
-            Instant::now() < until,
-            "the agent did not exit within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// Item 2 of issue 9: an agent stopped mid-ramp and resumed fired 3,313 overdue SYNs in
 /// 93 ms. Now what fell due during the stop is cancelled and counted: the target never sees
 /// more than the ramp's own rate, and the run says it is partial (exit 1).
@@ -161,7 +67,7 @@ fn sigstop_mid_ramp_fires_no_catch_up_burst() {
     }
     const STALL: Duration = Duration::from_millis(1500);
     let ns = Netns::new("lvstop").unwrap();
-    let acceptor = ns.run(Acceptor::start);
+    let acceptor = ns.run(Acceptor::start).unwrap();
     let json = std::env::temp_dir().join(format!("stampede-lvstop-{}.json", std::process::id()));
     let mut child = ChildGuard::spawn(
         ns.command(AGENT)
@@ -178,12 +84,14 @@ fn sigstop_mid_ramp_fires_no_catch_up_burst() {
     // Its first progress line: it is firing, about a second into the ramp (3 s of it left,
     // more than the stall).
     wait_for_line(&lines, "attempts classified", Duration::from_secs(10));
-    signal(&child, libc::SIGSTOP);
+    child.signal(libc::SIGSTOP).unwrap();
     let stopped_at = acceptor.count();
     std::thread::sleep(STALL);
     let during = acceptor.count() - stopped_at;
-    signal(&child, libc::SIGCONT);
-    let status = wait_exit(&mut child, Duration::from_secs(20));
+    child.signal(libc::SIGCONT).unwrap();
+    let status = child
+        .wait_exit(Duration::from_secs(20))
+        .expect("the process did not exit in time");
     let report: FireReport =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let _ = std::fs::remove_file(&json);
@@ -375,7 +283,7 @@ fn a_stall_across_the_start_instant_fires_nothing_late() {
     }
     let ns = Netns::new("lvstart").unwrap();
     ns.block_on(async {
-        let acceptor = Acceptor::start();
+        let acceptor = Acceptor::start().unwrap();
         let stop = CancellationToken::new();
         let (url, mut attached) = fake_coordinator(0, stop.clone()).await;
         let child = agent_daemon(&ns, &url);
@@ -395,7 +303,7 @@ fn a_stall_across_the_start_instant_fires_nothing_late() {
             _ => None,
         })
         .await;
-        signal(&child, libc::SIGSTOP);
+        child.signal(libc::SIGSTOP).unwrap();
         assert!(
             unix_nanos_now() < start_at,
             "stopped only after the start instant: the machine is too loaded for this test"
@@ -403,7 +311,7 @@ fn a_stall_across_the_start_instant_fires_nothing_late() {
         // Resumed a second after the instant: far past the late bound.
         let resume_in = start_at + 1_000_000_000 - unix_nanos_now();
         tokio::time::sleep(Duration::from_nanos(resume_in as u64)).await;
-        signal(&child, libc::SIGCONT);
+        child.signal(libc::SIGCONT).unwrap();
         let result = until(&mut a, |m| match m {
             Out::Result(r) => Some(r),
             Out::Rejected(r) => panic!("rejected: {}", r.reason),
@@ -436,7 +344,7 @@ fn a_silent_coordinator_stops_the_agent_within_its_liveness_bound() {
     const LIVENESS: Duration = Duration::from_millis(600);
     let ns = Netns::new("lvsilent").unwrap();
     ns.block_on(async {
-        let acceptor = Acceptor::start();
+        let acceptor = Acceptor::start().unwrap();
         let stop = CancellationToken::new();
         let (url, mut attached) = fake_coordinator(LIVENESS.as_millis() as u64, stop.clone()).await;
         let _child = agent_daemon(&ns, &url);
@@ -512,7 +420,7 @@ fn sigterm_sends_the_cut_short_result_marked_cancelled() {
     }
     let ns = Netns::new("lvterm").unwrap();
     ns.block_on(async {
-        let acceptor = Acceptor::start();
+        let acceptor = Acceptor::start().unwrap();
         let stop = CancellationToken::new();
         let (url, mut attached) = fake_coordinator(0, stop.clone()).await;
         let mut child = agent_daemon(&ns, &url);
@@ -526,7 +434,7 @@ fn sigterm_sends_the_cut_short_result_marked_cancelled() {
         });
         a.out.send(Ok(msg(start))).await.unwrap();
         until(&mut a, |m| matches!(m, Out::Interval(_)).then_some(())).await;
-        signal(&child, libc::SIGTERM);
+        child.signal(libc::SIGTERM).unwrap();
         let result = until(&mut a, |m| match m {
             Out::Result(r) => Some(r),
             _ => None,
@@ -536,7 +444,9 @@ fn sigterm_sends_the_cut_short_result_marked_cancelled() {
         assert!(result.unfinished > 0, "{result:?}");
         assert!(result.cut_reason.contains("SIGTERM"), "{result:?}");
         let status = tokio::task::spawn_blocking(move || {
-            let status = wait_exit(&mut child, Duration::from_secs(5));
+            let status = child
+                .wait_exit(Duration::from_secs(5))
+                .expect("the process did not exit in time");
             drop(child);
             status
         })
@@ -561,7 +471,7 @@ fn after_a_run_the_agent_attaches_to_the_next_coordinator_at_once_and_quietly() 
     const GAP: Duration = Duration::from_secs(4);
     let ns = Netns::new("lvagain").unwrap();
     ns.block_on(async {
-        let acceptor = Acceptor::start();
+        let acceptor = Acceptor::start().unwrap();
         let stop = CancellationToken::new();
         let (url, mut attached) = fake_coordinator(0, stop.clone()).await;
         let mut child = ChildGuard::spawn(
@@ -654,7 +564,7 @@ fn a_partitioned_agent_stops_firing_within_its_liveness_bound() {
     const LIVENESS: Duration = Duration::from_millis(600);
     let lab = Lab::new("lvcut", 2).unwrap();
     let (coord, agent_host) = (lab.host(0), lab.host(1));
-    let acceptor = agent_host.run(Acceptor::start);
+    let acceptor = agent_host.run(Acceptor::start).unwrap();
     coord.block_on(async {
         let stop = CancellationToken::new();
         let at = format!("{}:0", lab.addr(0));

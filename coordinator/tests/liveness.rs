@@ -5,98 +5,13 @@
 //! the target sees no catch-up burst, and the report counts what the agent skipped, names
 //! its reason and is partial (exit 1), although no agent was lost. Kernel test: needs root.
 
-use std::net::{SocketAddr, TcpListener};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use stampede_lab::{ChildGuard, Netns, kernel_tests_enabled};
+use stampede_lab::{Acceptor, ChildGuard, Netns, SIGCONT, SIGSTOP, kernel_tests_enabled};
 use support::sibling_bin;
 
 mod support;
-
-/// Accepts as fast as it can in the calling thread's namespace, recording when each
-/// connection came.
-struct Acceptor {
-    addr: SocketAddr,
-    times: Arc<Mutex<Vec<Instant>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Acceptor {
-    fn start() -> Acceptor {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap();
-        let times = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (times, stop) = (times.clone(), stop.clone());
-            std::thread::spawn(move || {
-                while !stop.load(Ordering::Relaxed) {
-                    match listener.accept() {
-                        Ok(_) => times.lock().unwrap().push(Instant::now()),
-                        Err(_) => std::thread::sleep(Duration::from_micros(100)),
-                    }
-                }
-            })
-        };
-        Acceptor {
-            addr,
-            times,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.times.lock().unwrap().len()
-    }
-
-    /// The most connections accepted within any `window`.
-    fn densest(&self, window: Duration) -> usize {
-        let times = self.times.lock().unwrap();
-        let (mut best, mut lo) = (0, 0);
-        for hi in 0..times.len() {
-            while times[hi] - times[lo] > window {
-                lo += 1;
-            }
-            best = best.max(hi - lo + 1);
-        }
-        best
-    }
-}
-
-impl Drop for Acceptor {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn signal(child: &ChildGuard, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &child.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success(), "kill {sig} failed");
-}
-
-fn wait_exit(child: &mut ChildGuard, within: Duration) -> std::process::ExitStatus {
-    let until = Instant::now() + within;
-    loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < until, "no exit within {within:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn a_stalled_agent_skips_what_fell_due_and_the_report_says_so() {
@@ -105,7 +20,7 @@ fn a_stalled_agent_skips_what_fell_due_and_the_report_says_so() {
     }
     const STALL: Duration = Duration::from_millis(1500);
     let ns = Netns::new("lvcoord").unwrap();
-    let acceptor = ns.run(Acceptor::start);
+    let acceptor = ns.run(Acceptor::start).unwrap();
     let dir = std::env::temp_dir().join(format!("stampede-lvcoord-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let mut coordinator = ChildGuard::spawn(
@@ -137,10 +52,12 @@ fn a_stalled_agent_skips_what_fell_due_and_the_report_says_so() {
         assert!(Instant::now() < until, "the agent never fired");
         std::thread::sleep(Duration::from_millis(5));
     }
-    signal(&agent, "-STOP");
+    agent.signal(SIGSTOP).unwrap();
     std::thread::sleep(STALL);
-    signal(&agent, "-CONT");
-    let status = wait_exit(&mut coordinator, Duration::from_secs(30));
+    agent.signal(SIGCONT).unwrap();
+    let status = coordinator
+        .wait_exit(Duration::from_secs(30))
+        .expect("the coordinator did not exit in time");
     let text = std::fs::read_to_string(dir.join("report.json")).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
     let report: serde_json::Value = serde_json::from_str(&text).unwrap();

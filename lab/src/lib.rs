@@ -8,7 +8,8 @@
 //!   that entered the namespace with setns(2); sockets and tokio worker threads created
 //!   there belong to it;
 //! - as a child process: [`Netns::command`] is `ip netns exec NAME PROGRAM`, and
-//!   [`ChildGuard`] kills the child when the test ends, however it ends.
+//!   [`ChildGuard`] kills the child when the test ends, however it ends (and signals it and
+//!   waits for it on cue); [`Acceptor`] accepts and records when, as an independent observer.
 //!
 //! [`Lab`] joins several such namespaces into "hosts" on a bridge, with addresses from
 //! 198.18.0.0/24, for whole-system tests across real network paths. [`Relay`] puts a fixed
@@ -28,11 +29,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use stampede_proto::netstat::{Counters, Netstat};
 
+mod acceptor;
 pub mod gate;
 mod hosts;
 mod relay;
+pub use acceptor::Acceptor;
 pub use gate::kernel_tests_enabled;
 pub use hosts::Lab;
+/// The signals tests send with [`ChildGuard::signal`], so a test needs no libc of its own.
+pub use libc::{SIGCONT, SIGKILL, SIGSTOP, SIGTERM};
 pub use relay::Relay;
 
 /// True when running as root.
@@ -169,6 +174,33 @@ impl ChildGuard {
     /// Spawns `cmd` and guards the child.
     pub fn spawn(cmd: &mut Command) -> io::Result<ChildGuard> {
         cmd.spawn().map(ChildGuard)
+    }
+
+    /// Sends `sig` (`libc::SIGSTOP`, `libc::SIGCONT`, `libc::SIGTERM` ...) to the child.
+    pub fn signal(&self, sig: libc::c_int) -> io::Result<()> {
+        let pid = self.0.id() as libc::pid_t;
+        // SAFETY: kill(2) with the pid of a child this guard owns and has not reaped (it is
+        // reaped only on drop or by `wait_exit`) and a signal number; no memory is involved.
+        if unsafe { libc::kill(pid, sig) } == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Waits for the child to exit, at most `within` (polling every 20 ms); `None` if it
+    /// is still running then.
+    pub fn wait_exit(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 }
 
