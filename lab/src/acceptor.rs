@@ -10,6 +10,18 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// When the kernel completed `conn`'s handshake: now, less the time since the last ACK it
+/// received (`tcpi_last_ack_recv`, ms; for a connection never used, the handshake's ACK).
+fn established_at(conn: &std::net::TcpStream) -> Instant {
+    let now = Instant::now();
+    match stampede_proto::tcp_info::tcp_info(std::os::fd::AsFd::as_fd(conn)) {
+        Ok(info) => now
+            .checked_sub(Duration::from_millis(info.last_ack_recv_ms.into()))
+            .unwrap_or(now),
+        Err(_) => now,
+    }
+}
+
 /// A loopback listener (in the calling thread's network namespace) with a thread accepting
 /// on it; stopped and joined on drop.
 #[derive(Debug)]
@@ -35,9 +47,10 @@ impl Acceptor {
         let times = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         listener.set_nonblocking(true)?;
-        // poll(2) wakes the thread as soon as a connection is ready, so each is stamped when
-        // the kernel hands it over, never a polling interval later; the timeout only bounds
-        // how long a stop waits.
+        // Each connection is stamped with when the kernel completed its handshake (read from
+        // the accepted socket), not when this thread got to it: a starved test process must
+        // not turn a steady arrival into a fake burst. poll(2) keeps the thread idle between
+        // connections; its timeout only bounds how long a stop waits.
         let thread = {
             let (times, stop) = (times.clone(), stop.clone());
             std::thread::spawn(move || {
@@ -50,8 +63,11 @@ impl Acceptor {
                     // SAFETY: one pollfd that lives across the call, for a descriptor this
                     // thread owns (the listener).
                     unsafe { libc::poll(&mut pfd, 1, 50) };
-                    while let Ok(_conn) = listener.accept() {
-                        times.lock().expect("times lock").push(Instant::now());
+                    while let Ok((conn, _)) = listener.accept() {
+                        times
+                            .lock()
+                            .expect("times lock")
+                            .push(established_at(&conn));
                     }
                 }
             })
@@ -71,7 +87,9 @@ impl Acceptor {
 
     /// The most connections accepted within any `window`.
     pub fn densest(&self, window: Duration) -> usize {
-        let times = self.times.lock().expect("times lock");
+        // Accept order is not quite handshake order: sort the stamps first.
+        let mut times = self.times.lock().expect("times lock").clone();
+        times.sort_unstable();
         let (mut best, mut lo) = (0, 0);
         for hi in 0..times.len() {
             while times[hi] - times[lo] > window {

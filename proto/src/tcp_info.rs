@@ -33,6 +33,9 @@ pub struct TcpInfo {
     pub total_retrans: u32,
     /// Smoothed RTT in microseconds.
     pub rtt_us: u32,
+    /// Milliseconds since the last ACK was received (jiffy resolution); on a connection just
+    /// accepted and never used, how long ago its handshake completed.
+    pub last_ack_recv_ms: u32,
 }
 
 /// Reads `TCP_INFO` of a TCP socket.
@@ -61,6 +64,7 @@ pub fn tcp_info(fd: BorrowedFd<'_>) -> io::Result<TcpInfo> {
         sacked: raw.tcpi_sacked,
         total_retrans: raw.tcpi_total_retrans,
         rtt_us: raw.tcpi_rtt,
+        last_ack_recv_ms: raw.tcpi_last_ack_recv,
     })
 }
 
