@@ -9,8 +9,8 @@
 //! The policy a run must follow lives here too, not in `main`: [`Scenario::plan`] checks the
 //! load (through [`stampede_proto::plan::Load::check`], the rules the agents apply as well),
 //! the target-control URL and that a backlog has a target to configure;
-//! [`Scenario::serve_config`] refuses to listen
-//! off loopback without a token and pairs the TLS files.
+//! [`Scenario::serve_config`] refuses to listen off loopback without a token and pairs the
+//! TLS files.
 //!
 //! Checks run in one fixed order: every value first (each against its bounds: agents, waits,
 //! backlog, connections, durations), then what is missing (a target, a control URL), so the
