@@ -170,7 +170,7 @@ impl<'a> Row<'a> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::HashMap;
 
     use super::*;
@@ -237,8 +237,9 @@ mod tests {
         }
     }
 
-    /// The rows as the csv crate reads them back, each keyed by its header.
-    fn parse(text: &str) -> Vec<HashMap<String, String>> {
+    /// The rows as the csv crate reads them back, each keyed by its header (also read by
+    /// `sweep::csv`'s tests).
+    pub(crate) fn parse(text: &str) -> Vec<HashMap<String, String>> {
         let mut rd = csv::Reader::from_reader(text.as_bytes());
         let header = rd.headers().unwrap().clone();
         rd.records()

@@ -154,6 +154,31 @@ mod tests {
     use super::*;
     use crate::run::tests::plan_for_tests;
 
+    /// The report of agents of 5 connections each that sent these final results.
+    fn report_of<const N: usize>(results: [(&str, pb::FinalResult); N]) -> Finished {
+        let states = results
+            .into_iter()
+            .map(|(id, r)| {
+                let st = AgentState {
+                    connections: 5,
+                    result: Some(r),
+                    ..Default::default()
+                };
+                (id.to_owned(), st)
+            })
+            .collect();
+        build_report(
+            "r".into(),
+            0,
+            &plan_for_tests(),
+            states,
+            BTreeMap::new(),
+            false,
+            None,
+        )
+        .unwrap()
+    }
+
     /// An agent whose histogram cannot be decoded is named lost; the others still report.
     #[test]
     fn unusable_agent_data_costs_that_agent_only() {
@@ -169,18 +194,7 @@ mod tests {
             connect_latency_hist: b"garbage".to_vec(),
             ..good.clone()
         };
-        let mut states = BTreeMap::new();
-        for (id, r) in [("a", good), ("b", bad)] {
-            let st = AgentState {
-                connections: 5,
-                result: Some(r),
-                ..Default::default()
-            };
-            states.insert(id.to_owned(), st);
-        }
-        let plan = plan_for_tests();
-        let done =
-            build_report("r".into(), 0, &plan, states, BTreeMap::new(), false, None).unwrap();
+        let done = report_of([("a", good), ("b", bad)]);
         let r = &done.report;
         assert!(r.partial);
         assert_eq!(r.lost_agents, vec!["b".to_owned()]);
@@ -212,18 +226,7 @@ mod tests {
             cut_reason: "the agent stalled".into(),
             ..on_time.clone()
         };
-        let mut states = BTreeMap::new();
-        for (id, r) in [("a", on_time), ("b", stalled)] {
-            let st = AgentState {
-                connections: 5,
-                result: Some(r),
-                ..Default::default()
-            };
-            states.insert(id.to_owned(), st);
-        }
-        let plan = plan_for_tests();
-        let done =
-            build_report("r".into(), 0, &plan, states, BTreeMap::new(), false, None).unwrap();
+        let done = report_of([("a", on_time), ("b", stalled)]);
         let r = &done.report;
         assert!(r.partial, "{r:?}");
         assert!(r.lost_agents.is_empty());

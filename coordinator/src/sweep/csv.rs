@@ -140,10 +140,9 @@ fn columns() -> Vec<Column> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
     use crate::report::Outcomes;
+    use crate::report::csv::tests::parse;
 
     fn step(backlog: i32, accept_rate: Option<f64>) -> Step {
         Step {
@@ -198,22 +197,6 @@ mod tests {
             reports: vec![report("r1", 2500), report("r22", 0), report("r333", 7)],
             stopped: None,
         }
-    }
-
-    fn parse(text: &str) -> Vec<HashMap<String, String>> {
-        let mut rd = csv::Reader::from_reader(text.as_bytes());
-        let header = rd.headers().unwrap().clone();
-        rd.records()
-            .map(|rec| {
-                let rec = rec.unwrap();
-                assert_eq!(rec.len(), header.len(), "{text}");
-                header
-                    .iter()
-                    .zip(rec.iter())
-                    .map(|(h, v)| (h.to_owned(), v.to_owned()))
-                    .collect()
-            })
-            .collect()
     }
 
     /// One row per step, in order, each column holding what sweep.json has for that step.
