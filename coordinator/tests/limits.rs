@@ -18,60 +18,16 @@ use stampede::run::{RunError, RunPlan};
 use stampede_agent::session::{self, SessionConfig};
 use stampede_lab::{Netns, kernel_tests_enabled};
 use stampede_proto::PROTOCOL_VERSION;
-use stampede_proto::pb::{
-    self, agent_message, coordinator_client::CoordinatorClient, coordinator_message,
-};
+use stampede_proto::pb::{self, agent_message, coordinator_message};
 use stampede_proto::plan::Load;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::Request;
+
+use support::grpc::{Attached, attach, hello};
+
+mod support;
 
 const TOKEN: &str = "right";
-
-fn hello(id: &str, version: u32) -> pb::AgentMessage {
-    pb::AgentMessage {
-        msg: Some(agent_message::Msg::Hello(pb::Hello {
-            agent_id: id.into(),
-            protocol_version: version,
-            host: "test".into(),
-            ..Default::default()
-        })),
-    }
-}
-
-fn with_token<T>(msg: T, token: &str) -> Request<T> {
-    let mut req = Request::new(msg);
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    req
-}
-
-type Attached = (
-    tonic::Streaming<pb::CoordinatorMessage>,
-    tokio::sync::mpsc::Sender<pb::AgentMessage>,
-);
-
-/// Opens an Attach stream that sends `first`; the stream answers or refuses within 10 s.
-async fn attach(
-    addr: SocketAddr,
-    token: &str,
-    first: pb::AgentMessage,
-) -> Result<Attached, tonic::Status> {
-    let mut client = CoordinatorClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
-        .max_decoding_message_size(16 * 1024 * 1024);
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(first).await.unwrap();
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        client.attach(with_token(stream, token)),
-    )
-    .await
-    .expect("an answer, not a hang")
-    .map(|r| (r.into_inner(), tx))
-}
 
 /// Attaches as `id` and reads the Welcome.
 async fn attach_welcomed(addr: SocketAddr, id: &str) -> (Attached, pb::Welcome) {

@@ -5,55 +5,12 @@ use std::time::Duration;
 
 use stampede::auth::Token;
 use stampede_proto::PROTOCOL_VERSION;
-use stampede_proto::pb::{
-    self, agent_message, coordinator_client::CoordinatorClient, coordinator_message,
-};
+use stampede_proto::pb::{self, coordinator_client::CoordinatorClient, coordinator_message};
 use tokio_util::sync::CancellationToken;
-use tonic::Request;
 
-fn hello(id: &str, version: u32) -> pb::AgentMessage {
-    pb::AgentMessage {
-        msg: Some(agent_message::Msg::Hello(pb::Hello {
-            agent_id: id.into(),
-            protocol_version: version,
-            host: "test".into(),
-            ..Default::default()
-        })),
-    }
-}
+use support::grpc::{attach, hello, with_token};
 
-fn with_token<T>(msg: T, token: &str) -> Request<T> {
-    let mut req = Request::new(msg);
-    req.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    req
-}
-
-async fn attach(
-    addr: std::net::SocketAddr,
-    token: &str,
-    first: pb::AgentMessage,
-) -> Result<
-    (
-        tonic::Streaming<pb::CoordinatorMessage>,
-        tokio::sync::mpsc::Sender<pb::AgentMessage>,
-    ),
-    tonic::Status,
-> {
-    let mut client = CoordinatorClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(first).await.unwrap();
-    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        client.attach(with_token(stream, token)),
-    )
-    .await
-    .expect("an answer, not a hang")
-    .map(|r| (r.into_inner(), tx))
-}
+mod support;
 
 async fn coordinator(stop: &CancellationToken) -> stampede::Coordinator {
     stampede::serve(
