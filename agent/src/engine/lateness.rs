@@ -58,10 +58,13 @@ impl Lateness {
         overdue
     }
 
-    /// An attempt due at `offset_ns` was issued; its connect() returned at `now`.
+    /// An attempt due at `offset_ns` was issued; its connect() returned at `now`. A stall
+    /// inside the issue (connect(), epoll_ctl) is a stall like any other: what fell due during
+    /// it is skipped, never fired back to back once the worker runs again.
     pub(super) fn issued(&mut self, offset_ns: u64, now: u64) {
         if self.late(offset_ns, now) {
             self.issued_late += 1;
+            self.resume_ns = self.resume_ns.max(now);
         }
         self.last_issue_ns = now;
     }
@@ -115,6 +118,26 @@ mod tests {
         l.issued(510 * MS, 510 * MS + 10_000);
         assert!(!l.overdue(511 * MS, 511 * MS));
         assert_eq!((l.skipped, l.issued_late), (500, 0));
+    }
+
+    /// A stall inside one connect(): that attempt counts as issued late, and what fell due
+    /// while it was stuck is cancelled, not fired as a catch-up burst.
+    #[test]
+    fn a_stall_inside_an_issue_cancels_what_fell_due_meanwhile() {
+        let mut l = lateness();
+        for i in 0..10 {
+            assert!(!l.overdue(i * MS, i * MS));
+            l.issued(i * MS, i * MS + 10_000);
+        }
+        // The connect() of the attempt due at 10 ms returns at 510 ms.
+        assert!(!l.overdue(10 * MS, 10 * MS));
+        l.issued(10 * MS, 510 * MS);
+        let skipped = (11..=510)
+            .take_while(|i| l.overdue(i * MS, 510 * MS + 5_000))
+            .count();
+        assert_eq!(skipped, 500, "11 ms .. 510 ms fell due while it was stuck");
+        assert!(!l.overdue(511 * MS, 511 * MS));
+        assert_eq!((l.skipped, l.issued_late), (500, 1));
     }
 
     /// A stall between waiting for the start and the first connect: the whole burst is
