@@ -210,10 +210,28 @@ impl Metric {
             }
         };
         let o = &r.outcomes;
+        // Without an admission check a phantom counts as established and no ghost is ever
+        // seen: those figures are unknown, not zero.
+        let admission = |n: u64| {
+            if r.admission == crate::report::Admission::Unchecked && o.connected() > 0 {
+                Err(
+                    "unknown: admission unchecked in this run (give --expect-greeting or \
+                     --probe-admission)"
+                        .to_owned(),
+                )
+            } else {
+                Ok(n)
+            }
+        };
         match self {
+            Metric::Class(
+                c @ (OutcomeClass::Ghost
+                | OutcomeClass::Established
+                | OutcomeClass::SynRetransmitted),
+            ) => admission(o.get(c)),
             Metric::Class(c) => Ok(o.get(c)),
             Metric::Connected => Ok(o.connected()),
-            Metric::Admitted => Ok(o.admitted()),
+            Metric::Admitted => admission(o.admitted()),
             Metric::Attempts => Ok(o.total()),
             Metric::SkippedOverdue => Ok(r.skipped_overdue),
             Metric::IssuedLate => Ok(r.issued_late),
@@ -365,7 +383,9 @@ impl Threshold {
         };
         let (value, unit, detail) = match self.value {
             Value::Percent(_) => {
-                let attempts = report.outcomes.total();
+                // Skipped attempts were never issued, so they are not among the outcomes:
+                // a percentage is of every attempt planned, issued or skipped.
+                let attempts = report.outcomes.total() + report.skipped_overdue;
                 if attempts == 0 {
                     return failed(None, "unknown: no attempts in this run".into());
                 }
@@ -409,6 +429,7 @@ mod tests {
 
     fn report() -> Report {
         Report {
+            admission: crate::report::Admission::Greeting,
             outcomes: Outcomes {
                 established: 995,
                 ghost: 5,
@@ -571,5 +592,44 @@ mod tests {
             e.to_string().contains("invalid threshold \"ghost>>0\""),
             "{e}"
         );
+    }
+
+    /// Without an admission check, ghosts cannot be seen: a threshold on them is unknown and
+    /// fails with the reason, never a silent pass on a ghost count of 0.
+    #[test]
+    fn unchecked_admission_makes_ghost_thresholds_unknown() {
+        let r = Report {
+            admission: crate::report::Admission::Unchecked,
+            outcomes: Outcomes {
+                established: 10,
+                ..Outcomes::default()
+            },
+            ..Report::default()
+        };
+        for expr in ["ghost>0", "admitted<100%", "established<100%"] {
+            let t: Threshold = expr.parse().unwrap();
+            let res = evaluate(std::slice::from_ref(&t), &r).remove(0);
+            assert!(!res.passed && res.value.is_none(), "{expr}: {res:?}");
+            assert!(res.detail.contains("admission unchecked"), "{res:?}");
+        }
+        let t: Threshold = "refused>0".parse().unwrap();
+        assert!(evaluate(&[t], &r)[0].passed);
+    }
+
+    /// Skipped attempts were never issued: a percentage counts them among all attempts.
+    #[test]
+    fn skipped_percentages_count_every_planned_attempt() {
+        let r = Report {
+            outcomes: Outcomes {
+                established: 400,
+                ..Outcomes::default()
+            },
+            skipped_overdue: 600,
+            ..report()
+        };
+        let t: Threshold = "skipped_overdue>50%".parse().unwrap();
+        let res = evaluate(&[t], &r).remove(0);
+        assert_eq!(res.value, Some(60.0), "{res:?}");
+        assert!(!res.passed);
     }
 }

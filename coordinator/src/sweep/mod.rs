@@ -351,6 +351,7 @@ mod threshold_tests {
         let reports = steps
             .iter()
             .map(|st| Report {
+                admission: crate::report::Admission::Greeting,
                 outcomes: st.outcomes,
                 connect_latency_us: Latency {
                     count: 100,
