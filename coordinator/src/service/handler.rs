@@ -65,6 +65,9 @@ impl CoordinatorService {
     ) -> Result<Response<OutStream>, Status> {
         let registry = &self.registry;
         registry.authenticate(&req)?;
+        // The token is proof enough: from here an idle flood cannot evict this connection
+        // while its Hello is on the way.
+        registry.gate.admit(peer);
         let mut inbound = req.into_inner();
         let timeout = registry.gate.limits().handshake_timeout;
         let first = tokio::time::timeout(timeout, inbound.next())
@@ -100,7 +103,6 @@ impl CoordinatorService {
                 tx: tx.clone(),
             },
         )?;
-        registry.gate.admit(peer);
         tracing::info!(agent = %agent, %host, ?peer, fd_limit, "agent attached");
         tokio::spawn(ping(tx.downgrade(), registry.heartbeat));
         tokio::spawn(read(registry.clone(), agent, conn, inbound, tx));

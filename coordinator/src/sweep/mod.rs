@@ -175,7 +175,9 @@ pub async fn execute(
                 syncookies_sent: t.counters.syncookies_sent,
                 accept_queue_max: t.accept_queue_max,
                 accepted: t.accepted.unwrap_or(0),
-                partial: r.partial,
+                // Without the target's stats the step's overflows and queue are unknown, not
+                // zero: it cannot be called clean.
+                partial: r.partial || r.target.is_none(),
                 issue_duration_us: r.issue_duration_us,
                 thresholds_passed: None,
             });
