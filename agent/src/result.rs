@@ -107,6 +107,7 @@ impl RunResult {
             partial: self.partial(),
             skipped_overdue: self.skipped_overdue,
             issued_late: self.issued_late,
+            unfinished: self.unfinished,
             cut_reason: self.cut_reason.clone(),
             admission: self.admission,
             outcomes: self.tally.outcomes,

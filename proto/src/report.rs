@@ -237,6 +237,10 @@ pub struct FireReport {
     /// Attempts issued more than the late bound past their intended time.
     #[serde(default)]
     pub issued_late: u64,
+    /// Attempts never classified because the run was cut short: outcomes, `skipped_overdue`
+    /// and this add up to `connections`.
+    #[serde(default)]
+    pub unfinished: u64,
     /// Why the run was cut short or is partial, when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cut_reason: Option<String>,

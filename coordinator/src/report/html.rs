@@ -213,14 +213,8 @@ pub fn render(r: &Report, connect: &Histogram<u64>) -> String {
         r.outcomes.total()
     );
     if !r.syn_retransmits.is_empty() {
-        s.push_str("<p>by SYN retransmits: ");
-        let ks: Vec<String> = r
-            .syn_retransmits
-            .iter()
-            .map(|(k, n)| format!("k={k}: {n}"))
-            .collect();
-        s.push_str(&ks.join(", "));
-        s.push_str("</p>");
+        let ks = stampede_proto::report::k_counts(&r.syn_retransmits);
+        let _ = write!(s, "<p>by SYN retransmits: {ks}</p>");
     }
     if let Some(caveat) = r.admission.caveat(r.outcomes.connected()) {
         let _ = write!(s, "<p><strong>{}</strong></p>", esc(&caveat));
