@@ -174,7 +174,7 @@ pub fn render(r: &Report, connect: &Histogram<u64>) -> String {
     let _ = write!(
         s,
         "<p class=\"verdict\"><strong>Verdict:</strong> {}</p>",
-        esc(&super::story::verdict(r))
+        code_spans(&esc(&super::story::verdict(r)))
     );
     if !r.lost_agents.is_empty() {
         let _ = write!(
@@ -265,6 +265,25 @@ pub fn render(r: &Report, connect: &Histogram<u64>) -> String {
     s
 }
 
+/// Text whose `backquoted` commands become `<code>` (the verdict is written for the terminal
+/// too, where backquotes mark a command). Call it on escaped text.
+fn code_spans(escaped: &str) -> String {
+    // An unpaired backquote marks nothing: the text stays as it is.
+    if !escaped.matches('`').count().is_multiple_of(2) {
+        return escaped.to_owned();
+    }
+    let mut out = String::with_capacity(escaped.len());
+    for (i, part) in escaped.split('`').enumerate() {
+        // Odd parts are inside backquotes.
+        if i % 2 == 1 {
+            let _ = write!(out, "<code>{part}</code>");
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
 /// Shared page head: title and the stylesheet.
 pub(crate) fn page_head(s: &mut String, title: &str) {
     let _ = write!(
@@ -347,5 +366,14 @@ mod tests {
         let first_chart = page.find("<svg");
         assert!(verdict.is_some() && verdict < first_chart, "{page}");
         assert!(page.contains("no listener at &lt;host&gt;:9"), "{page}");
+    }
+
+    #[test]
+    fn backquoted_commands_become_code() {
+        assert_eq!(
+            code_spans("see `stampede sweep` now"),
+            "see <code>stampede sweep</code> now"
+        );
+        assert_eq!(code_spans("one ` alone"), "one ` alone");
     }
 }
