@@ -82,6 +82,17 @@ pub(super) struct Ledger {
 }
 
 impl Ledger {
+    /// A ledger for `attempts` attempts under `settings`: the timer queues that will be used
+    /// are allocated now, before the start, at their largest (one entry per attempt).
+    pub(super) fn for_attempts(attempts: usize, settings: &Settings) -> Ledger {
+        let queue = |used: bool| VecDeque::with_capacity(if used { attempts } else { 0 });
+        Ledger {
+            holds: queue(settings.hold_ns > 0),
+            probes: queue(settings.probe_admission),
+            ..Ledger::default()
+        }
+    }
+
     /// When the next hold ends or probe check is due, if any.
     pub(super) fn next_timer(&self) -> Option<u64> {
         let hold = self.holds.front().map(|&(t, _)| t);

@@ -61,10 +61,11 @@ impl<'a> Worker<'a> {
     /// A worker for `sockets` (in schedule order); every allocation happens here, before the
     /// start.
     pub(super) fn new(sockets: Vec<ArmedSocket>, cx: Cx<'a>) -> Worker<'a> {
+        let attempts = sockets.len();
         Worker {
             slots: sockets.into_iter().map(Slot::from).collect(),
+            ledger: Ledger::for_attempts(attempts, &cx.settings),
             cx,
-            ledger: Ledger::default(),
             issue_lag: histogram::new_latency(),
             lateness: Lateness::new(LATE_BOUND),
             first_issue_ns: None,
@@ -74,7 +75,8 @@ impl<'a> Worker<'a> {
             seq: 0,
             boundary_ns: interval_ns(),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS],
-            ready: Vec::new(),
+            // Each completion of the burst is stamped here while connects go on.
+            ready: Vec::with_capacity(attempts),
         }
     }
 
