@@ -165,6 +165,7 @@ mod tests {
                 p999: 1_000_100,
                 max: 1_000_200,
             },
+            ttfb_us: Latency::default(),
             listen_overflows: 20 - backlog as u64,
             syncookies_sent: 1,
             accept_queue_max: backlog as u32 + 1,

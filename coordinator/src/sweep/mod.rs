@@ -56,6 +56,10 @@ pub struct Step {
     pub outcomes: Outcomes,
     /// Connect latency, µs.
     pub connect_latency_us: Latency,
+    /// First-byte latency, µs: the accept wait when the target greets or the client probes
+    /// (count 0 when neither measured it).
+    #[serde(default)]
+    pub ttfb_us: Latency,
     /// ListenOverflows on the target during the step.
     pub listen_overflows: u64,
     /// Cookies sent: potential phantoms.
@@ -171,6 +175,7 @@ pub async fn execute(
                 somaxconn: t.somaxconn,
                 outcomes: r.outcomes,
                 connect_latency_us: r.connect_latency_us,
+                ttfb_us: r.ttfb_us,
                 listen_overflows: t.counters.listen_overflows,
                 syncookies_sent: t.counters.syncookies_sent,
                 accept_queue_max: t.accept_queue_max,

@@ -110,6 +110,7 @@ pub(crate) mod tests {
                 p99,
                 ..Default::default()
             },
+            ttfb_us: Latency::default(),
             listen_overflows: overflows,
             syncookies_sent: 0,
             accept_queue_max: 0,
