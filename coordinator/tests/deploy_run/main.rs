@@ -22,6 +22,10 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+/// Held by each whole-burst test: two bursts at once on a small CI machine could starve
+/// agents into a partial run, and neither test is about the other.
+pub static BURST: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A directory of the test's own; removed on drop.
 pub struct Scratch(pub PathBuf);
 

@@ -46,6 +46,7 @@ fn compose_runs_a_whole_burst_as_shipped() {
     if !kernel_tests_enabled("compose_runs_a_whole_burst_as_shipped") {
         return;
     }
+    let _one_burst_at_a_time = crate::BURST.lock().unwrap_or_else(|e| e.into_inner());
     let file = deploy_dir().join("compose/compose.yaml");
     let project = compose::load(&file, &vars()).unwrap();
     // The project directory after the setup lines: the token and ./out, made by the user.

@@ -218,6 +218,7 @@ fn kubernetes_runs_a_whole_burst_as_shipped() {
     if !kernel_tests_enabled("kubernetes_runs_a_whole_burst_as_shipped") {
         return;
     }
+    let _one_burst_at_a_time = crate::BURST.lock().unwrap_or_else(|e| e.into_inner());
     let m = kube::load(&[&deploy_dir().join("kubernetes/stampede.yaml")]);
     let dir = Scratch::new("kube");
     let logs_dir = dir.0.join("logs");
@@ -282,6 +283,7 @@ fn kubernetes_schedule_runs_as_shipped() {
     if !kernel_tests_enabled("kubernetes_schedule_runs_as_shipped") {
         return;
     }
+    let _one_burst_at_a_time = crate::BURST.lock().unwrap_or_else(|e| e.into_inner());
     let help = std::process::Command::new(crate::support::sibling_bin("stampede"))
         .args(["schedule", "--help"])
         .output()
