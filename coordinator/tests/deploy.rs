@@ -83,3 +83,59 @@ fn every_variable_deploy_sets_is_read_by_a_binary() {
         "deploy/ should configure the binaries through STAMPEDE_* variables"
     );
 }
+
+/// The image and what runs it agree: its numeric user is the one the manifests run as (so
+/// `runAsNonRoot` can verify it), its HEALTHCHECK probes the coordinator's default listener,
+/// and every manifest names the image's one pinned tag.
+#[test]
+fn the_image_and_the_manifests_agree() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
+    let dockerfile = std::fs::read_to_string(deploy.join("container/Dockerfile")).unwrap();
+    assert!(
+        dockerfile.contains("\nUSER 10001:10001\n"),
+        "a numeric non-root USER"
+    );
+    assert!(
+        dockerfile.contains("CMD [\"stampede\", \"health\""),
+        "HEALTHCHECK by stampede health"
+    );
+    let help = Command::new(sibling_bin("stampede"))
+        .args(["run", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let default_listen = help
+        .split("--listen <ADDR>")
+        .nth(1)
+        .and_then(|rest| rest.split("[default: ").nth(1))
+        .and_then(|rest| rest.split(']').next())
+        .expect("--listen's default in run --help");
+    assert!(
+        dockerfile.contains(&format!(
+            "ENV STAMPEDE_HEALTH_URL=http://{default_listen}\n"
+        )),
+        "the HEALTHCHECK probes {default_listen}"
+    );
+    for file in [
+        "kubernetes/stampede.yaml",
+        "kubernetes/schedule.yaml",
+        "compose/compose.yaml",
+    ] {
+        let text = std::fs::read_to_string(deploy.join(file)).unwrap();
+        let images: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("image: "))
+            .collect();
+        assert!(!images.is_empty(), "{file}");
+        assert!(
+            images.iter().all(|i| *i == "stampede:0.1.0"),
+            "{file}: {images:?}"
+        );
+        for user in text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("runAsUser: "))
+        {
+            assert!(user == "10001" || user == "0", "{file}: runAsUser {user}");
+        }
+    }
+}
