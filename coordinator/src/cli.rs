@@ -48,35 +48,7 @@ pub enum Command {
     Demo(DemoArgs),
     /// Ask a coordinator or target control for its gRPC health: exit 0 serving, 1 not
     /// (for container HEALTHCHECKs).
-    Health(HealthArgs),
-}
-
-/// `stampede health`: one `grpc.health.v1.Health/Check` ([`crate::health`]).
-#[derive(Debug, Args)]
-pub struct HealthArgs {
-    /// http://HOST:PORT or https://HOST:PORT of a coordinator or a target's control port.
-    #[arg(env = "STAMPEDE_HEALTH_URL", value_name = "URL")]
-    pub url: String,
-    /// The service asked about: "" (the server), stampede.v1.Coordinator or
-    /// stampede.v1.TargetControl.
-    #[arg(long, default_value = "")]
-    pub service: String,
-    /// Bearer token to send (the servers answer health without one; for a proxy that asks).
-    #[arg(long, value_name = "F")]
-    pub token_file: Option<PathBuf>,
-    /// CA (PEM) that signed the server's certificate, for an https:// URL.
-    #[arg(long, value_name = "F")]
-    pub tls_ca: Option<PathBuf>,
-    /// Client certificate (PEM) for a server that requires mutual TLS (with --tls-key).
-    #[arg(long, value_name = "F", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// Client key (PEM).
-    #[arg(long, value_name = "F", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Bound on the whole check: connect, TLS and the call.
-    #[arg(long, value_name = "DUR", default_value = "3s",
-          value_parser = stampede_proto::duration::parse_duration)]
-    pub timeout: std::time::Duration,
+    Health(crate::health::HealthArgs),
 }
 
 /// `stampede run`: a scenario file and flags over it.
@@ -261,20 +233,9 @@ pub async fn execute(
         Command::Run(args) => run(args, explicit, &shutdown, progress).await,
         Command::Sweep(args) => sweep(args, explicit, &shutdown, progress).await,
         Command::Demo(args) => demo(args, &shutdown, progress).await,
-        Command::Health(args) => health(args).await,
+        // Not serving is exit 1 (an incomplete output); bad flags exit 64.
+        Command::Health(args) => Ok(Output::Health(crate::health::execute(&args).await?)),
     }
-}
-
-/// `stampede health`: not serving is exit 1 (an incomplete output), bad flags exit 64.
-async fn health(args: HealthArgs) -> Result<Output, Failure> {
-    let identity = args.tls_cert.as_ref().zip(args.tls_key.as_ref());
-    let mut probe = crate::health::Probe::new(&args.url, &args.service, args.timeout)?
-        .with_tls(args.tls_ca.as_ref(), identity)?;
-    if let Some(path) = &args.token_file {
-        probe.token =
-            Some(stampede_proto::token::Token::from_file(path).map_err(ConfigError::from)?);
-    }
-    Ok(Output::Health(probe.check().await))
 }
 
 /// The scenario file (if any) with the given flags over it.

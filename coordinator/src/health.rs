@@ -12,6 +12,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::Args;
 use stampede_proto::token::Token;
 use tonic::transport::{ClientTlsConfig, Endpoint};
 use tonic_health::pb::HealthCheckRequest;
@@ -19,6 +20,45 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
 use crate::scenario::ConfigError;
+
+/// `stampede health`'s flags.
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// http://HOST:PORT or https://HOST:PORT of a coordinator or a target's control port.
+    #[arg(env = "STAMPEDE_HEALTH_URL", value_name = "URL")]
+    pub url: String,
+    /// The service asked about: "" (the server), stampede.v1.Coordinator or
+    /// stampede.v1.TargetControl.
+    #[arg(long, default_value = "")]
+    pub service: String,
+    /// Bearer token to send (the servers answer health without one; for a proxy that asks).
+    #[arg(long, value_name = "F")]
+    pub token_file: Option<PathBuf>,
+    /// CA (PEM) that signed the server's certificate, for an https:// URL.
+    #[arg(long, value_name = "F")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for a server that requires mutual TLS (with --tls-key).
+    #[arg(long, value_name = "F", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// Client key (PEM).
+    #[arg(long, value_name = "F", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Bound on the whole check: connect, TLS and the call.
+    #[arg(long, value_name = "DUR", default_value = "3s",
+          value_parser = stampede_proto::duration::parse_duration)]
+    pub timeout: Duration,
+}
+
+/// Checks as the flags say: bad flags are a [`ConfigError`] (exit 64).
+pub async fn execute(args: &HealthArgs) -> Result<Health, ConfigError> {
+    let identity = args.tls_cert.as_ref().zip(args.tls_key.as_ref());
+    let mut probe = Probe::new(&args.url, &args.service, args.timeout)?
+        .with_tls(args.tls_ca.as_ref(), identity)?;
+    if let Some(path) = &args.token_file {
+        probe.token = Some(Token::from_file(path)?);
+    }
+    Ok(probe.check().await)
+}
 
 /// One health check to make.
 #[derive(Debug, Clone)]
