@@ -46,6 +46,9 @@ pub enum Command {
     /// Target, agents and coordinator in this one process on loopback: a real burst that
     /// overflows a small backlog, to see what stampede reports.
     Demo(DemoArgs),
+    /// Ask a coordinator or target control for its gRPC health: exit 0 serving, 1 not
+    /// (for container HEALTHCHECKs).
+    Health(crate::health::HealthArgs),
 }
 
 /// `stampede run`: a scenario file and flags over it.
@@ -168,6 +171,8 @@ pub enum Output {
     Run(Report),
     /// A sweep's report.
     Sweep(SweepReport),
+    /// A health check's answer.
+    Health(crate::health::Health),
 }
 
 impl Output {
@@ -176,6 +181,7 @@ impl Output {
         match self {
             Output::Run(r) => r.summary(),
             Output::Sweep(s) => s.summary(),
+            Output::Health(h) => h.summary(),
         }
     }
 
@@ -184,6 +190,7 @@ impl Output {
         match self {
             Output::Run(r) => !(r.aborted || r.partial),
             Output::Sweep(s) => s.stopped.is_none() && s.steps.iter().all(|st| !st.partial),
+            Output::Health(h) => h.serving,
         }
     }
 
@@ -209,6 +216,7 @@ impl Output {
             Output::Sweep(s) => {
                 s.reports.is_empty() || s.reports.iter().any(Report::thresholds_passed)
             }
+            Output::Health(_) => true,
         }
     }
 }
@@ -225,6 +233,8 @@ pub async fn execute(
         Command::Run(args) => run(args, explicit, &shutdown, progress).await,
         Command::Sweep(args) => sweep(args, explicit, &shutdown, progress).await,
         Command::Demo(args) => demo(args, &shutdown, progress).await,
+        // Not serving is exit 1 (an incomplete output); bad flags exit 64.
+        Command::Health(args) => Ok(Output::Health(crate::health::execute(&args).await?)),
     }
 }
 

@@ -6,12 +6,14 @@
 //! setting of a run, as flags and scenario keys alike, and the rules between them; [`cli`] is
 //! the command line and what each command does; [`sweep`] repeats a run over backlogs and
 //! accept rates to size `listen()` backlog and somaxconn; [`target`] drives the target's
-//! control service; [`demo`] runs target, agents and coordinator in one process on loopback.
+//! control service; [`demo`] runs target, agents and coordinator in one process on loopback;
+//! [`health`] is `stampede health`, the probe of the gRPC health service both servers carry.
 
 pub mod admission;
 pub mod auth;
 pub mod cli;
 pub mod demo;
+pub mod health;
 pub mod report;
 pub mod run;
 pub mod scenario;
@@ -108,6 +110,8 @@ pub async fn serve_with_limits(
     let service =
         CoordinatorService::new(registry.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let gate = registry.gate().clone();
+    // Beside the agents' service, without the token: see service/health.rs.
+    let (_health_reporter, health) = service::health::server().await;
     let task = tokio::spawn(async move {
         let accepted = admission::accept_loop(listener, gate, shutdown.clone());
         let incoming = tokio_stream::wrappers::ReceiverStream::new(accepted);
@@ -115,6 +119,7 @@ pub async fn serve_with_limits(
             .http2_keepalive_interval(Some(Duration::from_secs(5)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .add_service(service)
+            .add_service(health)
             .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
             .await
         {

@@ -141,8 +141,19 @@ pub(crate) fn spawn<S: Source>(
     }
     Ok(tokio::spawn(async move {
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // The standard health service for probes, deliberately without the token: it
+        // answers only "serving" and changes nothing (Kubernetes gRPC probes send no
+        // metadata). Every TargetControl call still needs the token.
+        let (health_reporter, health) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_service_status(
+                pb::target_control_server::SERVICE_NAME,
+                tonic_health::ServingStatus::Serving,
+            )
+            .await;
         if let Err(e) = builder
             .add_service(service(source, auth.token))
+            .add_service(health)
             .serve_with_incoming_shutdown(incoming, stop.cancelled())
             .await
         {

@@ -39,6 +39,7 @@ use crate::threshold::Threshold;
 
 mod check;
 mod error;
+pub mod target_addr;
 #[cfg(test)]
 mod tests;
 
@@ -87,8 +88,10 @@ pub struct Scenario {
         default_value = "60s"
     )]
     pub agent_wait: Dur,
-    /// Target HOST:PORT (an IP literal).
-    #[arg(long, env = "STAMPEDE_TARGET", value_name = "HOST:PORT")]
+    /// Target HOST:PORT: an IP literal, or a name resolved once, when read (agents get the
+    /// address).
+    #[arg(long, env = "STAMPEDE_TARGET", value_name = "HOST:PORT", value_parser = target_addr::parse)]
+    #[serde(deserialize_with = "target_addr::deserialize")]
     pub target: Option<SocketAddr>,
     /// The target's control service (http://HOST:PORT), to configure it and read its stats.
     #[arg(long, env = "STAMPEDE_TARGET_CONTROL", value_name = "URL")]

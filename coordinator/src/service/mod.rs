@@ -28,6 +28,7 @@ use crate::admission::{Gate, GateStats, Limits};
 use crate::auth::Token;
 
 mod handler;
+pub mod health;
 
 pub use handler::CoordinatorService;
 
