@@ -12,6 +12,7 @@ pub mod admission;
 pub mod auth;
 pub mod cli;
 pub mod demo;
+pub mod history;
 pub mod report;
 pub mod run;
 pub mod scenario;
