@@ -10,7 +10,9 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::parser::ValueSource;
@@ -18,8 +20,13 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use stampede_proto::backlog;
 use tokio_util::sync::CancellationToken;
 
+use crate::history::command::{CommandError, HistoryArgs};
+use crate::history::{self, Kind, Ran, Status, Store};
+use crate::metrics::{self, Metrics};
 use crate::report::{OutDir, Report};
 use crate::scenario::{ConfigError, Scenario, SweepSettings};
+use crate::schedule::Scheduler;
+use crate::schedule::capacity::Capacity;
 use crate::sweep::SweepReport;
 use crate::threshold::{self, Threshold};
 
@@ -46,6 +53,11 @@ pub enum Command {
     /// Target, agents and coordinator in this one process on loopback: a real burst that
     /// overflows a small backlog, to see what stampede reports.
     Demo(DemoArgs),
+    /// Run the entries of a capacity file at their cron times (UTC) on agents that stay
+    /// attached, record every run in the history and flag regressions.
+    Schedule(ScheduleArgs),
+    /// The run history: list, show, compare, pin a baseline, write capacity.html.
+    History(HistoryArgs),
 }
 
 /// `stampede run`: a scenario file and flags over it.
@@ -56,6 +68,9 @@ pub struct RunArgs {
     /// The run's settings.
     #[command(flatten)]
     pub settings: Scenario,
+    /// History and metrics.
+    #[command(flatten)]
+    pub record: Recording,
 }
 
 /// `stampede sweep`: a run's settings and the sweep's.
@@ -168,6 +183,13 @@ pub enum Output {
     Run(Report),
     /// A sweep's report.
     Sweep(SweepReport),
+    /// Text for stdout and the exit code it goes with (`schedule`, `history`).
+    Text {
+        /// What to print.
+        text: String,
+        /// The exit code.
+        code: u8,
+    },
 }
 
 impl Output {
@@ -176,6 +198,7 @@ impl Output {
         match self {
             Output::Run(r) => r.summary(),
             Output::Sweep(s) => s.summary(),
+            Output::Text { text, .. } => text.clone(),
         }
     }
 
@@ -184,6 +207,7 @@ impl Output {
         match self {
             Output::Run(r) => !(r.aborted || r.partial),
             Output::Sweep(s) => s.stopped.is_none() && s.steps.iter().all(|st| !st.partial),
+            Output::Text { code, .. } => *code != 1,
         }
     }
 
@@ -209,6 +233,7 @@ impl Output {
             Output::Sweep(s) => {
                 s.reports.is_empty() || s.reports.iter().any(Report::thresholds_passed)
             }
+            Output::Text { code, .. } => *code != 2,
         }
     }
 }
@@ -225,6 +250,8 @@ pub async fn execute(
         Command::Run(args) => run(args, explicit, &shutdown, progress).await,
         Command::Sweep(args) => sweep(args, explicit, &shutdown, progress).await,
         Command::Demo(args) => demo(args, &shutdown, progress).await,
+        Command::Schedule(args) => schedule(args, explicit, &shutdown, progress).await,
+        Command::History(args) => history(&args),
     }
 }
 
@@ -298,10 +325,17 @@ async fn run(
     let plan = settings.plan()?;
     let out = out_dir(settings.out.as_deref())?;
     let coordinator = serve(&settings, shutdown).await?;
-    let mut done = crate::run::execute(&coordinator.registry, &plan, shutdown, progress)
-        .await
-        .map_err(anyhow::Error::from)?;
+    let recorder = Recorder::start(&args, &settings, Kind::Run, &coordinator, shutdown).await?;
+    let result = crate::run::execute(&coordinator.registry, &plan, shutdown, progress).await;
+    let mut done = match result {
+        Ok(done) => done,
+        Err(e) => {
+            recorder.failed(&e);
+            return Err(anyhow::Error::from(e).into());
+        }
+    };
     done.report.thresholds = threshold::evaluate(&settings.fail_if, &done.report);
+    recorder.finish(Ran::Run(&done.report), Some(&done.merged()));
     let saved = save(out.as_ref(), &done.report.run_id, REPORT_FILES, |dir| {
         done.write(dir)
     });
@@ -322,10 +356,18 @@ async fn sweep(
     let plan = settings.sweep_plan(&sweep)?;
     let out = out_dir(settings.out.as_deref())?;
     let coordinator = serve(&settings, shutdown).await?;
-    let mut report = crate::sweep::execute(&coordinator.registry, &plan, shutdown, progress)
-        .await
-        .map_err(anyhow::Error::from)?;
+    let recorder =
+        Recorder::start(&args.run, &settings, Kind::Sweep, &coordinator, shutdown).await?;
+    let result = crate::sweep::execute(&coordinator.registry, &plan, shutdown, progress).await;
+    let mut report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            recorder.failed(&e);
+            return Err(anyhow::Error::from(e).into());
+        }
+    };
     report.judge(&settings.fail_if);
+    recorder.finish(Ran::Sweep(&report), None);
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -357,6 +399,204 @@ async fn demo(
         done.write(dir)
     });
     deliver(Output::Run(done.report), saved)
+}
+
+// `stampede schedule`, `stampede history`, and the history and metrics of `run` and `sweep`
+// (docs/design.md "History").
+
+/// `--db` and `--metrics` of `run` and `sweep`.
+#[derive(Debug, Args)]
+pub struct Recording {
+    /// Record the run in this history file (SQLite, created if missing) and judge it against
+    /// its baseline (see `stampede history`).
+    #[arg(long, env = "STAMPEDE_DB", value_name = "FILE")]
+    pub db: Option<PathBuf>,
+    /// Serve Prometheus metrics on ADDR (GET /metrics) while running.
+    #[arg(long, env = "STAMPEDE_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+}
+
+/// `stampede schedule`.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// The capacity file: [[entry]] tables with name, cron (UTC), kind, scenario, repeat and
+    /// thresholds.
+    pub capacity: PathBuf,
+    /// The history file (SQLite, created if missing).
+    #[arg(long, env = "STAMPEDE_DB", value_name = "FILE", default_value = history::DEFAULT_DB)]
+    pub db: PathBuf,
+    /// Run every entry once, now, in file order, and exit: 0 all clean, 2 a regression, 1 a
+    /// run failed.
+    #[arg(long)]
+    pub once: bool,
+    /// Serve Prometheus metrics on ADDR (GET /metrics).
+    #[arg(long, env = "STAMPEDE_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// The endpoint's flags (--listen, --token-file, TLS); any other run flag given here goes
+    /// over every entry's scenario.
+    #[command(flatten)]
+    pub settings: Scenario,
+}
+
+async fn schedule(
+    args: ScheduleArgs,
+    explicit: &BTreeSet<String>,
+    shutdown: &CancellationToken,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Output, Failure> {
+    let capacity = Capacity::load(&args.capacity)?;
+    capacity.check(&args.settings, explicit)?;
+    let endpoint = Scenario::layered(None, &args.settings, explicit);
+    let mut store = Store::open(&args.db).map_err(anyhow::Error::from)?;
+    let coordinator = serve(&endpoint, shutdown).await?;
+    let metrics = Arc::new(Metrics::new());
+    metrics.watch(coordinator.registry.clone());
+    if let Some(addr) = args.metrics {
+        let token = endpoint.serve_config()?.token;
+        metrics::serve(addr, metrics.clone(), token, shutdown.clone())
+            .await
+            .map_err(anyhow::Error::from)?;
+    }
+    tracing::info!(db = %args.db.display(), entries = capacity.entries.len(), "scheduling");
+    let scheduler = Scheduler::new(
+        &coordinator,
+        &mut store,
+        &metrics,
+        &args.settings,
+        explicit,
+        shutdown,
+        progress,
+    );
+    let outcome = if args.once {
+        scheduler.once(&capacity).await
+    } else {
+        scheduler.run(&capacity).await
+    }
+    .map_err(anyhow::Error::from)?;
+    Ok(Output::Text {
+        text: outcome.summary,
+        code: outcome.code,
+    })
+}
+
+fn history(args: &HistoryArgs) -> Result<Output, Failure> {
+    match history::command::execute(args) {
+        Ok((text, code)) => Ok(Output::Text { text, code }),
+        Err(CommandError::Usage {
+            name,
+            value,
+            expected,
+        }) => Err(Failure::Usage(ConfigError::Invalid {
+            name,
+            value,
+            expected,
+        })),
+        Err(e) => Err(anyhow::Error::from(e).into()),
+    }
+}
+
+/// What `run --db` / `sweep --db` and `--metrics` keep of a run.
+struct Recorder {
+    store: Option<Store>,
+    metrics: Option<Arc<Metrics>>,
+    entry: history::Entry,
+    started: String,
+}
+
+impl Recorder {
+    /// Opens the history (before anything runs: a bad file is found now) and serves the
+    /// metrics, as the flags ask.
+    async fn start(
+        args: &RunArgs,
+        settings: &Scenario,
+        kind: Kind,
+        coordinator: &crate::Coordinator,
+        shutdown: &CancellationToken,
+    ) -> Result<Recorder, Failure> {
+        let store = args
+            .record
+            .db
+            .as_deref()
+            .map(Store::open)
+            .transpose()
+            .map_err(anyhow::Error::from)?;
+        let metrics = match args.record.metrics {
+            Some(addr) => {
+                let m = Arc::new(Metrics::new());
+                m.watch(coordinator.registry.clone());
+                let token = settings.serve_config()?.token;
+                metrics::serve(addr, m.clone(), token, shutdown.clone())
+                    .await
+                    .map_err(anyhow::Error::from)?;
+                Some(m)
+            }
+            None => None,
+        };
+        // The entry is the scenario file's stem (or "run"/"sweep" for flags alone).
+        let name = args
+            .scenario
+            .as_deref()
+            .and_then(Path::file_stem)
+            .map_or_else(
+                || kind.name().to_owned(),
+                |s| s.to_string_lossy().into_owned(),
+            );
+        Ok(Recorder {
+            store,
+            metrics,
+            entry: history::Entry {
+                name: name.clone(),
+                kind,
+                scenario_name: name,
+                scenario: serde_json::to_value(settings).unwrap_or_default(),
+            },
+            started: history::record::now_rfc3339(),
+        })
+    }
+
+    /// A run that produced no report, recorded with its reason.
+    fn failed(self, e: &crate::run::RunError) {
+        let status = match e {
+            crate::run::RunError::Aborted => Status::Aborted,
+            _ => Status::Failed,
+        };
+        let reason = e.to_string();
+        self.finish(Ran::Nothing { status, reason }, None);
+    }
+
+    /// Records and judges the run (a failure to record is logged: the report is still
+    /// written and printed).
+    fn finish(self, ran: Ran<'_>, merged: Option<&stampede_proto::tally::Tally>) {
+        let Recorder {
+            store,
+            metrics,
+            entry,
+            started,
+        } = self;
+        let mut row = entry.record(&started, &started, ran);
+        row.batch = row.run_id.clone();
+        if let Some(mut store) = store {
+            let judged = store
+                .insert(&row)
+                .and_then(|_| store.judge_batch(&row.batch, &history::Thresholds::default()));
+            match judged {
+                Ok(v) => {
+                    tracing::info!(
+                        db = %store.path().display(),
+                        run = %row.run_id,
+                        verdict = v.kind.name(),
+                        reasons = %v.reasons.join("; "),
+                        "recorded"
+                    );
+                    row.verdict = v.kind.name().to_owned();
+                }
+                Err(e) => tracing::error!(cause = %e, "recording the run in the history failed"),
+            }
+        }
+        if let Some(m) = metrics {
+            m.record(&row, merged.map(|t| (&t.connect_latency, &t.ttfb)));
+        }
+    }
 }
 
 #[cfg(test)]

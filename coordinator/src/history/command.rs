@@ -61,9 +61,16 @@ pub enum HistoryAction {
 /// Why a history command failed: a usage error (exit 64) or the store's (exit 1).
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    /// Bad usage.
-    #[error("{0}")]
-    Usage(String),
+    /// Bad usage: `invalid NAME "VALUE": expected EXPECTED`.
+    #[error("invalid {name} \"{value}\": expected {expected}")]
+    Usage {
+        /// The flag.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What it takes.
+        expected: &'static str,
+    },
     /// The store.
     #[error(transparent)]
     History(#[from] HistoryError),
@@ -117,16 +124,19 @@ pub fn execute(args: &HistoryArgs) -> Result<(String, u8), CommandError> {
         }
         HistoryAction::Report { out } => {
             let Some(entry) = &args.entry else {
-                return Err(CommandError::Usage(
-                    "history report needs --entry NAME (the schedule entry to chart)".into(),
-                ));
+                return Err(CommandError::Usage {
+                    name: "--entry",
+                    value: String::new(),
+                    expected: "the entry to chart: history report --entry NAME --out DIR",
+                });
             };
             let runs = store.list(Some(entry))?;
             if runs.is_empty() {
-                return Err(CommandError::Usage(format!(
-                    "no runs of entry \"{entry}\" in {}",
-                    store.path().display()
-                )));
+                return Err(CommandError::Usage {
+                    name: "--entry",
+                    value: entry.clone(),
+                    expected: "an entry with runs in the history (see stampede history list)",
+                });
             }
             let page = super::html::render(entry, &runs);
             let write = || -> std::io::Result<PathBuf> {

@@ -31,7 +31,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 pub use self::judge::{Entry, Ran, fresh_id};
 pub use self::record::{Figures, Kind, Record, Status, scenario_hash};
-pub use self::verdict::{Thresholds, Verdict};
+pub use self::verdict::{Thresholds, Verdict, VerdictKind};
 
 /// The history file used when `--db` is not given: in the working directory.
 pub const DEFAULT_DB: &str = "stampede.db";
@@ -237,6 +237,17 @@ impl Store {
             record::COLUMNS
         );
         Ok(self.query(&sql, params![entry, batch])?.pop())
+    }
+
+    /// When the latest row of `entry` started (RFC 3339), if it has any.
+    pub fn last_started(&self, entry: &str) -> Result<Option<String>, HistoryError> {
+        self.conn
+            .query_row(
+                "SELECT max(started_at) FROM runs WHERE entry = ?1",
+                params![entry],
+                |r| r.get(0),
+            )
+            .map_err(|e| sqlite_error(&self.path, e))
     }
 
     /// The pinned run of a scenario hash, if any.
