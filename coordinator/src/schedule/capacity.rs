@@ -308,7 +308,7 @@ mod tests {
             ),
             (
                 format!("{GOOD}{GOOD}"),
-                "cap.toml:12: name: duplicate entry name \"web\"",
+                "cap.toml:11: name: duplicate entry name \"web\"",
             ),
             (
                 GOOD.replace("connections = 50", "conections = 50"),
