@@ -200,7 +200,7 @@ impl Capacity {
             }
             let cron_text = e.cron.get_ref().trim().to_owned();
             let cron = Cron::from_str(&cron_text).map_err(|err| {
-                at(e.cron.span().start, "cron", format!("invalid cron \"{}\" ({err}): expected 5 fields, minute hour day month weekday, in UTC", cut(&cron_text)))
+                at(e.cron.span().start, "cron", format!("invalid cron \"{}\" ({err}): expected minute hour day month weekday (5 fields, or 6 with seconds first), in UTC", cut(&cron_text)))
             })?;
             let repeat = *e.repeat.get_ref();
             if !(1..=MAX_REPEAT).contains(&repeat) {

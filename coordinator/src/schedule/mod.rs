@@ -182,7 +182,6 @@ impl<'a> Scheduler<'a> {
                     t.to_rfc3339(),
                     busy_since.to_rfc3339()
                 );
-                tracing::warn!(entry = %e.name, "{reason}");
                 let row = history_entry(e, self.flags, self.explicit).record(
                     &history::fresh_id("skipped"),
                     &t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
@@ -193,6 +192,8 @@ impl<'a> Scheduler<'a> {
                 );
                 self.store.insert(&row)?;
                 self.metrics.record(&row, None);
+                // Logged once recorded: what the log says is in the history and metrics.
+                tracing::warn!(entry = %e.name, "{}", row.reason.as_deref().unwrap_or_default());
             }
             skipped += 1;
             next = after(e, t);
