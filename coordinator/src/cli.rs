@@ -10,9 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::parser::ValueSource;
@@ -21,12 +19,11 @@ use stampede_proto::backlog;
 use tokio_util::sync::CancellationToken;
 
 use crate::history::command::{CommandError, HistoryArgs};
-use crate::history::{self, Kind, Ran, Status, Store};
-use crate::metrics::{self, Metrics};
+use crate::history::{self, Kind, Ran};
 use crate::report::{OutDir, Report};
 use crate::scenario::{ConfigError, Scenario, SweepSettings};
-use crate::schedule::Scheduler;
-use crate::schedule::capacity::Capacity;
+use crate::schedule::record::{Recorder, Recording};
+use crate::schedule::{Prepared, ScheduleArgs, ScheduleError};
 use crate::sweep::SweepReport;
 use crate::threshold::{self, Threshold};
 
@@ -325,7 +322,16 @@ async fn run(
     let plan = settings.plan()?;
     let out = out_dir(settings.out.as_deref())?;
     let coordinator = serve(&settings, shutdown).await?;
-    let recorder = Recorder::start(&args, &settings, Kind::Run, &coordinator, shutdown).await?;
+    let recorder = Recorder::start(
+        &args.record,
+        args.scenario.as_deref(),
+        &settings,
+        Kind::Run,
+        &coordinator,
+        shutdown,
+    )
+    .await
+    .map_err(Failure::from)?;
     let result = crate::run::execute(&coordinator.registry, &plan, shutdown, progress).await;
     let mut done = match result {
         Ok(done) => done,
@@ -356,8 +362,16 @@ async fn sweep(
     let plan = settings.sweep_plan(&sweep)?;
     let out = out_dir(settings.out.as_deref())?;
     let coordinator = serve(&settings, shutdown).await?;
-    let recorder =
-        Recorder::start(&args.run, &settings, Kind::Sweep, &coordinator, shutdown).await?;
+    let recorder = Recorder::start(
+        &args.run.record,
+        args.run.scenario.as_deref(),
+        &settings,
+        Kind::Sweep,
+        &coordinator,
+        shutdown,
+    )
+    .await
+    .map_err(Failure::from)?;
     let result = crate::sweep::execute(&coordinator.registry, &plan, shutdown, progress).await;
     let mut report = match result {
         Ok(report) => report,
@@ -402,41 +416,7 @@ async fn demo(
 }
 
 // `stampede schedule`, `stampede history`, and the history and metrics of `run` and `sweep`
-// (docs/design.md "History").
-
-/// `--db` and `--metrics` of `run` and `sweep`.
-#[derive(Debug, Args)]
-pub struct Recording {
-    /// Record the run in this history file (SQLite, created if missing) and judge it against
-    /// its baseline (see `stampede history`).
-    #[arg(long, env = "STAMPEDE_DB", value_name = "FILE")]
-    pub db: Option<PathBuf>,
-    /// Serve Prometheus metrics on ADDR (GET /metrics) while running.
-    #[arg(long, env = "STAMPEDE_METRICS", value_name = "ADDR")]
-    pub metrics: Option<SocketAddr>,
-}
-
-/// `stampede schedule`.
-#[derive(Debug, Args)]
-pub struct ScheduleArgs {
-    /// The capacity file: [[entry]] tables with name, cron (UTC), kind, scenario, repeat and
-    /// thresholds.
-    pub capacity: PathBuf,
-    /// The history file (SQLite, created if missing).
-    #[arg(long, env = "STAMPEDE_DB", value_name = "FILE", default_value = history::DEFAULT_DB)]
-    pub db: PathBuf,
-    /// Run every entry once, now, in file order, and exit: 0 all clean, 2 a regression, 1 a
-    /// run failed.
-    #[arg(long)]
-    pub once: bool,
-    /// Serve Prometheus metrics on ADDR (GET /metrics).
-    #[arg(long, env = "STAMPEDE_METRICS", value_name = "ADDR")]
-    pub metrics: Option<SocketAddr>,
-    /// The endpoint's flags (--listen, --token-file, TLS); any other run flag given here goes
-    /// over every entry's scenario.
-    #[command(flatten)]
-    pub settings: Scenario,
-}
+// (docs/design.md "History"); the work is in `crate::schedule` and `crate::history`.
 
 async fn schedule(
     args: ScheduleArgs,
@@ -444,39 +424,25 @@ async fn schedule(
     shutdown: &CancellationToken,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Output, Failure> {
-    let capacity = Capacity::load(&args.capacity)?;
-    capacity.check(&args.settings, explicit)?;
-    let endpoint = Scenario::layered(None, &args.settings, explicit);
-    let mut store = Store::open(&args.db).map_err(anyhow::Error::from)?;
-    let coordinator = serve(&endpoint, shutdown).await?;
-    let metrics = Arc::new(Metrics::new());
-    metrics.watch(coordinator.registry.clone());
-    if let Some(addr) = args.metrics {
-        let token = endpoint.serve_config()?.token;
-        metrics::serve(addr, metrics.clone(), token, shutdown.clone())
-            .await
-            .map_err(anyhow::Error::from)?;
-    }
-    tracing::info!(db = %args.db.display(), entries = capacity.entries.len(), "scheduling");
-    let scheduler = Scheduler::new(
-        &coordinator,
-        &mut store,
-        &metrics,
-        &args.settings,
-        explicit,
-        shutdown,
-        progress,
-    );
-    let outcome = if args.once {
-        scheduler.once(&capacity).await
-    } else {
-        scheduler.run(&capacity).await
-    }
-    .map_err(anyhow::Error::from)?;
+    let mut prepared = Prepared::new(&args, explicit).map_err(Failure::from)?;
+    let coordinator = serve(&prepared.endpoint, shutdown).await?;
+    let outcome = prepared
+        .run(&args, &coordinator, explicit, shutdown, progress)
+        .await
+        .map_err(Failure::from)?;
     Ok(Output::Text {
         text: outcome.summary,
         code: outcome.code,
     })
+}
+
+impl From<ScheduleError> for Failure {
+    fn from(e: ScheduleError) -> Failure {
+        match e {
+            ScheduleError::Config(e) => Failure::Usage(e),
+            ScheduleError::Other(e) => Failure::Other(e),
+        }
+    }
 }
 
 fn history(args: &HistoryArgs) -> Result<Output, Failure> {
@@ -492,110 +458,6 @@ fn history(args: &HistoryArgs) -> Result<Output, Failure> {
             expected,
         })),
         Err(e) => Err(anyhow::Error::from(e).into()),
-    }
-}
-
-/// What `run --db` / `sweep --db` and `--metrics` keep of a run.
-struct Recorder {
-    store: Option<Store>,
-    metrics: Option<Arc<Metrics>>,
-    entry: history::Entry,
-    started: String,
-}
-
-impl Recorder {
-    /// Opens the history (before anything runs: a bad file is found now) and serves the
-    /// metrics, as the flags ask.
-    async fn start(
-        args: &RunArgs,
-        settings: &Scenario,
-        kind: Kind,
-        coordinator: &crate::Coordinator,
-        shutdown: &CancellationToken,
-    ) -> Result<Recorder, Failure> {
-        let store = args
-            .record
-            .db
-            .as_deref()
-            .map(Store::open)
-            .transpose()
-            .map_err(anyhow::Error::from)?;
-        let metrics = match args.record.metrics {
-            Some(addr) => {
-                let m = Arc::new(Metrics::new());
-                m.watch(coordinator.registry.clone());
-                let token = settings.serve_config()?.token;
-                metrics::serve(addr, m.clone(), token, shutdown.clone())
-                    .await
-                    .map_err(anyhow::Error::from)?;
-                Some(m)
-            }
-            None => None,
-        };
-        // The entry is the scenario file's stem (or "run"/"sweep" for flags alone).
-        let name = args
-            .scenario
-            .as_deref()
-            .and_then(Path::file_stem)
-            .map_or_else(
-                || kind.name().to_owned(),
-                |s| s.to_string_lossy().into_owned(),
-            );
-        Ok(Recorder {
-            store,
-            metrics,
-            entry: history::Entry {
-                name: name.clone(),
-                kind,
-                scenario_name: name,
-                scenario: serde_json::to_value(settings).unwrap_or_default(),
-            },
-            started: history::record::now_rfc3339(),
-        })
-    }
-
-    /// A run that produced no report, recorded with its reason.
-    fn failed(self, e: &crate::run::RunError) {
-        let status = match e {
-            crate::run::RunError::Aborted => Status::Aborted,
-            _ => Status::Failed,
-        };
-        let reason = e.to_string();
-        self.finish(Ran::Nothing { status, reason }, None);
-    }
-
-    /// Records and judges the run (a failure to record is logged: the report is still
-    /// written and printed).
-    fn finish(self, ran: Ran<'_>, merged: Option<&stampede_proto::tally::Tally>) {
-        let Recorder {
-            store,
-            metrics,
-            entry,
-            started,
-        } = self;
-        let mut row = entry.record(&started, &started, ran);
-        row.batch = row.run_id.clone();
-        if let Some(mut store) = store {
-            let judged = store
-                .insert(&row)
-                .and_then(|_| store.judge_batch(&row.batch, &history::Thresholds::default()));
-            match judged {
-                Ok(v) => {
-                    tracing::info!(
-                        db = %store.path().display(),
-                        run = %row.run_id,
-                        verdict = v.kind.name(),
-                        reasons = %v.reasons.join("; "),
-                        "recorded"
-                    );
-                    row.verdict = v.kind.name().to_owned();
-                }
-                Err(e) => tracing::error!(cause = %e, "recording the run in the history failed"),
-            }
-        }
-        if let Some(m) = metrics {
-            m.record(&row, merged.map(|t| (&t.connect_latency, &t.ttfb)));
-        }
     }
 }
 

@@ -12,18 +12,120 @@
 //! Children: `capacity` (the file), `tick` (one entry's runs, recorded and judged).
 
 pub mod capacity;
+pub mod record;
 mod tick;
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use self::capacity::{Capacity, Entry};
 use crate::history::{self, HistoryError, Ran, Status, Store, VerdictKind};
-use crate::metrics::Metrics;
-use crate::scenario::Scenario;
+use crate::metrics::{self, Metrics};
+use crate::scenario::{ConfigError, Scenario};
+
+/// `stampede schedule`.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// The capacity file: [[entry]] tables with name, cron (UTC), kind, scenario, repeat and
+    /// thresholds.
+    pub capacity: PathBuf,
+    /// The history file (SQLite, created if missing).
+    #[arg(long, env = "STAMPEDE_DB", value_name = "FILE", default_value = history::DEFAULT_DB)]
+    pub db: PathBuf,
+    /// Run every entry once, now, in file order, and exit: 0 all clean, 2 a regression, 1 a
+    /// run failed.
+    #[arg(long)]
+    pub once: bool,
+    /// Serve Prometheus metrics on ADDR (GET /metrics).
+    #[arg(long, env = "STAMPEDE_METRICS", value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
+    /// The endpoint's flags (--listen, --token-file, TLS); any other run flag given here goes
+    /// over every entry's scenario.
+    #[command(flatten)]
+    pub settings: Scenario,
+}
+
+/// Why `schedule` (or a run's recording) could not start: bad usage (exit 64) or else.
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    /// A bad capacity file or flag.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The history, the metrics endpoint.
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// A checked capacity file and an open history: what `schedule` has before it listens.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The capacity file.
+    pub capacity: Capacity,
+    /// The endpoint's settings (the flags over the defaults).
+    pub endpoint: Scenario,
+    store: Store,
+}
+
+impl Prepared {
+    /// Reads and checks the capacity file (with the flags over each entry), opens the
+    /// history: everything that can be refused is refused before the coordinator listens.
+    pub fn new(
+        args: &ScheduleArgs,
+        explicit: &BTreeSet<String>,
+    ) -> Result<Prepared, ScheduleError> {
+        let capacity = Capacity::load(&args.capacity)?;
+        capacity.check(&args.settings, explicit)?;
+        let endpoint = Scenario::layered(None, &args.settings, explicit);
+        let store = Store::open(&args.db).map_err(anyhow::Error::from)?;
+        Ok(Prepared {
+            capacity,
+            endpoint,
+            store,
+        })
+    }
+
+    /// Serves the metrics (if asked) and runs the schedule on `coordinator`'s agents.
+    pub async fn run(
+        &mut self,
+        args: &ScheduleArgs,
+        coordinator: &crate::Coordinator,
+        explicit: &BTreeSet<String>,
+        shutdown: &CancellationToken,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<Outcome, ScheduleError> {
+        let metrics = Arc::new(Metrics::new());
+        metrics.watch(coordinator.registry.clone());
+        if let Some(addr) = args.metrics {
+            let token = self.endpoint.serve_config()?.token;
+            metrics::serve(addr, metrics.clone(), token, shutdown.clone())
+                .await
+                .map_err(anyhow::Error::from)?;
+        }
+        tracing::info!(db = %args.db.display(), entries = self.capacity.entries.len(), "scheduling");
+        let scheduler = Scheduler::new(
+            coordinator,
+            &mut self.store,
+            &metrics,
+            &args.settings,
+            explicit,
+            shutdown,
+            progress,
+        );
+        let outcome = if args.once {
+            scheduler.once(&self.capacity).await
+        } else {
+            scheduler.run(&self.capacity).await
+        };
+        outcome.map_err(|e| ScheduleError::Other(e.into()))
+    }
+}
 
 /// Most skipped ticks recorded one by one per entry after one run; the rest are counted in
 /// the log (a run that took a day would otherwise write 1440 rows for a minutely entry).
