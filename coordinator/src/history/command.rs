@@ -164,14 +164,14 @@ fn list(store: &Store, args: &HistoryArgs) -> Result<(String, u8), CommandError>
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<38} {:<16} {:<20} {:<9} {:<11} {:>10} {:>7} {:>9}",
+        "{:<18} {:<16} {:<20} {:<9} {:<11} {:>10} {:>7} {:>9}",
         "run_id", "entry", "started_at", "status", "verdict", "conn p99", "ghosts", "overflows"
     );
     for r in &runs {
         let f = &r.figures;
         let _ = writeln!(
             s,
-            "{:<38} {:<16} {:<20} {:<9} {:<11} {:>10} {:>7} {:>9}",
+            "{:<18} {:<16} {:<20} {:<9} {:<11} {:>10} {:>7} {:>9}",
             r.run_id,
             r.entry,
             r.started_at,
