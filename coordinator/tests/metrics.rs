@@ -252,6 +252,71 @@ async fn one_run_is_exposed_exactly() {
     assert!(since.is_none_or(|(_, s)| s.is_empty()), "{since:?}");
 }
 
+/// A clean run starts the clock of `seconds_since_last_clean_run`; a later regression does
+/// not reset it.
+#[tokio::test]
+async fn seconds_since_the_last_clean_run_count_from_the_clean_one() {
+    if !parser_available("seconds_since_the_last_clean_run_count_from_the_clean_one") {
+        return;
+    }
+    let entry = Entry {
+        name: "web".into(),
+        kind: Kind::Run,
+        scenario_name: "s".into(),
+        scenario: serde_json::json!({}),
+    };
+    let report = Report {
+        run_id: "r1".into(),
+        ..Report::default()
+    };
+    let mut clean = entry.record("r1", "2026-11-27T03:00:00Z", Ran::Run(&report));
+    clean.verdict = "pass".into();
+    let m = Arc::new(Metrics::new());
+    m.record(&clean, None);
+    let stop = CancellationToken::new();
+    let addr = metrics::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        m.clone(),
+        None,
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let first = tokio::task::spawn_blocking(move || scrape(addr, None).1)
+        .await
+        .unwrap();
+    let mut bad = clean.clone();
+    bad.verdict = "regression".into();
+    m.record(&bad, None);
+    let second = tokio::task::spawn_blocking(move || scrape(addr, None).1)
+        .await
+        .unwrap();
+    stop.cancel();
+    let since = |body: &str| {
+        let f = parse(body);
+        assert_eq!(f["stampede_seconds_since_last_clean_run"].0, "gauge");
+        value(
+            &f,
+            "stampede_seconds_since_last_clean_run",
+            "stampede_seconds_since_last_clean_run",
+            &[("entry", "web")],
+        )
+    };
+    let (a, b) = (since(&first), since(&second));
+    assert!((0.0..60.0).contains(&a), "{a}");
+    assert!(b >= a, "the regression did not reset it: {a} then {b}");
+    let f = parse(&second);
+    assert_eq!(
+        value(
+            &f,
+            "stampede_runs",
+            "stampede_runs_total",
+            &[("entry", "web"), ("result", "complete")]
+        ),
+        2.0
+    );
+}
+
 /// A running scheduler: ticks every second, each run waits 2.5 s for an agent that never
 /// comes, so the ticks in between are skipped; SIGTERM during a run aborts it.
 #[test]

@@ -322,3 +322,49 @@ fn bad_capacity_files_are_one_line_naming_file_line_and_key() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `stampede run --db`: a run that could not happen (no agent came) is recorded with its
+/// reason, under the scenario file's name, and the run's own error and exit code stay.
+#[test]
+fn run_with_db_records_a_failed_run_with_its_reason() {
+    let dir = temp_dir("rundb");
+    std::fs::write(
+        dir.join("nightly.toml"),
+        "target = \"127.0.0.1:9\"\nagent_wait = \"100ms\"\n",
+    )
+    .unwrap();
+    let db = dir.join("h.db");
+    let (code, out, err) = stampede(
+        Command::new(BIN)
+            .arg("run")
+            .arg(dir.join("nightly.toml"))
+            .args(["--listen", "127.0.0.1:0", "--db"])
+            .arg(&db),
+        Duration::from_secs(30),
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.trim()
+            .lines()
+            .last()
+            .unwrap()
+            .contains("for 1 agents, 0 attached"),
+        "{err}"
+    );
+    let runs = list(&db);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["entry"], "nightly");
+    assert_eq!(runs[0]["status"], "failed");
+    assert_eq!(runs[0]["verdict"], "not-judged");
+    assert!(
+        runs[0]["reason"].as_str().unwrap().contains("0 attached"),
+        "{}",
+        runs[0]
+    );
+    // Reading commands never create a history: a wrong --db is an error, not an empty list.
+    let (code, _, err) = history(&dir.join("nope.db"), &["list"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no history at"), "{err}");
+    assert!(!dir.join("nope.db").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

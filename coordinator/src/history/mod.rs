@@ -49,7 +49,7 @@ pub const TEST_HOOK_ENV: &str = "STAMPEDE_TEST_HOOK_HISTORY_PIPE";
 pub enum HistoryError {
     /// Another process held the file's lock for longer than [`BUSY_TIMEOUT`].
     #[error(
-        "the history {path} is locked by another process (waited {}s): try again when it is done",
+        "the history {path} is locked by another process (waited up to {}s): try again when it is done",
         BUSY_TIMEOUT.as_secs()
     )]
     Locked {
@@ -112,6 +112,13 @@ impl Store {
             return Err(HistoryError::Missing(path.display().to_string()));
         }
         Store::open(path)
+    }
+
+    /// How long a write waits for another process's lock (default [`BUSY_TIMEOUT`]).
+    pub fn set_busy_timeout(&self, wait: Duration) -> Result<(), HistoryError> {
+        self.conn
+            .busy_timeout(wait)
+            .map_err(|e| sqlite_error(&self.path, e))
     }
 
     /// The file.
@@ -312,4 +319,52 @@ fn test_hook(write: u64) {
     }
     // Bounded: the test kills the process long before this ends.
     std::thread::sleep(Duration::from_secs(120));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::record::Kind;
+
+    /// Two processes on one file: a writer that holds the lock makes the other wait its
+    /// bound, then fail with a clear error; nothing is corrupted and the write succeeds once
+    /// the lock is gone.
+    #[test]
+    fn a_locked_history_waits_then_says_so() {
+        let dir = std::env::temp_dir().join(format!("stampede-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("h.db");
+        let _ = std::fs::remove_file(&path);
+        let mut store = Store::open(&path).unwrap();
+        store.set_busy_timeout(Duration::from_millis(200)).unwrap();
+        // Another connection (as another process would) holds the write lock.
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let entry = Entry {
+            name: "e".into(),
+            kind: Kind::Run,
+            scenario_name: "s".into(),
+            scenario: serde_json::json!({}),
+        };
+        let row = entry.record(
+            "b",
+            "2026-11-27T03:00:00Z",
+            Ran::Nothing {
+                status: Status::Failed,
+                reason: "x".into(),
+            },
+        );
+        let started = std::time::Instant::now();
+        let e = store.insert(&row).unwrap_err();
+        assert!(started.elapsed() >= Duration::from_millis(150), "it waited");
+        assert!(matches!(e, HistoryError::Locked { .. }), "{e:?}");
+        assert!(
+            e.to_string().contains("is locked by another process"),
+            "{e}"
+        );
+        other.execute_batch("ROLLBACK").unwrap();
+        store.insert(&row).unwrap();
+        assert_eq!(store.list(None).unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
