@@ -220,6 +220,10 @@ impl<'a> Scheduler<'a> {
                 _ = self.shutdown.cancelled() => break,
                 _ = tokio::time::sleep(wait) => {}
             }
+            // The summary and exit code are the last tick's: a process that runs for months
+            // keeps no growing record in memory (the history has it all).
+            self.summary.clear();
+            self.code = 0;
             // Entries due at the same instant run in file order.
             for (i, e) in entries.iter().enumerate() {
                 if next[i] == Some(due) && !self.shutdown.is_cancelled() {
@@ -314,17 +318,8 @@ impl<'a> Scheduler<'a> {
         let Ok(last) = DateTime::parse_from_rfc3339(&last) else {
             return Ok(());
         };
-        let mut t = after(e, last.with_timezone(&Utc));
-        let (mut count, mut first) = (0u32, None);
-        while let Some(at) = t.filter(|t| *t <= now) {
-            first.get_or_insert(at);
-            count += 1;
-            if count >= 10_000 {
-                break;
-            }
-            t = after(e, at);
-        }
-        if let Some(first) = first {
+        let last = last.with_timezone(&Utc);
+        if let Some((count, first)) = missed(e, last, now) {
             tracing::warn!(
                 entry = %e.name,
                 missed = count,
@@ -353,6 +348,21 @@ fn history_entry(e: &Entry, flags: &Scenario, explicit: &BTreeSet<String>) -> hi
         scenario_name: e.scenario_name.clone(),
         scenario: serde_json::to_value(&settings).unwrap_or_default(),
     }
+}
+
+/// How many ticks of `e` fell in (`last`, `now`] (counted up to 10,000) and the first one.
+fn missed(e: &Entry, last: DateTime<Utc>, now: DateTime<Utc>) -> Option<(u32, DateTime<Utc>)> {
+    let mut t = after(e, last);
+    let (mut count, mut first) = (0u32, None);
+    while let Some(at) = t.filter(|t| *t <= now) {
+        first.get_or_insert(at);
+        count += 1;
+        if count >= 10_000 {
+            break;
+        }
+        t = after(e, at);
+    }
+    first.map(|f| (count, f))
 }
 
 /// The entry's first tick strictly after `t`.
@@ -384,5 +394,14 @@ mod tests {
             after(&e, t).unwrap().to_rfc3339(),
             "2026-11-27T03:00:00+00:00"
         );
+        // Down from the 27th's run to the 30th at noon: the 28th, 29th and 30th were missed.
+        let last: DateTime<Utc> = "2026-11-27T03:00:05Z".parse().unwrap();
+        let now: DateTime<Utc> = "2026-11-30T12:00:00Z".parse().unwrap();
+        let (count, first) = missed(&e, last, now).unwrap();
+        assert_eq!(
+            (count, first.to_rfc3339().as_str()),
+            (3, "2026-11-28T03:00:00+00:00")
+        );
+        assert!(missed(&e, last, "2026-11-28T02:00:00Z".parse().unwrap()).is_none());
     }
 }
