@@ -46,6 +46,10 @@ const MAX_REQUEST: usize = 8 * 1024;
 /// How long a scraper may take to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Most scrapes answered at once; connections beyond it are closed at once (a scraper
+/// retries at its next interval), so a flood cannot take the process's file descriptors.
+const MAX_CONCURRENT: usize = 16;
+
 /// A histogram per entry, replaced by each run (the last run's distribution).
 #[derive(Debug, Default, Clone)]
 struct LastHistograms(Arc<Mutex<BTreeMap<String, Buckets>>>);
@@ -276,6 +280,7 @@ pub async fn serve(
     })?;
     let bound = listener.local_addr()?;
     tracing::info!(addr = %bound, "serving /metrics");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
     tokio::spawn(async move {
         loop {
             let (stream, _) = tokio::select! {
@@ -289,8 +294,13 @@ pub async fn serve(
                     }
                 },
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
             let (metrics, token) = (metrics.clone(), token.clone());
             tokio::spawn(async move {
+                let _slot = slot;
                 if let Err(e) = answer(stream, &metrics, token.as_ref()).await {
                     tracing::debug!(cause = %e, "metrics request failed");
                 }

@@ -55,6 +55,8 @@ impl Scheduler<'_> {
             let (record, hist) = self
                 .one_run(entry, &settings, &target, &batch, &started)
                 .await;
+            // A synchronous write on this task: it takes milliseconds, or waits out another
+            // process's lock (bounded by history::BUSY_TIMEOUT) while no run is in flight.
             self.store.insert(&record)?;
             if let Some(h) = hist {
                 last_hist = Some(h);
