@@ -18,8 +18,12 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use stampede_proto::backlog;
 use tokio_util::sync::CancellationToken;
 
+use crate::history::command::{CommandError, HistoryArgs};
+use crate::history::{self, Kind, Ran};
 use crate::report::{OutDir, Report};
 use crate::scenario::{ConfigError, Scenario, SweepSettings};
+use crate::schedule::record::{Recorder, Recording};
+use crate::schedule::{Prepared, ScheduleArgs, ScheduleError};
 use crate::sweep::SweepReport;
 use crate::threshold::{self, Threshold};
 
@@ -49,6 +53,11 @@ pub enum Command {
     /// Ask a coordinator or target control for its gRPC health: exit 0 serving, 1 not
     /// (for container HEALTHCHECKs).
     Health(crate::health::HealthArgs),
+    /// Run the entries of a capacity file at their cron times (UTC) on agents that stay
+    /// attached, record every run in the history and flag regressions.
+    Schedule(ScheduleArgs),
+    /// The run history: list, show, compare, pin a baseline, write capacity.html.
+    History(HistoryArgs),
 }
 
 /// `stampede run`: a scenario file and flags over it.
@@ -59,6 +68,9 @@ pub struct RunArgs {
     /// The run's settings.
     #[command(flatten)]
     pub settings: Scenario,
+    /// History and metrics.
+    #[command(flatten)]
+    pub record: Recording,
 }
 
 /// `stampede sweep`: a run's settings and the sweep's.
@@ -173,6 +185,13 @@ pub enum Output {
     Sweep(SweepReport),
     /// A health check's answer.
     Health(crate::health::Health),
+    /// Text for stdout and the exit code it goes with (`schedule`, `history`).
+    Text {
+        /// What to print.
+        text: String,
+        /// The exit code.
+        code: u8,
+    },
 }
 
 impl Output {
@@ -182,6 +201,7 @@ impl Output {
             Output::Run(r) => r.summary(),
             Output::Sweep(s) => s.summary(),
             Output::Health(h) => h.summary(),
+            Output::Text { text, .. } => text.clone(),
         }
     }
 
@@ -191,6 +211,7 @@ impl Output {
             Output::Run(r) => !(r.aborted || r.partial),
             Output::Sweep(s) => s.stopped.is_none() && s.steps.iter().all(|st| !st.partial),
             Output::Health(h) => h.serving,
+            Output::Text { code, .. } => *code != 1,
         }
     }
 
@@ -217,6 +238,7 @@ impl Output {
                 s.reports.is_empty() || s.reports.iter().any(Report::thresholds_passed)
             }
             Output::Health(_) => true,
+            Output::Text { code, .. } => *code != 2,
         }
     }
 }
@@ -235,6 +257,8 @@ pub async fn execute(
         Command::Demo(args) => demo(args, &shutdown, progress).await,
         // Not serving is exit 1 (an incomplete output); bad flags exit 64.
         Command::Health(args) => Ok(Output::Health(crate::health::execute(&args).await?)),
+        Command::Schedule(args) => schedule(args, explicit, &shutdown, progress).await,
+        Command::History(args) => history(&args),
     }
 }
 
@@ -308,10 +332,26 @@ async fn run(
     let plan = settings.plan()?;
     let out = out_dir(settings.out.as_deref())?;
     let coordinator = serve(&settings, shutdown).await?;
-    let mut done = crate::run::execute(&coordinator.registry, &plan, shutdown, progress)
-        .await
-        .map_err(anyhow::Error::from)?;
+    let recorder = Recorder::start(
+        &args.record,
+        args.scenario.as_deref(),
+        &settings,
+        Kind::Run,
+        &coordinator,
+        shutdown,
+    )
+    .await
+    .map_err(Failure::from)?;
+    let result = crate::run::execute(&coordinator.registry, &plan, shutdown, progress).await;
+    let mut done = match result {
+        Ok(done) => done,
+        Err(e) => {
+            recorder.failed(&e);
+            return Err(anyhow::Error::from(e).into());
+        }
+    };
     done.report.thresholds = threshold::evaluate(&settings.fail_if, &done.report);
+    recorder.finish(Ran::Run(&done.report), Some(&done.merged()));
     let saved = save(out.as_ref(), &done.report.run_id, REPORT_FILES, |dir| {
         done.write(dir)
     });
@@ -332,10 +372,26 @@ async fn sweep(
     let plan = settings.sweep_plan(&sweep)?;
     let out = out_dir(settings.out.as_deref())?;
     let coordinator = serve(&settings, shutdown).await?;
-    let mut report = crate::sweep::execute(&coordinator.registry, &plan, shutdown, progress)
-        .await
-        .map_err(anyhow::Error::from)?;
+    let recorder = Recorder::start(
+        &args.run.record,
+        args.run.scenario.as_deref(),
+        &settings,
+        Kind::Sweep,
+        &coordinator,
+        shutdown,
+    )
+    .await
+    .map_err(Failure::from)?;
+    let result = crate::sweep::execute(&coordinator.registry, &plan, shutdown, progress).await;
+    let mut report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            recorder.failed(&e);
+            return Err(anyhow::Error::from(e).into());
+        }
+    };
     report.judge(&settings.fail_if);
+    recorder.finish(Ran::Sweep(&report), None);
     let started = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -367,6 +423,52 @@ async fn demo(
         done.write(dir)
     });
     deliver(Output::Run(done.report), saved)
+}
+
+// `stampede schedule`, `stampede history`, and the history and metrics of `run` and `sweep`
+// (docs/design.md "History"); the work is in `crate::schedule` and `crate::history`.
+
+async fn schedule(
+    args: ScheduleArgs,
+    explicit: &BTreeSet<String>,
+    shutdown: &CancellationToken,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Output, Failure> {
+    let mut prepared = Prepared::new(&args, explicit).map_err(Failure::from)?;
+    let coordinator = serve(&prepared.endpoint, shutdown).await?;
+    let outcome = prepared
+        .run(&args, &coordinator, explicit, shutdown, progress)
+        .await
+        .map_err(Failure::from)?;
+    Ok(Output::Text {
+        text: outcome.summary,
+        code: outcome.code,
+    })
+}
+
+impl From<ScheduleError> for Failure {
+    fn from(e: ScheduleError) -> Failure {
+        match e {
+            ScheduleError::Config(e) => Failure::Usage(e),
+            ScheduleError::Other(e) => Failure::Other(e),
+        }
+    }
+}
+
+fn history(args: &HistoryArgs) -> Result<Output, Failure> {
+    match history::command::execute(args) {
+        Ok((text, code)) => Ok(Output::Text { text, code }),
+        Err(CommandError::Usage {
+            name,
+            value,
+            expected,
+        }) => Err(Failure::Usage(ConfigError::Invalid {
+            name,
+            value,
+            expected,
+        })),
+        Err(e) => Err(anyhow::Error::from(e).into()),
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,215 @@
+//! `capacity.html` (`stampede history report --entry NAME --out DIR`): one entry's runs over
+//! time in one self-contained page (inline SVG, no scripts, no external files): connect and
+//! first-byte p50/p99, outcome classes, overflows and, for sweeps, the recommended backlog,
+//! regressions marked in every chart and listed with their reasons, then a table of every
+//! run (number, id, time, status, verdict) that the charts' x axis refers to.
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use super::chart::{self, Chart, Series};
+use super::record::{Kind, Record, Status};
+
+/// The page for `entry`'s `runs` (oldest first).
+pub fn render(entry: &str, runs: &[Record]) -> String {
+    // Skipped ticks have no figures: listed, not charted.
+    let charted: Vec<(f64, &Record)> = runs
+        .iter()
+        .filter(|r| r.status != Status::Skipped && r.status != Status::Failed)
+        .enumerate()
+        .map(|(i, r)| (i as f64 + 1.0, r))
+        .collect();
+    let regressions: Vec<f64> = charted
+        .iter()
+        .filter(|(_, r)| r.verdict == "regression")
+        .map(|(x, _)| *x)
+        .collect();
+    let n = charted.len();
+    let ms = |v: u64| v as f64 / 1000.0;
+    let line = |label: &str, f: &dyn Fn(&Record) -> Option<f64>| Series {
+        label: label.to_owned(),
+        points: charted
+            .iter()
+            .filter_map(|(x, r)| f(r).map(|v| (*x, v)))
+            .collect(),
+    };
+    let chart = |title, y_desc, series| {
+        chart::draw(&Chart {
+            title,
+            x_desc: "run number (oldest first, see the table)",
+            y_desc,
+            series,
+            regressions: regressions.clone(),
+            runs: n,
+        })
+    };
+    let latency = |r: &Record, ttfb: bool, p99: bool| {
+        let l = if ttfb {
+            &r.figures.ttfb_us
+        } else {
+            &r.figures.connect_us
+        };
+        (l.count > 0).then(|| ms(if p99 { l.p99 } else { l.p50 }))
+    };
+    let mut charts = vec![
+        chart(
+            "Connect latency",
+            "connect latency (ms)",
+            vec![
+                line("connect p50", &|r| latency(r, false, false)),
+                line("connect p99", &|r| latency(r, false, true)),
+            ],
+        ),
+        chart(
+            "Time to first byte",
+            "first-byte latency (ms)",
+            vec![
+                line("first-byte p50", &|r| latency(r, true, false)),
+                line("first-byte p99", &|r| latency(r, true, true)),
+            ],
+        ),
+        chart(
+            "Outcomes",
+            "attempts (count)",
+            vec![
+                line("established", &|r| {
+                    Some(r.figures.outcomes.established as f64)
+                }),
+                line("syn_retransmitted", &|r| {
+                    Some(r.figures.outcomes.syn_retransmitted as f64)
+                }),
+                line("ghost", &|r| Some(r.figures.outcomes.ghost as f64)),
+                line("refused + reset", &|r| {
+                    Some((r.figures.outcomes.refused + r.figures.outcomes.reset) as f64)
+                }),
+                line("timeout + pending", &|r| {
+                    Some((r.figures.outcomes.timeout + r.figures.outcomes.pending) as f64)
+                }),
+                line("error", &|r| Some(r.figures.outcomes.error as f64)),
+            ],
+        ),
+        chart(
+            "Target accept queue overflows",
+            "ListenOverflows (count)",
+            vec![line("listen overflows", &|r| {
+                r.figures.listen_overflows.map(|v| v as f64)
+            })],
+        ),
+    ];
+    if runs.iter().any(|r| r.kind == Kind::Sweep) {
+        charts.push(chart(
+            "Recommended backlog (sweeps)",
+            "backlog (connections)",
+            vec![line("recommended backlog", &|r| {
+                r.figures.recommended_backlog.map(|v| v as f64)
+            })],
+        ));
+    }
+    page(entry, runs, &charted, &charts).into_string()
+}
+
+fn page(entry: &str, runs: &[Record], charted: &[(f64, &Record)], charts: &[String]) -> Markup {
+    let number = |r: &Record| {
+        charted
+            .iter()
+            .find(|(_, c)| c.run_id == r.run_id)
+            .map_or_else(|| "-".to_owned(), |(x, _)| format!("{x:.0}"))
+    };
+    let regressed: Vec<&Record> = runs.iter().filter(|r| r.verdict == "regression").collect();
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                title { "stampede capacity: " (entry) }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                h1 { "Capacity trend: " (entry) }
+                p { (runs.len()) " runs, " (regressed.len()) " flagged as regressions. "
+                    "Latest: " (runs.last().map_or("-", |r| r.started_at.as_str())) "." }
+                @if !regressed.is_empty() {
+                    h2 { "Regressions" }
+                    ul class="regressions" {
+                        @for r in &regressed {
+                            li { "run " (number(r)) " " code { (r.run_id) } " (" (r.started_at) "): "
+                                (r.reasons.join("; ")) }
+                        }
+                    }
+                }
+                @for svg in charts {
+                    div class="chart" { (PreEscaped(svg)) }
+                }
+                h2 { "Runs" }
+                table {
+                    tr { th { "#" } th { "run_id" } th { "started_at" } th { "kind" } th { "status" } th { "verdict" } th { "why" } }
+                    @for r in runs {
+                        tr class=(if r.verdict == "regression" { "regression" } else { "" }) {
+                            td { (number(r)) }
+                            td { code { (r.run_id) } }
+                            td { (r.started_at) }
+                            td { (r.kind.name()) }
+                            td { (r.status.name()) }
+                            td { (r.verdict) }
+                            td { (r.reason.clone().unwrap_or_else(|| r.reasons.join("; "))) }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:70em}\
+table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left}\
+tr.regression td{background:#fde2e2}.chart{margin:1em 0}ul.regressions li{color:#a00}";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::record::Figures;
+    use crate::report::Latency;
+
+    fn run(id: &str, p99: u64, verdict: &str) -> Record {
+        Record {
+            run_id: id.into(),
+            batch: id.into(),
+            entry: "web <burst>".into(),
+            kind: Kind::Run,
+            scenario_name: "s".into(),
+            scenario_hash: "h".into(),
+            scenario_canonical: "{}".into(),
+            started_at: "2026-11-27T03:00:00Z".into(),
+            finished_at: "2026-11-27T03:00:05Z".into(),
+            status: Status::Complete,
+            reason: None,
+            figures: Figures {
+                connect_us: Latency {
+                    count: 10,
+                    p99,
+                    ..Latency::default()
+                },
+                ..Figures::default()
+            },
+            verdict: verdict.into(),
+            reasons: vec!["new ghosts: 5 (the baseline had none)".into()],
+            baseline_run_id: None,
+            report_json: None,
+        }
+    }
+
+    #[test]
+    fn the_page_is_self_contained_escaped_and_marks_regressions() {
+        let page = render(
+            "web <burst>",
+            &[
+                run("r1", 900, "no-baseline"),
+                run("r2", 900_000, "regression"),
+            ],
+        );
+        assert!(page.contains("Capacity trend: web &lt;burst&gt;"));
+        assert!(!page.contains("<script") && !page.contains("src=") && !page.contains("href="));
+        assert_eq!(page.matches("<svg").count(), 4, "four charts for runs");
+        assert!(page.contains("<tr class=\"regression\">"));
+        assert!(page.contains("new ghosts: 5"));
+    }
+}

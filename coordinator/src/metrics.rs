@@ -1,0 +1,377 @@
+//! Prometheus metrics (`--metrics ADDR` on `stampede schedule` and `stampede run`): `GET
+//! /metrics` in the OpenMetrics text format, encoded by prometheus-client.
+//!
+//! What is served: agents attached (read from the coordinator's registry at each scrape),
+//! runs by entry and result, the last run's outcome counts, connect and first-byte latency of
+//! the last run as histograms (from its merged HdrHistograms, so no sample is lost), the
+//! target's overflows, the last verdict per entry, and seconds since each entry's last clean
+//! run (computed at each scrape).
+//!
+//! The endpoint is a small HTTP/1.1 responder on its own listener: a request is read with a
+//! size bound and a time bound; only `GET /metrics` is answered. It is read-only, and when the
+//! coordinator has a token (required off loopback) a scrape must present it as `Authorization:
+//! Bearer TOKEN` (Prometheus: `authorization: { credentials_file: ... }`).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram as Hdr;
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Token;
+use crate::history::{Record, Status};
+
+type Labels = Vec<(String, String)>;
+
+/// Latency buckets' upper bounds, seconds: sub-millisecond loopback to the kernel's SYN
+/// retransmit steps (1 s, 3 s, 7 s, 15 s, 31 s; docs/kernel.md §2).
+const BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.5, 3.5,
+    7.5, 31.5,
+];
+
+/// Longest request head read.
+const MAX_REQUEST: usize = 8 * 1024;
+
+/// How long a scraper may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most scrapes answered at once; connections beyond it are closed at once (a scraper
+/// retries at its next interval), so a flood cannot take the process's file descriptors.
+const MAX_CONCURRENT: usize = 16;
+
+/// A histogram per entry, replaced by each run (the last run's distribution).
+#[derive(Debug, Default, Clone)]
+struct LastHistograms(Arc<Mutex<BTreeMap<String, Buckets>>>);
+
+/// A histogram as encoded: sum (seconds), count, and (upper bound, count in that bucket).
+type Buckets = (f64, u64, Vec<(f64, u64)>);
+
+impl LastHistograms {
+    fn set(&self, entry: &str, h: &Hdr<u64>) {
+        let mut buckets = Vec::with_capacity(BUCKETS.len() + 1);
+        let mut below = 0u64;
+        for b in BUCKETS {
+            let upto = if h.is_empty() {
+                0
+            } else {
+                h.count_between(0, (b * 1e6) as u64)
+            };
+            buckets.push((b, upto.saturating_sub(below)));
+            below = upto.max(below);
+        }
+        buckets.push((f64::INFINITY, h.len().saturating_sub(below)));
+        let sum: f64 = h
+            .iter_recorded()
+            .map(|v| v.value_iterated_to() as f64 * v.count_at_value() as f64 / 1e6)
+            .sum();
+        let mut map = self
+            .0
+            .lock()
+            .expect("metrics lock: never held across a panic");
+        map.insert(entry.to_owned(), (sum, h.len(), buckets));
+    }
+}
+
+impl EncodeMetric for LastHistograms {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let map = self
+            .0
+            .lock()
+            .expect("metrics lock: never held across a panic");
+        for (entry, (sum, count, buckets)) in map.iter() {
+            let labels = [("entry", entry.as_str())];
+            let mut e = encoder.encode_family(&labels)?;
+            e.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?;
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
+/// The metrics of one process.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    agents: Gauge,
+    runs: Family<Labels, Counter>,
+    outcomes: Family<Labels, Gauge>,
+    overflows: Family<Labels, Gauge>,
+    verdict: Family<Labels, Gauge>,
+    since_clean: Family<Labels, Gauge<f64, AtomicU64>>,
+    connect: LastHistograms,
+    ttfb: LastHistograms,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    service: Option<Arc<crate::service::Registry>>,
+    last_clean: BTreeMap<String, f64>,
+}
+
+/// Verdicts the `stampede_last_verdict` state set has.
+const VERDICTS: [&str; 4] = ["pass", "regression", "no-baseline", "not-judged"];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric registered, none with a value yet.
+    pub fn new() -> Metrics {
+        let mut m = Metrics {
+            agents: Gauge::default(),
+            runs: Family::default(),
+            outcomes: Family::default(),
+            overflows: Family::default(),
+            verdict: Family::default(),
+            since_clean: Family::default(),
+            connect: LastHistograms::default(),
+            ttfb: LastHistograms::default(),
+            state: Mutex::default(),
+            registry: Registry::with_prefix("stampede"),
+        };
+        let registry = &mut m.registry;
+        registry.register(
+            "agents_attached",
+            "Agents attached to the coordinator now",
+            m.agents.clone(),
+        );
+        registry.register(
+            "runs",
+            "Runs recorded, by entry and result (complete, partial, failed, aborted, skipped)",
+            m.runs.clone(),
+        );
+        registry.register(
+            "last_run_outcomes",
+            "The last run's attempts by outcome class, per entry",
+            m.outcomes.clone(),
+        );
+        registry.register(
+            "last_run_listen_overflows",
+            "The target's ListenOverflows during the last run, per entry",
+            m.overflows.clone(),
+        );
+        registry.register(
+            "last_verdict",
+            "1 for the last verdict of each entry, 0 for the others",
+            m.verdict.clone(),
+        );
+        registry.register(
+            "seconds_since_last_clean_run",
+            "Seconds since the entry's last complete run that was not a regression",
+            m.since_clean.clone(),
+        );
+        registry.register(
+            "last_run_connect_latency_seconds",
+            "Connect latency of the last run, per entry",
+            m.connect.clone(),
+        );
+        registry.register(
+            "last_run_first_byte_latency_seconds",
+            "Time to first byte of the last run, per entry",
+            m.ttfb.clone(),
+        );
+        m
+    }
+
+    /// Agents attached are read from this coordinator's registry at each scrape.
+    pub fn watch(&self, service: Arc<crate::service::Registry>) {
+        self.lock().service = Some(service);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state
+            .lock()
+            .expect("metrics lock: never held across a panic")
+    }
+
+    /// A run recorded: its result, outcomes, overflows, verdict, and (when it ran) its
+    /// merged latency histograms.
+    pub fn record(&self, r: &Record, histograms: Option<(&Hdr<u64>, &Hdr<u64>)>) {
+        let entry = r.entry.clone();
+        let l = |k: &str, v: &str| {
+            vec![
+                ("entry".to_owned(), entry.clone()),
+                (k.to_owned(), v.to_owned()),
+            ]
+        };
+        self.runs.get_or_create(&l("result", r.status.name())).inc();
+        if r.status == Status::Skipped {
+            return;
+        }
+        for class in stampede_proto::outcome::OutcomeClass::ALL {
+            let n = r.figures.outcomes.get(class);
+            self.outcomes
+                .get_or_create(&l("class", class.name()))
+                .set(n as i64);
+        }
+        let one = vec![("entry".to_owned(), entry.clone())];
+        self.overflows
+            .get_or_create(&one)
+            .set(r.figures.listen_overflows.unwrap_or(0) as i64);
+        for v in VERDICTS {
+            self.verdict
+                .get_or_create(&l("verdict", v))
+                .set(i64::from(r.verdict == v));
+        }
+        if r.status == Status::Complete && (r.verdict == "pass" || r.verdict == "no-baseline") {
+            self.lock().last_clean.insert(entry.clone(), unix_now());
+        }
+        if let Some((connect, ttfb)) = histograms {
+            self.connect.set(&entry, connect);
+            self.ttfb.set(&entry, ttfb);
+        }
+    }
+
+    /// The text a scrape gets (with the values computed at scrape time refreshed).
+    pub fn encode(&self) -> String {
+        {
+            let state = self.lock();
+            if let Some(s) = &state.service {
+                self.agents.set(s.agents().len() as i64);
+            }
+            let now = unix_now();
+            for (entry, at) in &state.last_clean {
+                self.since_clean
+                    .get_or_create(&vec![("entry".to_owned(), entry.clone())])
+                    .set((now - at).max(0.0));
+            }
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding into a String cannot fail");
+        out
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Serves `GET /metrics` on `addr` until `shutdown`; returns the bound address. With a
+/// `token`, each scrape must present it.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    token: Option<Token>,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        std::io::Error::new(e.kind(), format!("cannot serve metrics on {addr}: {e}"))
+    })?;
+    let bound = listener.local_addr()?;
+    tracing::info!(addr = %bound, "serving /metrics");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(cause = %e, "metrics accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                drop(stream);
+                continue;
+            };
+            let (metrics, token) = (metrics.clone(), token.clone());
+            tokio::spawn(async move {
+                let _slot = slot;
+                if let Err(e) = answer(stream, &metrics, token.as_ref()).await {
+                    tracing::debug!(cause = %e, "metrics request failed");
+                }
+            });
+        }
+    });
+    Ok(bound)
+}
+
+/// Reads one request head (bounded in size and time) and answers it.
+async fn answer(
+    mut stream: tokio::net::TcpStream,
+    metrics: &Metrics,
+    token: Option<&Token>,
+) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let read = async {
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 || head.len() + n > MAX_REQUEST {
+                return Err(std::io::Error::other("request too large or cut short"));
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(REQUEST_TIMEOUT, read)
+        .await
+        .map_err(|_| std::io::Error::other("request timed out"))??;
+    let text = String::from_utf8_lossy(&head);
+    let mut lines = text.split("\r\n");
+    let request = lines.next().unwrap_or_default();
+    // The token's own constant-time check, over the header as gRPC metadata.
+    let authorized = token.is_none_or(|t| {
+        let mut meta = tonic::metadata::MetadataMap::new();
+        for (k, v) in lines.filter_map(|l| l.split_once(':')) {
+            if k.trim().eq_ignore_ascii_case("authorization")
+                && let Ok(v) = v.trim().parse()
+            {
+                meta.insert("authorization", v);
+            }
+        }
+        t.check(&meta).is_ok()
+    });
+    let (status, ctype, body) = match request.split_whitespace().collect::<Vec<_>>()[..] {
+        _ if !authorized => (
+            "401 Unauthorized",
+            "text/plain",
+            "a bearer token is required\n".to_owned(),
+        ),
+        ["GET", "/metrics", _] => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        ["GET", _, _] => (
+            "404 Not Found",
+            "text/plain",
+            "only /metrics is served\n".to_owned(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET /metrics\n".to_owned(),
+        ),
+    };
+    let reply = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(reply.as_bytes()).await?;
+    stream.shutdown().await
+}
