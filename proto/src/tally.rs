@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use hdrhistogram::Histogram;
 
 use crate::histogram::{self, HistogramError};
-use crate::outcome::{Errno, Outcome, UnknownErrno};
+use crate::outcome::{Errno, Outcome, OutcomeClass, UnknownErrno};
 use crate::pb;
 use crate::report::Outcomes;
 
@@ -32,7 +32,14 @@ pub struct Tally {
     pub connect_latency: Histogram<u64>,
     /// Intended send time → server's first byte, µs.
     pub ttfb: Histogram<u64>,
+    /// When attempts completed, µs after the start instant, by class and (for
+    /// `syn_retransmitted` only, else 0) k: the completions-over-time chart.
+    pub completion_times: BTreeMap<(OutcomeClass, u32), Histogram<u64>>,
 }
+
+/// The most (class, k) entries one message may carry: 8 classes and retransmit counts far
+/// beyond any kernel's `tcp_syn_retries` (at most 255, in practice under 10).
+pub const MAX_COMPLETION_ENTRIES: usize = 64;
 
 impl Default for Tally {
     fn default() -> Self {
@@ -44,6 +51,7 @@ impl Default for Tally {
             errors: BTreeMap::new(),
             connect_latency: histogram::new_latency(),
             ttfb: histogram::new_latency(),
+            completion_times: BTreeMap::new(),
         }
     }
 }
@@ -62,6 +70,9 @@ pub enum MergeError {
     /// An error count under a name that is no errno.
     #[error("agent sent an unusable error count: {0}")]
     Errno(#[from] UnknownErrno),
+    /// Completion times under a class that does not exist, or too many entries.
+    #[error("agent sent unusable completion times: {0}")]
+    CompletionTimes(String),
 }
 
 /// A tally's counts and histograms as both result messages carry them.
@@ -81,6 +92,8 @@ pub struct WireTally {
     pub connect_latency_hist: Vec<u8>,
     /// First byte, V2 + DEFLATE.
     pub ttfb_hist: Vec<u8>,
+    /// Completion times by class and k.
+    pub completion_times: Vec<pb::CompletionTimes>,
 }
 
 /// A result message that carries a tally: `IntervalResult` and `FinalResult` name their
@@ -109,6 +122,8 @@ pub struct WireTallyRef<'a> {
     pub connect_latency_hist: &'a [u8],
     /// First byte, V2 (+ DEFLATE).
     pub ttfb_hist: &'a [u8],
+    /// Completion times by class and k.
+    pub completion_times: &'a [pb::CompletionTimes],
 }
 
 macro_rules! carries_tally {
@@ -123,6 +138,7 @@ macro_rules! carries_tally {
                     errors: &self.errors,
                     connect_latency_hist: &self.connect_latency_hist,
                     ttfb_hist: &self.ttfb_hist,
+                    completion_times: &self.completion_times,
                 }
             }
 
@@ -134,6 +150,7 @@ macro_rules! carries_tally {
                 self.errors = w.errors;
                 self.connect_latency_hist = w.connect_latency_hist;
                 self.ttfb_hist = w.ttfb_hist;
+                self.completion_times = w.completion_times;
             }
         }
     )*};
@@ -175,10 +192,24 @@ impl Tally {
         }
     }
 
+    /// Records when an attempt with `outcome` completed, `t_us` after the start instant
+    /// (call it beside [`Tally::record`]).
+    pub fn record_completion(&mut self, outcome: Outcome, t_us: u64) {
+        let k = match outcome {
+            Outcome::SynRetransmitted { k } => k,
+            _ => 0,
+        };
+        self.completion_times
+            .entry((outcome.class(), k))
+            .or_insert_with(histogram::new_latency)
+            .saturating_record(t_us);
+    }
+
     /// Adds another tally (histograms with `Histogram::add`: exact).
     pub fn merge(&mut self, other: &Tally) -> Result<(), HistogramError> {
         histogram::merge(&mut self.connect_latency, &other.connect_latency)?;
         histogram::merge(&mut self.ttfb, &other.ttfb)?;
+        add_completion_times(&mut self.completion_times, &other.completion_times)?;
         self.outcomes.add(&other.outcomes);
         add_counts(&mut self.syn_retransmits, other.syn_retransmits.clone());
         add_counts(
@@ -221,6 +252,17 @@ impl Tally {
                 .collect(),
             connect_latency_hist: histogram::encode(&self.connect_latency)?,
             ttfb_hist: histogram::encode(&self.ttfb)?,
+            completion_times: self
+                .completion_times
+                .iter()
+                .map(|((class, k), h)| {
+                    Ok(pb::CompletionTimes {
+                        class: class.name().to_owned(),
+                        k: *k,
+                        hist: histogram::encode(h)?,
+                    })
+                })
+                .collect::<Result<_, HistogramError>>()?,
         })
     }
 
@@ -233,6 +275,7 @@ impl Tally {
         add_hist(&mut connect, w.connect_latency_hist, "connect latency")?;
         let mut ttfb = histogram::new_latency();
         add_hist(&mut ttfb, w.ttfb_hist, "time to first byte")?;
+        let completion_times = decode_completion_times(w.completion_times)?;
         // Two names may be one errno (`EPERM` and `errno 1`): added, saturating.
         let mut errors = BTreeMap::new();
         for (name, n) in w.errors {
@@ -242,6 +285,8 @@ impl Tally {
         let err = |what| move |source| MergeError::Histogram { what, source };
         histogram::merge(&mut self.connect_latency, &connect).map_err(err("connect latency"))?;
         histogram::merge(&mut self.ttfb, &ttfb).map_err(err("time to first byte"))?;
+        add_completion_times(&mut self.completion_times, &completion_times)
+            .map_err(err("completion time"))?;
         if let Some(o) = w.outcomes {
             self.outcomes.add(&o.into());
         }
@@ -258,6 +303,48 @@ impl Tally {
         add_counts(&mut self.errors, errors);
         Ok(())
     }
+}
+
+/// Adds completion-time histograms by key (exact, like every histogram here).
+fn add_completion_times(
+    into: &mut BTreeMap<(OutcomeClass, u32), Histogram<u64>>,
+    from: &BTreeMap<(OutcomeClass, u32), Histogram<u64>>,
+) -> Result<(), HistogramError> {
+    for (key, h) in from {
+        let slot = into.entry(*key).or_insert_with(histogram::new_latency);
+        histogram::merge(slot, h)?;
+    }
+    Ok(())
+}
+
+/// The completion times a message carries, checked: known classes, k only for
+/// `syn_retransmitted`, each (class, k) once, at most [`MAX_COMPLETION_ENTRIES`].
+fn decode_completion_times(
+    entries: &[pb::CompletionTimes],
+) -> Result<BTreeMap<(OutcomeClass, u32), Histogram<u64>>, MergeError> {
+    let bad = |why: String| MergeError::CompletionTimes(why);
+    if entries.len() > MAX_COMPLETION_ENTRIES {
+        return Err(bad(format!(
+            "{} entries, at most {MAX_COMPLETION_ENTRIES}",
+            entries.len()
+        )));
+    }
+    let mut out = BTreeMap::new();
+    for e in entries {
+        let class = OutcomeClass::ALL
+            .into_iter()
+            .find(|c| c.name() == e.class)
+            .ok_or_else(|| bad(format!("unknown class {:?}", e.class)))?;
+        if e.k != 0 && class != OutcomeClass::SynRetransmitted {
+            return Err(bad(format!("k={} for {}", e.k, e.class)));
+        }
+        let mut h = histogram::new_latency();
+        add_hist(&mut h, &e.hist, "completion time")?;
+        if out.insert((class, e.k), h).is_some() {
+            return Err(bad(format!("{} k={} twice", e.class, e.k)));
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -341,6 +428,56 @@ mod tests {
             );
         }
         assert!(merged.ttfb.is_empty());
+    }
+
+    /// Completion times travel by class and k, merge exactly across messages, and a message
+    /// with an unknown class, a k on a class without one or a repeated key adds nothing.
+    #[test]
+    fn completion_times_travel_and_merge_by_class_and_k() {
+        let mut a = Tally::default();
+        a.record_completion(Outcome::Established, 300);
+        a.record_completion(Outcome::SynRetransmitted { k: 1 }, 1_030_000);
+        a.record_completion(Outcome::Ghost { k: 1 }, 1_031_000);
+        let mut msg = pb::IntervalResult::default();
+        msg.set_wire_tally(a.to_wire().unwrap());
+        assert_eq!(msg.completion_times.len(), 3);
+        let mut t = Tally::default();
+        t.add_wire(&msg).unwrap();
+        t.add_wire(&msg).unwrap();
+        assert_eq!(t.completion_times.len(), 3);
+        let k1 = &t.completion_times[&(OutcomeClass::SynRetransmitted, 1)];
+        assert_eq!(k1.len(), 2);
+        assert!(k1.equivalent(k1.max(), 1_030_000));
+        // Ghosts keep no k here: their class is what the chart shows.
+        assert_eq!(t.completion_times[&(OutcomeClass::Ghost, 0)].len(), 2);
+        let mut merged = Tally::default();
+        merged.merge(&t).unwrap();
+        merged.merge(&a).unwrap();
+        assert_eq!(
+            merged.completion_times[&(OutcomeClass::Established, 0)].len(),
+            3
+        );
+        let entry = |class: &str, k| pb::CompletionTimes {
+            class: class.to_owned(),
+            k,
+            hist: Vec::new(),
+        };
+        for bad in [
+            vec![entry("winning", 0)],
+            vec![entry("ghost", 2)],
+            vec![entry("established", 0), entry("established", 0)],
+            vec![entry("established", 0); MAX_COMPLETION_ENTRIES + 1],
+        ] {
+            let before = t.clone();
+            let err = t
+                .add_wire(&pb::FinalResult {
+                    completion_times: bad,
+                    ..Default::default()
+                })
+                .unwrap_err();
+            assert!(err.to_string().contains("completion times"), "{err}");
+            assert_eq!(t, before);
+        }
     }
 
     #[test]
