@@ -10,6 +10,7 @@
 
 pub mod admission;
 pub mod auth;
+pub(crate) mod chart;
 pub mod cli;
 pub mod demo;
 pub mod report;
