@@ -39,6 +39,9 @@ pub struct Cli {
     /// Daemon-mode flags.
     #[command(flatten)]
     pub daemon: crate::daemon::DaemonArgs,
+    /// Logging: `--quiet`, `--log-format` (the same in every binary).
+    #[command(flatten)]
+    pub log: stampede_proto::logging::LogArgs,
 }
 
 /// Subcommands.

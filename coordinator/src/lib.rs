@@ -13,6 +13,7 @@ pub mod auth;
 pub(crate) mod chart;
 pub mod cli;
 pub mod demo;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod scenario;

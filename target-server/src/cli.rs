@@ -35,6 +35,9 @@ pub struct Cli {
     /// The settings of the target's own listener.
     #[command(flatten)]
     pub serve: ServeArgs,
+    /// Logging: `--quiet`, `--log-format` (the same in every binary).
+    #[command(flatten)]
+    pub log: stampede_proto::logging::LogArgs,
 }
 
 /// The subcommands.

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use stampede_proto::clock::{rfc3339, unix_nanos_now};
+use stampede_proto::duration::human_us;
 use stampede_proto::pb::{self, agent_message::Msg as In, coordinator_message::Msg as Out};
 use tokio::sync::MutexGuard;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -207,8 +208,8 @@ impl<'a> Run<'a> {
             self.registry.send(id, Out::Start(start)).await;
         }
         (self.progress)(&format!(
-            "start in {:?} at {}",
-            self.lead,
+            "start in {} at {}",
+            human_us(self.lead.as_micros() as u64),
             rfc3339(self.start_at)
         ));
     }

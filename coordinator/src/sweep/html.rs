@@ -95,6 +95,7 @@ fn table<T>(columns: &[Column<T>], rows: &[T]) -> Markup {
 /// The page for a sweep (`sweep.html`).
 pub fn render(r: &SweepReport) -> String {
     let body = html! {
+        (page::verdict(&super::story::verdict(r)))
         p {
             (r.connections) " connections per step. A recommended backlog is the smallest with \
              no ListenOverflows and p99 connect latency under " (human_us(r.p99_max_us)) "."
