@@ -12,6 +12,7 @@
 //! in `report`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use stampede_proto::clock::{rfc3339, unix_nanos_now};
@@ -266,10 +267,30 @@ async fn wait_for_agents(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<String>, RunError> {
     let want = plan.agents;
-    let report = |n| progress(&format!("waiting for agents: {n}/{want} attached"));
-    let waited = tokio::select! {
-        _ = cancel.cancelled() => return Err(RunError::Aborted),
-        r = registry.wait_for(want, plan.agent_wait, report) => r,
+    // The line counts the wait down each second, and changes at once when an agent attaches.
+    let deadline = Instant::now() + plan.agent_wait;
+    let have = AtomicUsize::new(0);
+    let line = |n: usize| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        format!(
+            "waiting for agents: {n} of {want} attached, up to {} s more",
+            left.as_secs_f64().ceil() as u64
+        )
+    };
+    let report = |n: usize| {
+        have.store(n, Ordering::Relaxed);
+        progress(&line(n));
+    };
+    let wait = registry.wait_for(want, plan.agent_wait, report);
+    tokio::pin!(wait);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Bounded: `wait` ends by its timeout at the latest.
+    let waited = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(RunError::Aborted),
+            r = &mut wait => break r,
+            _ = tick.tick() => progress(&line(have.load(Ordering::Relaxed))),
+        }
     };
     match waited {
         Ok(mut ids) => {
