@@ -293,7 +293,7 @@ fn fire_watched(
         }
     };
     let total = armed.plan().config().load.connections;
-    let live = std::io::stderr().is_terminal();
+    let live = std::io::stderr().is_terminal() && !stampede_proto::logging::quiet();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -1,8 +1,9 @@
 //! The progress line of long waits (agents attaching, a run's attempts deciding, a sweep's
 //! steps). The run reports through a plain `Fn(&str)`; this turns those lines into one live
 //! line on a terminal (an indicatif spinner with the time elapsed, redrawn in place) or, when
-//! stderr is a file or a pipe, into log lines at most every [`PLAIN_EVERY`] (and whenever
-//! the wait changes), so logs stay short. `--quiet` shows none.
+//! stderr is a file or a pipe, into log lines only when the wait changes, its first count
+//! moves (attempts decided, agents attached) or [`PLAIN_EVERY`] has passed, so a log shows
+//! progress without a line per second of waiting. `--quiet` shows none.
 
 use std::io::IsTerminal as _;
 use std::sync::Mutex;
@@ -23,8 +24,8 @@ pub struct Progress {
 enum Mode {
     Quiet,
     Live(ProgressBar),
-    /// When the last line went out, and what it was about.
-    Plain(Mutex<Option<(Instant, String)>>),
+    /// When the last line went out, and its key.
+    Plain(Mutex<Option<(Instant, Key)>>),
 }
 
 impl Progress {
@@ -55,7 +56,7 @@ impl Progress {
                 let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
                 if plain_due(last.as_ref(), line, Instant::now()) {
                     tracing::info!("{line}");
-                    *last = Some((Instant::now(), topic(line).to_owned()));
+                    *last = Some((Instant::now(), key(line)));
                 }
             }
         }
@@ -69,18 +70,25 @@ impl Progress {
     }
 }
 
-/// What a line is about: its text up to the first digit ("waiting for agents: ", "start in ").
-fn topic(line: &str) -> &str {
-    line.find(|c: char| c.is_ascii_digit())
-        .map_or(line, |i| &line[..i])
+/// What a line is about (its words, numbers left out) and its first number (the count that
+/// progresses): the same key means nothing moved but the clock.
+type Key = (String, Option<u64>);
+
+fn key(line: &str) -> Key {
+    let about = line.chars().filter(|c| !c.is_ascii_digit()).collect();
+    let first = line
+        .split(|c: char| !c.is_ascii_digit() && c != ',')
+        .find(|w| w.chars().any(|c| c.is_ascii_digit()))
+        .and_then(|w| w.replace(',', "").parse().ok());
+    (about, first)
 }
 
-/// Whether a plain line is due: the first, one about another wait, or [`PLAIN_EVERY`] after
+/// Whether a plain line is due: the first, one whose key changed, or [`PLAIN_EVERY`] after
 /// the last.
-fn plain_due(last: Option<&(Instant, String)>, line: &str, now: Instant) -> bool {
+fn plain_due(last: Option<&(Instant, Key)>, line: &str, now: Instant) -> bool {
     match last {
         None => true,
-        Some((at, about)) => about != topic(line) || now.duration_since(*at) >= PLAIN_EVERY,
+        Some((at, k)) => *k != key(line) || now.duration_since(*at) >= PLAIN_EVERY,
     }
 }
 
@@ -89,21 +97,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_lines_come_on_a_new_wait_or_every_few_seconds() {
+    fn plain_lines_come_when_something_moves_or_every_few_seconds() {
         let t0 = Instant::now();
-        let last = (t0, topic("waiting for agents: 1/3 attached").to_owned());
+        let second = t0 + Duration::from_secs(1);
+        let wait = "waiting for agents: 1 of 3 attached, up to 9 s more";
+        let last = (t0, key(wait));
         assert!(plain_due(None, "anything", t0));
-        assert!(!plain_due(
-            Some(&last),
-            "waiting for agents: 2/3 attached",
-            t0 + Duration::from_secs(1)
-        ));
+        // Only the countdown moved: not yet.
+        let later = "waiting for agents: 1 of 3 attached, up to 8 s more";
+        assert!(!plain_due(Some(&last), later, second));
+        assert!(plain_due(Some(&last), later, t0 + PLAIN_EVERY));
+        // An agent attached, or another wait began: at once.
         assert!(plain_due(
             Some(&last),
-            "waiting for agents: 2/3 attached",
-            t0 + PLAIN_EVERY
+            "waiting for agents: 2 of 3 attached, up to 8 s more",
+            second
         ));
-        assert!(plain_due(Some(&last), "start in 2.0s", t0));
+        assert!(plain_due(Some(&last), "start in 2.0s", second));
+        let decided = "1,524 of 3,000 attempts decided, the rest waiting up to 8 s more for x";
+        assert_eq!(key(decided).1, Some(1524));
+        assert_ne!(
+            key(decided),
+            key("1,524 of 3,000 attempts decided; 2 of 3 agents have sent")
+        );
     }
 
     #[test]

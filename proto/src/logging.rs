@@ -21,6 +21,7 @@
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::error::ErrorKind;
 use clap::{Args, ValueEnum};
@@ -91,6 +92,14 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 }
 
+/// Whether `--quiet` was given (set by [`init_with`]): live status lines check it.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// True when the process was started with `--quiet`: no live status line, no progress.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
 /// [`init_with`] and no flags: text, not quiet.
 pub fn init(default_filter: &str) {
     init_with(default_filter, LogArgs::default());
@@ -103,6 +112,7 @@ pub fn init(default_filter: &str) {
 /// JSON object per line. Call it once, after parsing the command line; a second call (a
 /// subscriber is already set) changes nothing.
 pub fn init_with(default_filter: &str, args: LogArgs) {
+    QUIET.store(args.quiet, Ordering::Relaxed);
     let default_filter = if args.quiet { "warn" } else { default_filter };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));

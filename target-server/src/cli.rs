@@ -245,7 +245,7 @@ async fn serve(
         on_accept = %config.on_accept,
         "listening"
     );
-    if std::io::stderr().is_terminal() {
+    if std::io::stderr().is_terminal() && !stampede_proto::logging::quiet() {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -274,7 +274,7 @@ async fn observe(
         control_auth,
         "observing"
     );
-    let live = std::io::stderr().is_terminal();
+    let live = std::io::stderr().is_terminal() && !stampede_proto::logging::quiet();
     let stats = observe
         .run(shutdown, &mut |s: &TargetStats| {
             if live {
