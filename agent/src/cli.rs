@@ -39,6 +39,9 @@ pub struct Cli {
     /// Daemon-mode flags.
     #[command(flatten)]
     pub daemon: crate::daemon::DaemonArgs,
+    /// Logging: `--quiet`, `--log-format` (the same in every binary).
+    #[command(flatten)]
+    pub log: stampede_proto::logging::LogArgs,
 }
 
 /// Subcommands.
@@ -290,7 +293,7 @@ fn fire_watched(
         }
     };
     let total = armed.plan().config().load.connections;
-    let live = std::io::stderr().is_terminal();
+    let live = std::io::stderr().is_terminal() && !stampede_proto::logging::quiet();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

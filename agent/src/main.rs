@@ -9,6 +9,6 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(code) => return code,
     };
-    stampede_proto::logging::init("info");
+    stampede_proto::logging::init_with("info", cli.log);
     cli::run(cli)
 }

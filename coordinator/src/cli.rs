@@ -35,6 +35,9 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+    /// Logging: `--quiet`, `--log-format` (the same in every binary).
+    #[command(flatten)]
+    pub log: stampede_proto::logging::LogArgs,
 }
 
 /// The subcommands.

@@ -11,11 +11,13 @@
 
 pub mod admission;
 pub mod auth;
+pub(crate) mod chart;
 pub mod cli;
 pub mod demo;
 pub mod health;
 pub mod history;
 pub mod metrics;
+pub mod progress;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -5,10 +5,10 @@
 //! asked still print their summary, and the error line says where they went instead. Every
 //! error is one line with long values cut ([`stampede_proto::usage::one_line`]).
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use stampede::cli::{self, Failure};
+use stampede::progress::Progress;
 use stampede_proto::logging;
 use stampede_proto::usage::{EX_USAGE, one_line};
 use tokio_util::sync::CancellationToken;
@@ -18,7 +18,9 @@ fn main() -> ExitCode {
         Ok(invocation) => invocation,
         Err(e) => return logging::usage_error("stampede", &e),
     };
-    logging::init("warn,stampede=info");
+    let log = invocation.cli.log;
+    logging::init_with(log_filter(&invocation.cli.command), log);
+    let progress = Progress::stderr(log.quiet);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -31,11 +33,9 @@ fn main() -> ExitCode {
         if let Err(e) = stampede_proto::signal::cancel_on_signal(shutdown.clone()) {
             tracing::warn!(cause = %e, "cannot install SIGINT/SIGTERM handlers");
         }
-        cli::execute(invocation, shutdown.clone(), &progress).await
+        cli::execute(invocation, shutdown.clone(), &|line| progress.line(line)).await
     });
-    if std::io::stderr().is_terminal() {
-        eprintln!();
-    }
+    progress.finish();
     match result {
         Ok(output) => {
             print!("{}", output.summary());
@@ -57,11 +57,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// A progress line: rewritten in place on a terminal, one log line otherwise.
-fn progress(line: &str) {
-    if std::io::stderr().is_terminal() {
-        eprint!("\r{line}\x1b[K");
-    } else {
-        tracing::info!("{line}");
+/// The default log filter (RUST_LOG overrides it). A directive matches by prefix, so
+/// `stampede` alone would also let in the demo's in-process agents and target
+/// (`stampede_agent`, `stampede_target`): those stay at warnings, and the demo, whose story is
+/// its summary, shows only its progress and where the report went.
+fn log_filter(command: &cli::Command) -> &'static str {
+    match command {
+        cli::Command::Demo(_) => "warn,stampede::progress=info,stampede::cli=info",
+        _ => "warn,stampede=info,stampede_agent=warn,stampede_target=warn",
     }
 }

@@ -415,8 +415,11 @@ fn sweep_finds_the_smallest_backlog_that_absorbs_the_burst() {
                     .unwrap();
             assert_eq!(json["recommendations"][0]["backlog"], 64);
             let page = std::fs::read_to_string(dir.join("sweep.html")).unwrap();
-            assert_eq!(page.matches("<svg").count(), 3);
-            assert!(page.contains("backlog 64, somaxconn ≥ 64"));
+            assert_eq!(page.matches("<figure class=\"chart\"").count(), 3);
+            // The recommendation table's row: backlog 64, somaxconn at least 64.
+            let rec = &page[page.find("Recommendation</h2>").unwrap()..];
+            let rec = &rec[..rec.find("</table>").unwrap()];
+            assert!(rec.contains("<td>64</td><td>64</td>"), "{rec}");
             std::fs::remove_dir_all(&dir).unwrap();
             s.stop.cancel();
         },

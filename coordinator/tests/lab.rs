@@ -103,13 +103,16 @@ fn wait_for(cmd: &mut Command, what: &str, event: impl Fn(&str) -> bool) -> Chil
     child
 }
 
-/// The attempts done in a coordinator progress line (`N/M attempts done, ...`).
+/// The attempts decided in a coordinator progress line (`N of M attempts decided, ...`).
 fn attempts_done(line: &str) -> Option<u64> {
     let head = line
-        .split(" attempts done")
+        .split(" attempts decided")
         .next()
-        .filter(|_| line.contains(" attempts done"))?;
-    head.rsplit(' ').next()?.split('/').next()?.parse().ok()
+        .filter(|_| line.contains(" attempts decided"))?;
+    let mut words = head.rsplitn(4, ' ');
+    let (_total, of, done) = (words.next()?, words.next()?, words.next()?);
+    (of == "of").then_some(())?;
+    done.replace(',', "").parse().ok()
 }
 
 fn coordinator_cmd(s: &Setup, extra: &[&str]) -> Command {
@@ -145,8 +148,9 @@ fn read_report(dir: &Path) -> serde_json::Value {
 
 #[test]
 fn progress_lines_are_parsed() {
-    let line = "2026-11-27T13:00:00Z INFO stampede: 120/400 attempts done, 0 of 3 agents finished";
-    assert_eq!(attempts_done(line), Some(120));
+    let line = "2026-11-27T13:00:00Z INFO stampede::progress: 1,120 of 4,000 attempts decided, \
+                the rest waiting up to 3 s more for their greeting";
+    assert_eq!(attempts_done(line), Some(1120));
     assert_eq!(
         attempts_done("start in 300ms at 2026-11-27T13:00:00Z"),
         None
@@ -222,7 +226,7 @@ fn killed_agent_makes_the_run_partial() {
     // heartbeats and intervals say so): the run is surely in progress, whatever the load.
     let mut coordinator = wait_for(
         &mut coordinator_cmd(&s, &["--connections", "400", "--pattern", "ramp:100:4s"]),
-        "50 attempts done",
+        "50 attempts decided",
         |l| attempts_done(l).is_some_and(|n| n >= 50),
     );
     let victim = &mut s.agents[1];

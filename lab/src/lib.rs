@@ -19,6 +19,9 @@
 //! root it FAILS, saying how to run it or skip it; only with the explicit opt-out
 //! `STAMPEDE_SKIP_KERNEL_TESTS=1` (refused in CI) is it skipped, and every skip is printed and
 //! counted where `cargo test` shows it. A kernel test is never reported as passed unrun.
+//!
+//! [`chromium`] loads the HTML pages stampede writes in headless Chromium for browser tests,
+//! under the same rule: missing in CI fails, missing elsewhere is a loud skip.
 
 use std::fs::File;
 use std::future::Future;
@@ -30,6 +33,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use stampede_proto::netstat::{Counters, Netstat};
 
 mod acceptor;
+pub mod chromium;
 pub mod gate;
 mod hosts;
 mod relay;

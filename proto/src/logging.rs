@@ -1,6 +1,8 @@
 //! The start of every binary, the same way in each: [`parse_args`] reads the command line
-//! (clap errors become one line and exit 64, help and version exit 0), then [`init`] sends
-//! `tracing` logs to stderr. Results go to stdout or files, never through the log.
+//! (clap errors become one line and exit 64, help and version exit 0), then [`init_with`]
+//! sends `tracing` logs to stderr as the shared [`LogArgs`] flags say (`--quiet`,
+//! `--log-format text|json`; every binary flattens them into its command line). Results go to
+//! stdout or files, never through the log.
 //!
 //! A `main` is then three steps:
 //!
@@ -19,8 +21,10 @@
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::error::ErrorKind;
+use clap::{Args, ValueEnum};
 
 use crate::usage::{EX_USAGE, one_line};
 
@@ -58,19 +62,69 @@ fn usage_line(bin: &str, error: &clap::Error) -> String {
     )
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// For people: one line per event, colour on a terminal.
+    #[default]
+    Text,
+    /// For machines: one JSON object per line (timestamp, level, target, fields).
+    Json,
+}
+
+/// The logging flags of every binary: `#[command(flatten)] log: LogArgs` in its top-level
+/// command (global, so they go before or after a subcommand).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Args)]
+pub struct LogArgs {
+    /// Only warnings and errors on stderr, and no progress line; results still go to stdout
+    /// and files (RUST_LOG, when set, still decides the log filter).
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// Log lines as text (for people) or json (one object per line, for machines).
+    #[arg(
+        long,
+        value_enum,
+        value_name = "FORMAT",
+        default_value_t = LogFormat::Text,
+        global = true,
+        env = "STAMPEDE_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// Whether `--quiet` was given (set by [`init_with`]): live status lines check it.
+static QUIET: AtomicBool = AtomicBool::new(false);
+
+/// True when the process was started with `--quiet`: no live status line, no progress.
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
+/// [`init_with`] and no flags: text, not quiet.
+pub fn init(default_filter: &str) {
+    init_with(default_filter, LogArgs::default());
+}
+
 /// Sends `tracing` events to stderr, filtered by `RUST_LOG` or, when that is unset or
 /// invalid, by `default_filter` (an `EnvFilter` directive such as `"info"` or
-/// `"warn,stampede=info"`). Colour codes only when stderr is a terminal, so journald and
-/// log files get plain text. Call it once, after parsing the command line; a second call
-/// (a subscriber is already set) changes nothing.
-pub fn init(default_filter: &str) {
+/// `"warn,stampede=info"`), or `warn` with `--quiet`. Text has colour codes only when stderr
+/// is a terminal, so journald and log files get plain text; `--log-format json` writes one
+/// JSON object per line. Call it once, after parsing the command line; a second call (a
+/// subscriber is already set) changes nothing.
+pub fn init_with(default_filter: &str, args: LogArgs) {
+    QUIET.store(args.quiet, Ordering::Relaxed);
+    let default_filter = if args.quiet { "warn" } else { default_filter };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match args.log_format {
+        LogFormat::Text => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 #[cfg(test)]
@@ -94,6 +148,40 @@ mod tests {
         assert!(line.ends_with(" (see --help)"), "{line}");
         assert!(line.contains("'many'"), "{line}");
         assert!(!line.contains('\n'), "{line}");
+    }
+
+    #[derive(Debug, Parser)]
+    #[command(name = "demo-bin")]
+    struct WithLog {
+        #[command(flatten)]
+        log: LogArgs,
+        #[command(subcommand)]
+        command: Option<Sub>,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Sub {
+        Go,
+    }
+
+    /// The flags go before or after a subcommand; a bad format is a usage error.
+    #[test]
+    fn log_flags_are_global_and_checked() {
+        let parse = |args: &[&str]| WithLog::try_parse_from(args).map(|c| c.log);
+        assert_eq!(parse(&["demo-bin"]).unwrap(), LogArgs::default());
+        let quiet_json = LogArgs {
+            quiet: true,
+            log_format: LogFormat::Json,
+        };
+        assert_eq!(
+            parse(&["demo-bin", "-q", "--log-format", "json", "go"]).unwrap(),
+            quiet_json
+        );
+        assert_eq!(
+            parse(&["demo-bin", "go", "--quiet", "--log-format", "json"]).unwrap(),
+            quiet_json
+        );
+        assert!(parse(&["demo-bin", "--log-format", "xml"]).is_err());
     }
 
     #[test]

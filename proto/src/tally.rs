@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use hdrhistogram::Histogram;
 
 use crate::histogram::{self, HistogramError};
-use crate::outcome::{Errno, Outcome, UnknownErrno};
+use crate::outcome::{Errno, Outcome, OutcomeClass, UnknownErrno};
 use crate::pb;
 use crate::report::Outcomes;
 
@@ -32,6 +32,9 @@ pub struct Tally {
     pub connect_latency: Histogram<u64>,
     /// Intended send time → server's first byte, µs.
     pub ttfb: Histogram<u64>,
+    /// When attempts completed, µs after the start instant, by class and (for
+    /// `syn_retransmitted` only, else 0) k: the completions-over-time chart.
+    pub completion_times: BTreeMap<(OutcomeClass, u32), Histogram<u64>>,
 }
 
 impl Default for Tally {
@@ -44,6 +47,7 @@ impl Default for Tally {
             errors: BTreeMap::new(),
             connect_latency: histogram::new_latency(),
             ttfb: histogram::new_latency(),
+            completion_times: BTreeMap::new(),
         }
     }
 }
@@ -62,6 +66,9 @@ pub enum MergeError {
     /// An error count under a name that is no errno.
     #[error("agent sent an unusable error count: {0}")]
     Errno(#[from] UnknownErrno),
+    /// Completion times under a class that does not exist, or too many entries.
+    #[error("agent sent unusable completion times: {0}")]
+    CompletionTimes(String),
 }
 
 /// A tally's counts and histograms as both result messages carry them.
@@ -81,6 +88,8 @@ pub struct WireTally {
     pub connect_latency_hist: Vec<u8>,
     /// First byte, V2 + DEFLATE.
     pub ttfb_hist: Vec<u8>,
+    /// Completion times by class and k.
+    pub completion_times: Vec<pb::CompletionTimes>,
 }
 
 /// A result message that carries a tally: `IntervalResult` and `FinalResult` name their
@@ -109,6 +118,8 @@ pub struct WireTallyRef<'a> {
     pub connect_latency_hist: &'a [u8],
     /// First byte, V2 (+ DEFLATE).
     pub ttfb_hist: &'a [u8],
+    /// Completion times by class and k.
+    pub completion_times: &'a [pb::CompletionTimes],
 }
 
 macro_rules! carries_tally {
@@ -123,6 +134,7 @@ macro_rules! carries_tally {
                     errors: &self.errors,
                     connect_latency_hist: &self.connect_latency_hist,
                     ttfb_hist: &self.ttfb_hist,
+                    completion_times: &self.completion_times,
                 }
             }
 
@@ -134,6 +146,7 @@ macro_rules! carries_tally {
                 self.errors = w.errors;
                 self.connect_latency_hist = w.connect_latency_hist;
                 self.ttfb_hist = w.ttfb_hist;
+                self.completion_times = w.completion_times;
             }
         }
     )*};
@@ -179,6 +192,7 @@ impl Tally {
     pub fn merge(&mut self, other: &Tally) -> Result<(), HistogramError> {
         histogram::merge(&mut self.connect_latency, &other.connect_latency)?;
         histogram::merge(&mut self.ttfb, &other.ttfb)?;
+        add_completion_times(&mut self.completion_times, &other.completion_times)?;
         self.outcomes.add(&other.outcomes);
         add_counts(&mut self.syn_retransmits, other.syn_retransmits.clone());
         add_counts(
@@ -221,6 +235,17 @@ impl Tally {
                 .collect(),
             connect_latency_hist: histogram::encode(&self.connect_latency)?,
             ttfb_hist: histogram::encode(&self.ttfb)?,
+            completion_times: self
+                .completion_times
+                .iter()
+                .map(|((class, k), h)| {
+                    Ok(pb::CompletionTimes {
+                        class: class.name().to_owned(),
+                        k: *k,
+                        hist: histogram::encode(h)?,
+                    })
+                })
+                .collect::<Result<_, HistogramError>>()?,
         })
     }
 
@@ -233,6 +258,7 @@ impl Tally {
         add_hist(&mut connect, w.connect_latency_hist, "connect latency")?;
         let mut ttfb = histogram::new_latency();
         add_hist(&mut ttfb, w.ttfb_hist, "time to first byte")?;
+        let completion_times = decode_completion_times(w.completion_times)?;
         // Two names may be one errno (`EPERM` and `errno 1`): added, saturating.
         let mut errors = BTreeMap::new();
         for (name, n) in w.errors {
@@ -242,6 +268,8 @@ impl Tally {
         let err = |what| move |source| MergeError::Histogram { what, source };
         histogram::merge(&mut self.connect_latency, &connect).map_err(err("connect latency"))?;
         histogram::merge(&mut self.ttfb, &ttfb).map_err(err("time to first byte"))?;
+        add_completion_times(&mut self.completion_times, &completion_times)
+            .map_err(err("completion time"))?;
         if let Some(o) = w.outcomes {
             self.outcomes.add(&o.into());
         }
@@ -259,6 +287,11 @@ impl Tally {
         Ok(())
     }
 }
+
+mod completion;
+
+pub use self::completion::MAX_COMPLETION_ENTRIES;
+use self::completion::{add_completion_times, decode_completion_times};
 
 #[cfg(test)]
 mod tests {

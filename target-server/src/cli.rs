@@ -35,6 +35,9 @@ pub struct Cli {
     /// The settings of the target's own listener.
     #[command(flatten)]
     pub serve: ServeArgs,
+    /// Logging: `--quiet`, `--log-format` (the same in every binary).
+    #[command(flatten)]
+    pub log: stampede_proto::logging::LogArgs,
 }
 
 /// The subcommands.
@@ -242,7 +245,7 @@ async fn serve(
         on_accept = %config.on_accept,
         "listening"
     );
-    if std::io::stderr().is_terminal() {
+    if std::io::stderr().is_terminal() && !stampede_proto::logging::quiet() {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -271,7 +274,7 @@ async fn observe(
         control_auth,
         "observing"
     );
-    let live = std::io::stderr().is_terminal();
+    let live = std::io::stderr().is_terminal() && !stampede_proto::logging::quiet();
     let stats = observe
         .run(shutdown, &mut |s: &TargetStats| {
             if live {

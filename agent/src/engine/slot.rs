@@ -69,6 +69,8 @@ pub(super) struct Slot {
     phase: Phase,
     /// SYN retransmits at connect completion.
     k: u32,
+    /// When connect() completed, ns after the start instant (None until it does).
+    completed_ns: Option<u64>,
 }
 
 impl Slot {
@@ -85,6 +87,7 @@ impl From<ArmedSocket> for Slot {
             offset_ns: armed.offset_ns,
             phase: Phase::Armed,
             k: 0,
+            completed_ns: None,
         }
     }
 }
@@ -319,11 +322,21 @@ impl Attempt<'_> {
         let ledger = &mut *self.ledger;
         ledger.tally.connect_latency.saturating_record(latency);
         ledger.last_completion_ns = Some(ledger.last_completion_ns.map_or(now, |l| l.max(now)));
+        self.slot.completed_ns = Some(now);
+    }
+
+    /// Counts the attempt as `outcome`, at its connect's completion time (or now, for one
+    /// whose connect never completed: pending).
+    fn classify(&mut self, outcome: Outcome) {
+        let at_ns = self.slot.completed_ns.unwrap_or_else(|| self.cx.now());
+        let tally = &mut self.ledger.tally;
+        tally.record(outcome);
+        tally.record_completion(outcome, at_ns / 1_000);
     }
 
     /// Admitted: classified as connected after k SYN retransmits, then held or closed.
     fn admitted(&mut self, now: u64) {
-        self.ledger.tally.record(outcome(0, self.slot.k));
+        self.classify(outcome(0, self.slot.k));
         self.ledger.classified += 1;
         let hold_ns = self.cx.settings.hold_ns;
         if hold_ns == 0 {
@@ -339,7 +352,7 @@ impl Attempt<'_> {
 
     /// Classifies and closes.
     fn finish(&mut self, outcome: Outcome) {
-        self.ledger.tally.record(outcome);
+        self.classify(outcome);
         self.ledger.classified += 1;
         self.close();
     }

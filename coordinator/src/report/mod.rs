@@ -310,8 +310,9 @@ impl Report {
     }
 }
 
-/// Breaks a paragraph into lines of at most `width` characters, at spaces.
-fn wrap(text: &str, width: usize) -> String {
+/// Breaks a paragraph into lines of at most `width` characters, at spaces (the run's and the
+/// sweep's verdicts under their tables).
+pub(crate) fn wrap(text: &str, width: usize) -> String {
     let mut out = String::new();
     let mut line = 0;
     for word in text.split(' ') {

@@ -37,8 +37,59 @@ struct Watch {
     liveness: Duration,
     /// When agents that have not delivered are told to stop.
     end_by: Instant,
+    /// When every attempt has met its deadline (the last intended send time + timeout).
+    decided_by: Instant,
     /// When the last progress line went out.
     last_progress: Instant,
+}
+
+/// What the collect step waits for, with the time left: while attempts can still be
+/// decided, for what decides them (the greeting, the probe's acknowledgement or connect()
+/// itself) up to their deadline; then for the agents' results up to the run's deadline.
+fn progress_line(
+    done: u64,
+    watch: &Watch,
+    (finished, agents): (usize, usize),
+    load: &stampede_proto::plan::Load,
+    now: Instant,
+) -> String {
+    let decided = format!(
+        "{} of {} attempts decided",
+        thousands(done),
+        thousands(watch.total)
+    );
+    let secs = |d: Duration| format!("{} s", d.as_secs_f64().ceil() as u64);
+    if done < watch.total && now < watch.decided_by {
+        let what = if load.expect_greeting {
+            "their greeting"
+        } else if load.probe_admission {
+            "their probe's acknowledgement"
+        } else {
+            "connect() to finish"
+        };
+        return format!(
+            "{decided}, the rest waiting up to {} more for {what}",
+            secs(watch.decided_by - now)
+        );
+    }
+    format!(
+        "{decided}; {finished} of {agents} agents have sent their results, waiting up to {} \
+         more for the rest",
+        secs(watch.end_by.saturating_duration_since(now))
+    )
+}
+
+/// `1,524`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 impl Run<'_> {
@@ -47,12 +98,9 @@ impl Run<'_> {
         let plan = self.plan;
         let total = self.agents.values().map(|s| s.connections).sum();
         let liveness = (self.registry.heartbeat() * 4).max(MIN_LIVENESS);
-        let end_by = Instant::now()
-            + self.lead
-            + plan.load.pattern.duration()
-            + plan.load.timeout
-            + plan.load.hold
-            + DEADLINE_SLACK;
+        let decided_by =
+            Instant::now() + self.lead + plan.load.pattern.duration() + plan.load.timeout;
+        let end_by = decided_by + plan.load.hold + DEADLINE_SLACK;
         let started = Instant::now();
         for st in self.agents.values_mut() {
             st.last_seen = Some(started);
@@ -62,6 +110,7 @@ impl Run<'_> {
             total,
             liveness,
             end_by,
+            decided_by,
             last_progress: Instant::now(),
         };
         let cancel = self.cancel;
@@ -125,10 +174,12 @@ impl Run<'_> {
             watch.last_progress = now;
             let done: u64 = self.agents.values().map(|s| s.done()).sum();
             let finished = self.agents.values().filter(|s| s.result.is_some()).count();
-            (self.progress)(&format!(
-                "{done}/{} attempts done, {finished} of {} agents finished",
-                watch.total,
-                self.agents.len()
+            (self.progress)(&progress_line(
+                done,
+                watch,
+                (finished, self.agents.len()),
+                &self.plan.load,
+                now,
             ));
         }
         ControlFlow::Continue(())
@@ -163,5 +214,37 @@ impl Run<'_> {
             }
         }
         losses
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The line names what the run waits for and counts the time left down.
+    #[test]
+    fn progress_names_the_wait_and_its_deadline() {
+        let now = Instant::now();
+        let watch = Watch {
+            total: 3_000,
+            liveness: MIN_LIVENESS,
+            end_by: now + Duration::from_secs(25),
+            decided_by: now + Duration::from_millis(7_200),
+            last_progress: now,
+        };
+        let mut load = stampede_proto::plan::Load::burst("127.0.0.1:9".parse().unwrap(), 3_000);
+        load.expect_greeting = true;
+        assert_eq!(
+            progress_line(1_524, &watch, (0, 3), &load, now),
+            "1,524 of 3,000 attempts decided, the rest waiting up to 8 s more for their greeting"
+        );
+        load.expect_greeting = false;
+        let later = now + Duration::from_secs(10);
+        assert_eq!(
+            progress_line(2_999, &watch, (2, 3), &load, later),
+            "2,999 of 3,000 attempts decided; 2 of 3 agents have sent their results, waiting up \
+             to 15 s more for the rest"
+        );
+        assert!(progress_line(10, &watch, (0, 3), &load, now).ends_with("for connect() to finish"));
     }
 }

@@ -12,9 +12,11 @@
 //! in `report`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use stampede_proto::clock::{rfc3339, unix_nanos_now};
+use stampede_proto::duration::human_us;
 use stampede_proto::pb::{self, agent_message::Msg as In, coordinator_message::Msg as Out};
 use tokio::sync::MutexGuard;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -207,8 +209,8 @@ impl<'a> Run<'a> {
             self.registry.send(id, Out::Start(start)).await;
         }
         (self.progress)(&format!(
-            "start in {:?} at {}",
-            self.lead,
+            "start in {} at {}",
+            human_us(self.lead.as_micros() as u64),
             rfc3339(self.start_at)
         ));
     }
@@ -265,10 +267,30 @@ async fn wait_for_agents(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Vec<String>, RunError> {
     let want = plan.agents;
-    let report = |n| progress(&format!("waiting for agents: {n}/{want} attached"));
-    let waited = tokio::select! {
-        _ = cancel.cancelled() => return Err(RunError::Aborted),
-        r = registry.wait_for(want, plan.agent_wait, report) => r,
+    // The line counts the wait down each second, and changes at once when an agent attaches.
+    let deadline = Instant::now() + plan.agent_wait;
+    let have = AtomicUsize::new(0);
+    let line = |n: usize| {
+        let left = deadline.saturating_duration_since(Instant::now());
+        format!(
+            "waiting for agents: {n} of {want} attached, up to {} s more",
+            left.as_secs_f64().ceil() as u64
+        )
+    };
+    let report = |n: usize| {
+        have.store(n, Ordering::Relaxed);
+        progress(&line(n));
+    };
+    let wait = registry.wait_for(want, plan.agent_wait, report);
+    tokio::pin!(wait);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Bounded: `wait` ends by its timeout at the latest.
+    let waited = loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(RunError::Aborted),
+            r = &mut wait => break r,
+            _ = tick.tick() => progress(&line(have.load(Ordering::Relaxed))),
+        }
     };
     match waited {
         Ok(mut ids) => {

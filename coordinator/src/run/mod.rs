@@ -160,7 +160,7 @@ impl Finished {
         out.file("report.csv", crate::report::csv::render(&self.report))?;
         out.file(
             "report.html",
-            crate::report::html::render(&self.report, &self.merged().connect_latency),
+            crate::report::html::render(&self.report, &self.merged()),
         )?;
         let hlog = crate::report::hlog::render(
             &self.report.run_id,

@@ -25,6 +25,7 @@ use crate::threshold::{self, Threshold};
 pub mod csv;
 pub mod html;
 mod recommend;
+pub mod story;
 
 use self::recommend::recommend;
 
@@ -341,6 +342,7 @@ impl SweepReport {
             );
         }
         self.threshold_lines(&mut s);
+        let _ = writeln!(s, "\n{}", crate::report::wrap(&story::verdict(self), 100));
         s
     }
 }
