@@ -32,8 +32,8 @@ pub trait Source: Send + Sync + 'static {
     fn set_paused(&self, paused: bool) -> Result<TargetStats, Error>;
     /// Start a new measurement (counter baseline, queue max, accepted count).
     fn reset_counters(&self) -> Result<TargetStats, Error>;
-    /// A snapshot without the timeline.
-    fn stats(&self) -> Result<TargetStats, Error>;
+    /// A snapshot, with the bounded timeline when asked.
+    fn stats(&self, with_timeline: bool) -> Result<TargetStats, Error>;
     /// Live queue samples.
     fn watch_queue(&self) -> tokio::sync::broadcast::Receiver<pb::QueueSample>;
 }
@@ -48,8 +48,11 @@ impl Source for TargetHandle {
     fn reset_counters(&self) -> Result<TargetStats, Error> {
         TargetHandle::reset_counters(self)
     }
-    fn stats(&self) -> Result<TargetStats, Error> {
-        TargetHandle::stats(self)
+    fn stats(&self, with_timeline: bool) -> Result<TargetStats, Error> {
+        self.snapshot(with_timeline).map_err(|source| Error::Io {
+            op: "reading kernel counters",
+            source,
+        })
     }
     fn watch_queue(&self) -> tokio::sync::broadcast::Receiver<pb::QueueSample> {
         TargetHandle::watch_queue(self)
@@ -264,8 +267,8 @@ impl<S: Source> pb::target_control_server::TargetControl for Control<S> {
         reply(self.handle.reset_counters())
     }
 
-    async fn stats(&self, _: Request<pb::StatsRequest>) -> Reply {
-        reply(self.handle.stats())
+    async fn stats(&self, req: Request<pb::StatsRequest>) -> Reply {
+        reply(self.handle.stats(req.into_inner().with_timeline))
     }
 
     type WatchQueueStream = Pin<Box<dyn Stream<Item = Result<pb::QueueSample, Status>> + Send>>;

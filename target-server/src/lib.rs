@@ -39,7 +39,7 @@ use std::time::Duration;
 use stampede_proto::netstat::{Counters, Netstat};
 use stampede_proto::output::write_json_atomic;
 use stampede_proto::pb;
-use stampede_proto::target::{CounterDeltas, TargetStats};
+use stampede_proto::target::{CounterDeltas, TargetKind, TargetStats};
 use stampede_proto::timeline::Timeline;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -407,6 +407,9 @@ impl TargetHandle {
             samples: s.samples.load(Ordering::Relaxed),
             timeline: with_timeline
                 .then(|| s.timeline.lock().expect("timeline lock poisoned").clone()),
+            kind: Some(TargetKind::Target),
+            accept_policy: Some(s.policy.borrow().policy.report()),
+            server_pid: None,
         })
     }
 

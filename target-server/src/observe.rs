@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use stampede_proto::netstat::{Counters, Netstat};
 use stampede_proto::output::write_json_atomic;
 use stampede_proto::pb;
-use stampede_proto::target::{CounterDeltas, TargetStats};
+use stampede_proto::target::{CounterDeltas, TargetKind, TargetStats};
 use stampede_proto::timeline::Timeline;
 use tokio::sync::broadcast;
 use tokio::time::MissedTickBehavior;
@@ -171,12 +171,14 @@ impl Source for ObserveHandle {
         Ok(st.stats.clone())
     }
 
-    fn stats(&self) -> Result<TargetStats, Error> {
+    fn stats(&self, with_timeline: bool) -> Result<TargetStats, Error> {
         // The queue as of now, not as of the last tick.
         let mut st = self.lock();
         st.sample()?;
         st.refresh_counters()?;
-        Ok(st.stats.clone())
+        let mut stats = st.stats.clone();
+        stats.timeline = with_timeline.then(|| st.timeline.clone());
+        Ok(stats)
     }
 
     fn watch_queue(&self) -> broadcast::Receiver<pb::QueueSample> {
@@ -238,6 +240,9 @@ impl Observe {
                 elapsed_us: 0,
                 samples: 0,
                 timeline: None,
+                kind: Some(TargetKind::Observe),
+                accept_policy: None,
+                server_pid: None,
             },
             timeline: Timeline::new(config.timeline_bucket_us(), TIMELINE_CAPACITY),
         };
