@@ -25,8 +25,9 @@ use crate::{Change, Error, TargetHandle};
 
 /// What the control service drives: a listener's stats, counters and queue samples, and (for
 /// the target's own listener) its backlog and accept policy.
-pub trait Source: Send + Sync + 'static {
-    /// Re-listen and/or change the accept policy or action.
+pub trait Source: Clone + Send + Sync + 'static {
+    /// Re-listen (or restart a supervised server) and/or change the accept policy or
+    /// action. May block for a while (a restart): the service calls it off the runtime.
     fn configure(&self, change: Change) -> Result<TargetStats, Error>;
     /// Stop or restart accepting.
     fn set_paused(&self, paused: bool) -> Result<TargetStats, Error>;
@@ -185,7 +186,7 @@ impl From<Error> for Status {
         match e {
             Error::Config(e) => Status::invalid_argument(e.to_string()),
             Error::Token(_) | Error::Tls(_) => Status::internal(e.to_string()),
-            Error::Bind { .. } | Error::Io { .. } | Error::Unsupported(_) => {
+            Error::Bind { .. } | Error::Io { .. } | Error::Unsupported(_) | Error::Server(_) => {
                 Status::failed_precondition(e.to_string())
             }
         }
@@ -252,7 +253,12 @@ fn reply(r: Result<TargetStats, Error>) -> Reply {
 impl<S: Source> pb::target_control_server::TargetControl for Control<S> {
     async fn configure(&self, req: Request<pb::ConfigureRequest>) -> Reply {
         let change = Change::try_from(req.into_inner()).map_err(Error::from)?;
-        reply(self.handle.configure(change))
+        let handle = self.handle.clone();
+        // A supervised server's restart blocks (stop, start, wait for its listener).
+        let done = tokio::task::spawn_blocking(move || handle.configure(change))
+            .await
+            .map_err(|e| Status::internal(format!("configure failed: {e}")))?;
+        reply(done)
     }
 
     async fn pause(&self, _: Request<pb::PauseRequest>) -> Reply {

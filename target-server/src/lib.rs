@@ -25,6 +25,7 @@ pub mod control;
 pub mod diag;
 pub mod listener;
 pub mod observe;
+pub mod supervise;
 
 mod accept;
 mod action;
@@ -75,6 +76,10 @@ pub enum Error {
     /// listener: its backlog and accepting belong to that process).
     #[error("{0}")]
     Unsupported(String),
+    /// The supervised server failed: it died, or never listened in time (the message has
+    /// its exit status and last stderr lines).
+    #[error("{0}")]
+    Server(String),
     /// Any other system call failed; the message says which operation.
     #[error("{op}: {source}")]
     Io {

@@ -201,10 +201,6 @@ impl Observe {
     pub fn bind(config: &ObserveConfig) -> Result<Observe, Error> {
         config.validate()?;
         let mut diag = Diag::open().map_err(Error::io("opening sock_diag netlink"))?;
-        let mut netstat = Netstat::open().map_err(Error::io("opening /proc/net/netstat"))?;
-        let baseline = netstat
-            .read()
-            .map_err(Error::io("reading kernel counters"))?;
         let listeners = diag.listeners().map_err(Error::io("dumping listeners"))?;
         if !listeners.iter().any(|l| config.matches(l)) {
             return Err(Error::Io {
@@ -218,6 +214,18 @@ impl Observe {
                 ),
             });
         }
+        Observe::open(config)
+    }
+
+    /// As [`bind`](Observe::bind), without requiring the listener to be there now (a
+    /// supervised server's listener comes and goes with each restart).
+    pub(crate) fn open(config: &ObserveConfig) -> Result<Observe, Error> {
+        config.validate()?;
+        let diag = Diag::open().map_err(Error::io("opening sock_diag netlink"))?;
+        let mut netstat = Netstat::open().map_err(Error::io("opening /proc/net/netstat"))?;
+        let baseline = netstat
+            .read()
+            .map_err(Error::io("reading kernel counters"))?;
         let somaxconn = stampede_proto::sysctl::read_u64(stampede_proto::sysctl::SOMAXCONN)
             .map_err(Error::io("reading somaxconn"))? as u32;
         let control = config.control.map(control::bind).transpose()?;
@@ -283,6 +291,18 @@ impl Observe {
         shutdown: CancellationToken,
         status: &mut (dyn FnMut(&TargetStats) + Send),
     ) -> Result<TargetStats, Error> {
+        let source = self.handle.clone();
+        self.run_with(source, shutdown, status).await
+    }
+
+    /// As [`run`](Observe::run), with the control service serving `source` (a supervisor's
+    /// handle over this watch) instead of the watch itself.
+    pub(crate) async fn run_with<S: Source + Clone>(
+        self,
+        source: S,
+        shutdown: CancellationToken,
+        status: &mut (dyn FnMut(&TargetStats) + Send),
+    ) -> Result<TargetStats, Error> {
         let Observe {
             handle,
             control,
@@ -291,7 +311,7 @@ impl Observe {
         let config = handle.lock().config.clone();
         let stop = shutdown.child_token();
         let control_task = control
-            .map(|l| control::spawn(l, handle.clone(), control_auth, stop.clone()))
+            .map(|l| control::spawn(l, source, control_auth, stop.clone()))
             .transpose()?;
         let result = watch(&handle, &config, &stop, status).await;
         stop.cancel();

@@ -186,7 +186,7 @@ pub struct SweepSettings {
         default_value = "100ms"
     )]
     pub p99_max: Dur,
-    /// ...and, when the first byte is measured (the target greets or --probe), p99 accept
+    /// ...and, when the first byte is measured (the target greets or --probe-admission), p99 accept
     /// wait under this (above 0, at most 1h).
     #[arg(
         long,
