@@ -31,7 +31,11 @@ pub fn judge(report: &Report, bounds: Bounds) -> Result<(), String> {
         why.push("partial run".to_owned());
     }
     match &report.target {
-        None => why.push("target stats unknown".to_owned()),
+        // A supervised server that died mid-run says so here (its status, its last lines).
+        None => why.push(match &report.target_error {
+            Some(e) => format!("target stats unknown ({e})"),
+            None => "target stats unknown".to_owned(),
+        }),
         Some(t) if t.counters.listen_overflows > 0 => {
             why.push(format!("{} overflows", t.counters.listen_overflows));
         }

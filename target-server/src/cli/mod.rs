@@ -18,8 +18,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AcceptPolicy, Config, OnAccept};
 use crate::control::ControlAuth;
 use crate::observe::{Observe, ObserveConfig};
-use crate::supervise::{SomaxconnMode, SuperviseConfig, Template};
 use crate::{Error, Target};
+
+mod supervise;
+
+pub use self::supervise::SuperviseArgs;
 
 /// The listener under test: a tunable listen() backlog and accept throttling, watching its
 /// own accept queue and the kernel's listener counters.
@@ -47,83 +50,6 @@ pub enum Command {
     /// Run a real server (nginx, ...) as a child and restart it at each backlog a sweep asks
     /// for: `{backlog}` in its arguments and templates becomes the backlog.
     Supervise(SuperviseArgs),
-}
-
-/// The flags of `stampede-target supervise`, then `-- COMMAND ARGS...`.
-#[derive(Debug, Args)]
-pub struct SuperviseArgs {
-    /// The port the server listens on.
-    #[arg(long)]
-    pub port: u16,
-    /// Only its listener on this address (default: any address on the port).
-    #[arg(long)]
-    pub addr: Option<IpAddr>,
-    /// Serve stampede.v1.TargetControl here: Configure(backlog) restarts the server with it
-    /// (off loopback only with --token-file).
-    #[arg(long, value_name = "ADDR")]
-    pub control: Option<SocketAddr>,
-    /// A file rendered before each start: every {backlog} in SRC replaced, written to DST
-    /// (repeatable).
-    #[arg(long = "template", value_name = "SRC:DST")]
-    pub templates: Vec<Template>,
-    /// When a backlog is above net.core.somaxconn: raise it (root; the old value is put back
-    /// on exit) or keep it (the kernel caps the backlog; the stats show the cap).
-    #[arg(long, value_enum, default_value = "raise")]
-    pub somaxconn: SomaxconnMode,
-    /// Signal that stops the server gracefully (sent to its process group), then SIGKILL
-    /// after --stop-timeout.
-    #[arg(long, default_value = "TERM", value_parser = crate::supervise::parse_signal, value_name = "SIG")]
-    pub stop_signal: i32,
-    /// How long a graceful stop may take.
-    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DUR")]
-    pub stop_timeout: Duration,
-    /// How long the server may take to listen on --port with the backlog after a start.
-    #[arg(long, value_parser = parse_duration, default_value = "10s", value_name = "DUR")]
-    pub listen_timeout: Duration,
-    /// The backlog of the first start (a sweep sets its own at each step).
-    #[arg(
-        long,
-        default_value_t = 511,
-        allow_negative_numbers = true,
-        value_name = "N"
-    )]
-    pub backlog: i32,
-    /// Time between two looks at the queue.
-    #[arg(long, value_parser = parse_duration, default_value = "1ms", value_name = "DUR")]
-    pub interval: Duration,
-    /// Stop after this long (default: until SIGINT or SIGTERM).
-    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
-    pub duration: Option<Duration>,
-    /// Write the stats JSON here at exit.
-    #[arg(long, value_name = "FILE")]
-    pub stats_json: Option<PathBuf>,
-    /// Who may use --control, and over what.
-    #[command(flatten)]
-    pub auth: AuthArgs,
-    /// The server's command and arguments, after `--`.
-    #[arg(last = true, value_name = "COMMAND")]
-    pub command: Vec<String>,
-}
-
-impl From<SuperviseArgs> for SuperviseConfig {
-    /// The flags as settings, not yet validated ([`crate::supervise::run`] does that).
-    fn from(a: SuperviseArgs) -> SuperviseConfig {
-        SuperviseConfig {
-            port: a.port,
-            addr: a.addr,
-            control: a.control,
-            templates: a.templates,
-            somaxconn: a.somaxconn,
-            stop_signal: a.stop_signal,
-            stop_timeout: a.stop_timeout,
-            listen_timeout: a.listen_timeout,
-            backlog: a.backlog,
-            interval: a.interval,
-            duration: a.duration,
-            stats_json: a.stats_json,
-            command: a.command,
-        }
-    }
 }
 
 /// The flags of the target's own listener (the default command).
@@ -244,7 +170,7 @@ pub struct AuthArgs {
 
 impl AuthArgs {
     /// Reads the files, then refuses a control address off loopback without a token.
-    fn load(&self, control: Option<SocketAddr>) -> Result<ControlAuth, Error> {
+    pub(crate) fn load(&self, control: Option<SocketAddr>) -> Result<ControlAuth, Error> {
         let tls = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
         let auth = ControlAuth::from_files(self.token_file.as_deref(), tls)?;
         auth.check_addr(control)?;
@@ -299,7 +225,7 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<TargetStat
         }
         Some(Command::Supervise(args)) => {
             let auth = args.auth.load(args.control)?;
-            supervise(args.into(), auth, shutdown).await
+            supervise::run(args.into(), auth, shutdown).await
         }
         None => {
             let auth = cli.serve.auth.load(cli.serve.control)?;
@@ -371,28 +297,8 @@ async fn observe(
     stats
 }
 
-/// Starts and watches a real server until done.
-async fn supervise(
-    config: SuperviseConfig,
-    auth: ControlAuth,
-    shutdown: CancellationToken,
-) -> Result<TargetStats, Error> {
-    tracing::info!(control_auth = describe(&auth), "supervise");
-    let live = std::io::stderr().is_terminal();
-    let stats = crate::supervise::run(config, auth, shutdown, &mut |s: &TargetStats| {
-        if live {
-            eprint!("\r{}\x1b[K", s.summary());
-        }
-    })
-    .await;
-    if live {
-        eprintln!();
-    }
-    stats
-}
-
 /// How control is protected, for the one log line (never the token itself).
-fn describe(auth: &ControlAuth) -> &'static str {
+pub(crate) fn describe(auth: &ControlAuth) -> &'static str {
     match (&auth.token, &auth.tls) {
         (Some(_), Some(_)) => "token+tls",
         (Some(_), None) => "token",
@@ -438,35 +344,5 @@ mod tests {
         assert_eq!(config.port, 9000);
         assert_eq!(config.interval, Duration::from_millis(5));
         assert!(Cli::try_parse_from(["stampede-target", "observe", "--backlog", "3"]).is_err());
-    }
-
-    #[test]
-    fn supervise_takes_the_command_after_the_dashes() {
-        let cli = Cli::try_parse_from([
-            "stampede-target",
-            "supervise",
-            "--port",
-            "8080",
-            "--template",
-            "a.tpl:a.conf",
-            "--somaxconn",
-            "keep",
-            "--stop-signal",
-            "QUIT",
-            "--",
-            "nginx",
-            "-g",
-            "daemon off;",
-        ])
-        .unwrap();
-        let Some(Command::Supervise(args)) = cli.command else {
-            panic!("expected supervise: {cli:?}");
-        };
-        let c = SuperviseConfig::from(args);
-        assert_eq!(c.command, ["nginx", "-g", "daemon off;"]);
-        assert_eq!(c.templates[0].dst, PathBuf::from("a.conf"));
-        assert_eq!(c.somaxconn, SomaxconnMode::Keep);
-        assert_eq!(c.stop_signal, libc::SIGQUIT);
-        assert_eq!(c.backlog, 511);
     }
 }
