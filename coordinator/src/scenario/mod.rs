@@ -186,8 +186,8 @@ pub struct SweepSettings {
         default_value = "100ms"
     )]
     pub p99_max: Dur,
-    /// ...and, when the first byte is measured (the target greets or --probe-admission), p99 accept
-    /// wait under this (above 0, at most 1h).
+    /// ...and, when the first byte is measured (--expect-greeting: the server speaks first),
+    /// p99 accept wait under this (above 0, at most 1h).
     #[arg(
         long,
         env = "STAMPEDE_ACCEPT_WAIT_MAX",

@@ -4,8 +4,9 @@
 //!
 //! Clean means: the run is whole (no agent lost, the target's stats read), no ListenOverflows,
 //! every attempt established at k=0 (no SYN retransmitted, nothing left pending or refused),
-//! connect p99 under `--p99-max`, and, when the first byte was measured (the target greets or
-//! the client probes: the accept wait), its p99 under `--accept-wait-max`. A queue that held
+//! connect p99 under `--p99-max`, and, when the first byte was measured (`--expect-greeting`:
+//! the server speaks first, so the wait for it is the accept wait), its p99 under
+//! `--accept-wait-max`. A queue that held
 //! every connection for seconds is not clean: the user waited.
 
 use std::time::Duration;
