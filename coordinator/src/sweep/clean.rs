@@ -74,9 +74,17 @@ pub fn judge(report: &Report, bounds: Bounds) -> Result<(), String> {
     }
 }
 
+/// The index of the median of a step's runs (`--repeat`), ordered by [`badness`]; for an
+/// even count the worse of the two middle ones. `runs` is not empty.
+pub(super) fn median(runs: &[Report], bounds: Bounds) -> usize {
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by_key(|&i| badness(&runs[i], bounds));
+    order[runs.len() / 2]
+}
+
 /// How bad a run was, for picking the median of a step's runs: whether it was clean, then
 /// overflows, attempts not established at once, connect p99, accept wait p99.
-pub(super) fn badness(report: &Report, bounds: Bounds) -> (bool, u64, u64, u64, u64) {
+fn badness(report: &Report, bounds: Bounds) -> (bool, u64, u64, u64, u64) {
     let o = &report.outcomes;
     (
         judge(report, bounds).is_err(),
@@ -129,6 +137,26 @@ mod tests {
             }),
             ..Report::default()
         }
+    }
+
+    /// The median run by badness: unclean runs rank after clean ones, then by overflows and
+    /// latency; an even count takes the worse middle one.
+    #[test]
+    fn the_median_run_is_picked_by_badness() {
+        let runs = [
+            report(9, 91, 1_000_000, None),
+            report(0, 100, 3_000, None),
+            report(0, 100, 1_000, None),
+        ];
+        assert_eq!(median(&runs, bounds()), 1);
+        let four = [
+            report(0, 100, 1_000, None),
+            report(2, 98, 900, None),
+            report(0, 100, 5_000, None),
+            report(0, 100, 2_000, None),
+        ];
+        assert_eq!(median(&four, bounds()), 2, "the worse of 2 ms and 5 ms");
+        assert_eq!(median(&runs[..1], bounds()), 0);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the accept policy it had before the sweep (with the step's rate, if one is swept), the run
 //! resets its counters and measures, then the accept queue is drained and the policy put
 //! back exactly. With `--repeat N` a step is N such runs and its figures are the median
-//! run's ([`clean::badness`] orders them).
+//! run's ([`clean::median`]).
 //!
 //! A real server (`stampede-target supervise`) has no accept policy to set: its backlog is set
 //! by restarting it (which also empties its queue), and draining waits for it to accept.
@@ -166,10 +166,7 @@ impl<'a> Stepper<'a> {
             .filter(|r| clean::judge(r, bounds).is_ok())
             .count() as u32;
         let run_ids = runs.iter().map(|r| r.run_id.clone()).collect();
-        // The median run by badness (the worse of the two middle ones for an even count).
-        let mut order: Vec<usize> = (0..runs.len()).collect();
-        order.sort_by_key(|&i| clean::badness(&runs[i], bounds));
-        let median = order[runs.len() / 2];
+        let median = clean::median(&runs, bounds);
         let report = runs.swap_remove(median);
         let mut step = step_of(self.plan, backlog, rate, phase, &report, bounds);
         step.runs = ran;

@@ -100,7 +100,13 @@ pub(super) async fn run(
     auth: ControlAuth,
     shutdown: CancellationToken,
 ) -> Result<TargetStats, Error> {
-    tracing::info!(control_auth = describe(&auth), "supervise");
+    // Bad input is one line: checked before anything is logged.
+    config.validate()?;
+    tracing::info!(
+        control_auth = describe(&auth),
+        command = ?config.command,
+        "supervise: starting the server"
+    );
     let live = std::io::stderr().is_terminal();
     let stats = crate::supervise::run(config, auth, shutdown, &mut |s: &TargetStats| {
         if live {

@@ -76,9 +76,12 @@ pub struct SuperviseConfig {
 }
 
 impl SuperviseConfig {
-    /// Checks the values and that the command exists (templates are read at start).
+    /// Checks the values, that the command exists and that every template can be read.
     pub fn validate(&self) -> Result<(), ConfigError> {
         check_backlog(self.backlog)?;
+        for t in &self.templates {
+            t.read()?;
+        }
         if self.port == 0 {
             return Err(ConfigError::new(
                 "port",

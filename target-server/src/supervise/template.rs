@@ -43,16 +43,22 @@ impl Template {
     /// Reads the template (bounded); warns when it has no `{backlog}`, since then every
     /// backlog gets the same file.
     pub(crate) fn load(&self) -> Result<String, ConfigError> {
-        let file = stampede_proto::input::read_bounded(&self.src, MAX_TEMPLATE_BYTES)
-            .map_err(|e| ConfigError::new("template", self.src.display(), e))?;
-        let text = String::from_utf8(file.bytes)
-            .map_err(|_| ConfigError::new("template", self.src.display(), "not UTF-8 text"))?;
+        let text = self.read()?;
         if !text.contains(PLACEHOLDER) {
             tracing::warn!(
                 template = %self.src.display(),
                 "the template has no {PLACEHOLDER}: every backlog gets the same file"
             );
         }
+        Ok(text)
+    }
+
+    /// Reads the template (bounded), UTF-8 text or an error naming it.
+    pub(crate) fn read(&self) -> Result<String, ConfigError> {
+        let file = stampede_proto::input::read_bounded(&self.src, MAX_TEMPLATE_BYTES)
+            .map_err(|e| ConfigError::new("template", self.src.display(), e))?;
+        let text = String::from_utf8(file.bytes)
+            .map_err(|_| ConfigError::new("template", self.src.display(), "not UTF-8 text"))?;
         Ok(text)
     }
 
