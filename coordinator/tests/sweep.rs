@@ -216,3 +216,46 @@ fn refine_bisects_to_the_smallest_clean_backlog_and_confirm_reruns_it() {
         },
     );
 }
+
+/// A sweep against `stampede-target observe` is refused before any step: observe cannot set
+/// another process's backlog, and the error says what to run instead.
+#[test]
+fn a_sweep_against_observe_is_refused_up_front() {
+    in_own_netns("a_sweep_against_observe_is_refused_up_front", async {
+        let s = system(AcceptPolicy::default()).await;
+        // Someone else's listener, watched by observe with a control port.
+        let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = other.local_addr().unwrap().port();
+        let observe =
+            stampede_target::observe::Observe::bind(&stampede_target::observe::ObserveConfig {
+                port,
+                addr: None,
+                interval: Duration::from_millis(5),
+                duration: None,
+                stats_json: None,
+                control: Some("127.0.0.1:0".parse().unwrap()),
+            })
+            .unwrap();
+        let control = observe.control_addr().unwrap();
+        let stop = s.stop.child_token();
+        tokio::spawn(async move { observe.run(stop, &mut |_| {}).await });
+        let mut run = run_plan(&s);
+        run.target_control = Some(format!("http://{control}"));
+        let plan = SweepPlan::new(run, vec![8, 64]);
+        let e = stampede::sweep::execute(
+            &s.coordinator.registry,
+            &plan,
+            &CancellationToken::new(),
+            &|_| {},
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("this is stampede-target observe")
+                && e.contains("run the server under stampede-target supervise"),
+            "{e}"
+        );
+        s.stop.cancel();
+    });
+}
