@@ -1,11 +1,13 @@
 //! The coordinator's side of `stampede.v1.TargetControl`: set the target's backlog and accept
-//! rate before a run, reset its counters, read its stats after, and drain its accept queue
-//! between the steps of a sweep. Every call carries the run's bearer token ([`TargetAuth`]),
+//! rate before a run, reset its counters, read its stats after (with the accept-queue
+//! timeline, for report.json's `target.timeline`), and drain its accept queue between the
+//! steps of a sweep, putting its accept policy back as it was. Every call carries the run's bearer token ([`TargetAuth`]),
 //! since a protected target refuses calls without it; `https://` URLs use TLS.
 
 use std::time::Duration;
 
 use stampede_proto::pb::{self, target_control_client::TargetControlClient};
+use stampede_proto::target::AcceptPolicy;
 use stampede_proto::token::Token;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -146,6 +148,24 @@ impl TargetControl {
         }
     }
 
+    /// Sets the backlog (re-listen, or a supervised server's restart) and/or the whole accept
+    /// policy (its delay counting from now); `None` leaves a setting as it is.
+    pub async fn configure_policy(
+        &mut self,
+        backlog: Option<i32>,
+        policy: Option<&AcceptPolicy>,
+    ) -> Result<pb::TargetStats, TargetError> {
+        let req = pb::ConfigureRequest {
+            backlog,
+            accept_policy: policy.map(Into::into),
+            on_accept: None,
+        };
+        match self.client.configure(req).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) => Err(self.err(s)),
+        }
+    }
+
     /// Starts a new measurement on the target.
     pub async fn reset(&mut self) -> Result<pb::TargetStats, TargetError> {
         match self
@@ -158,26 +178,48 @@ impl TargetControl {
         }
     }
 
-    /// A snapshot.
+    /// A snapshot, without the timeline.
     pub async fn stats(&mut self) -> Result<pb::TargetStats, TargetError> {
-        match self.client.stats(pb::StatsRequest {}).await {
+        self.stats_request(false).await
+    }
+
+    /// A snapshot with the accept-queue timeline since the last reset: a run's final stats.
+    pub async fn final_stats(&mut self) -> Result<pb::TargetStats, TargetError> {
+        self.stats_request(true).await
+    }
+
+    async fn stats_request(&mut self, with_timeline: bool) -> Result<pb::TargetStats, TargetError> {
+        match self.client.stats(pb::StatsRequest { with_timeline }).await {
             Ok(r) => Ok(r.into_inner()),
             Err(s) => Err(self.err(s)),
         }
     }
 
-    /// Accepts as fast as possible until the accept queue is empty (or `within` passes),
-    /// so the next step starts from an empty queue. Returns the queue length left.
-    pub async fn drain(&mut self, within: Duration) -> Result<u32, TargetError> {
-        self.configure(None, Some(f64::INFINITY)).await?;
+    /// Empties the accept queue so the next step starts from an empty queue, and leaves the
+    /// accept policy exactly as `restore` has it. stampede-target's own listener (`restore`
+    /// given) accepts as fast as possible until the queue is empty, then gets `restore` back;
+    /// a real server (`None`: its policy is its own) is waited for. Gives up after `within`
+    /// and returns the queue length left.
+    pub async fn drain(
+        &mut self,
+        within: Duration,
+        restore: Option<&AcceptPolicy>,
+    ) -> Result<u32, TargetError> {
+        if restore.is_some() {
+            self.configure(None, Some(f64::INFINITY)).await?;
+        }
         let deadline = tokio::time::Instant::now() + within;
-        loop {
+        let left = loop {
             let left = self.stats().await?.accept_queue_len;
             if left == 0 || tokio::time::Instant::now() >= deadline {
-                return Ok(left);
+                break left;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        if restore.is_some() {
+            self.configure_policy(None, restore).await?;
         }
+        Ok(left)
     }
 }
 

@@ -345,10 +345,8 @@ fn sweep_plan(s: &System, backlogs: Vec<i32>) -> stampede::sweep::SweepPlan {
     run.load.expect_greeting = false;
     run.load.timeout = Duration::from_millis(1500);
     stampede::sweep::SweepPlan {
-        run,
-        backlogs,
         accept_rates: vec![0.0],
-        p99_max: Duration::from_millis(100),
+        ..stampede::sweep::SweepPlan::new(run, backlogs)
     }
 }
 

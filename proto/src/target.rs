@@ -8,7 +8,126 @@ use serde::{Deserialize, Serialize};
 
 use crate::netstat::{self, Counters};
 use crate::pb;
-use crate::timeline::Timeline;
+use crate::timeline::{Point, Timeline};
+
+/// Most timeline points taken from the wire (the target keeps 4096; twice that leaves room).
+pub const WIRE_TIMELINE_POINTS: usize = 8192;
+
+/// What serves a listener, so a coordinator knows what it may ask of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    /// stampede-target's own listener: backlog and accept policy can be set.
+    Target,
+    /// Another process's listener, watched only (`stampede-target observe`).
+    Observe,
+    /// A real server run as stampede-target's child (`stampede-target supervise`): the backlog
+    /// is set by restarting it, its accept policy is its own.
+    Supervise,
+}
+
+impl TargetKind {
+    /// The name on the wire and in report.json.
+    pub fn name(self) -> &'static str {
+        match self {
+            TargetKind::Target => "target",
+            TargetKind::Observe => "observe",
+            TargetKind::Supervise => "supervise",
+        }
+    }
+
+    /// The kind a wire name stands for (`None`: empty, from an older target, or unknown).
+    pub fn from_name(name: &str) -> Option<TargetKind> {
+        [
+            TargetKind::Target,
+            TargetKind::Observe,
+            TargetKind::Supervise,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
+    }
+
+    /// Whether a Configure may carry an accept policy: only stampede-target's own accept loop
+    /// has one to set.
+    pub fn accept_policy_settable(self) -> bool {
+        self == TargetKind::Target
+    }
+
+    /// Whether a Configure may carry a backlog.
+    pub fn backlog_settable(self) -> bool {
+        self != TargetKind::Observe
+    }
+}
+
+/// When and how fast stampede-target accepts, as reported (`accept_policy` in `target{}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct AcceptPolicy {
+    /// Nothing is accepted until this long after the policy took effect.
+    pub delay_ms: u64,
+    /// Accepts per second; `None`: as fast as possible.
+    pub rate_per_sec: Option<f64>,
+    /// Token bucket size (0 is taken as 1).
+    pub batch: u32,
+    /// Accepting is paused.
+    pub paused: bool,
+}
+
+impl From<&pb::AcceptPolicy> for AcceptPolicy {
+    fn from(p: &pb::AcceptPolicy) -> Self {
+        AcceptPolicy {
+            delay_ms: p.delay_ms,
+            rate_per_sec: p.rate_per_sec,
+            batch: p.batch,
+            paused: p.paused,
+        }
+    }
+}
+
+impl From<&AcceptPolicy> for pb::AcceptPolicy {
+    fn from(p: &AcceptPolicy) -> Self {
+        pb::AcceptPolicy {
+            delay_ms: p.delay_ms,
+            rate_per_sec: p.rate_per_sec,
+            batch: p.batch,
+            paused: p.paused,
+        }
+    }
+}
+
+impl From<&Timeline> for pb::Timeline {
+    fn from(t: &Timeline) -> Self {
+        pb::Timeline {
+            bucket_us: t.bucket_us,
+            points: t
+                .points
+                .iter()
+                .map(|p| pb::TimelinePoint {
+                    t_us: p.t_us,
+                    queue_max: p.queue_max,
+                    queue_last: p.queue_last,
+                    accepted: p.accepted,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<&pb::Timeline> for Timeline {
+    /// Bounded to [`WIRE_TIMELINE_POINTS`] whatever the peer sent.
+    fn from(t: &pb::Timeline) -> Self {
+        let points: Vec<Point> = t
+            .points
+            .iter()
+            .map(|p| Point {
+                t_us: p.t_us,
+                queue_max: p.queue_max,
+                queue_last: p.queue_last,
+                accepted: p.accepted,
+            })
+            .collect();
+        Timeline::from_points(t.bucket_us, &points, WIRE_TIMELINE_POINTS)
+    }
+}
 
 /// Listener-related kernel counters over an interval (namespace-wide: every listener in
 /// the namespace adds to them; docs/kernel.md §4 says what each means).
@@ -82,9 +201,19 @@ pub struct TargetStats {
     pub elapsed_us: u64,
     /// Queue samples taken.
     pub samples: u64,
-    /// The bounded queue/accept timeline; left out of gRPC snapshots.
+    /// The bounded queue/accept timeline (over gRPC only when a Stats request asks for it;
+    /// `stampede run` and `sweep` ask at the end of each run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Timeline>,
+    /// What serves the listener; `None` from a target older than this field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<TargetKind>,
+    /// The accept policy in force (stampede-target's own listener only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_policy: Option<AcceptPolicy>,
+    /// The supervised server's process id (`stampede-target supervise` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_pid: Option<u32>,
 }
 
 impl From<&TargetStats> for pb::TargetStats {
@@ -106,12 +235,16 @@ impl From<&TargetStats> for pb::TargetStats {
             paused: s.paused,
             elapsed_us: s.elapsed_us,
             samples: s.samples,
+            kind: s.kind.map(|k| k.name().to_owned()).unwrap_or_default(),
+            accept_policy: s.accept_policy.as_ref().map(Into::into),
+            server_pid: s.server_pid,
+            timeline: s.timeline.as_ref().map(Into::into),
         }
     }
 }
 
 impl From<&pb::TargetStats> for TargetStats {
-    /// A snapshot as received over `TargetControl` (no timeline travels there).
+    /// A snapshot as received over `TargetControl` (the timeline bounded on the way in).
     fn from(s: &pb::TargetStats) -> Self {
         TargetStats {
             listen_addr: s.listen_addr.clone(),
@@ -132,7 +265,10 @@ impl From<&pb::TargetStats> for TargetStats {
             paused: s.paused,
             elapsed_us: s.elapsed_us,
             samples: s.samples,
-            timeline: None,
+            timeline: s.timeline.as_ref().map(Into::into),
+            kind: TargetKind::from_name(&s.kind),
+            accept_policy: s.accept_policy.as_ref().map(Into::into),
+            server_pid: s.server_pid,
         }
     }
 }
@@ -208,7 +344,7 @@ mod tests {
             paused: false,
             elapsed_us: 1,
             samples: 1,
-            timeline: None,
+            ..Default::default()
         };
         let v = serde_json::to_value(&s).unwrap();
         // Spelled out, not CONTRACT_KEYS: the test is the contract's independent check.
@@ -232,5 +368,40 @@ mod tests {
             );
         }
         assert_eq!(v["listen_overflows"], 91);
+    }
+
+    /// Kind, policy, pid and timeline survive the wire both ways.
+    #[test]
+    fn the_wire_form_round_trips() {
+        let mut timeline = Timeline::new(1_000, 16);
+        timeline.record(10, 3, 1);
+        timeline.record(2_500, 9, 4);
+        let s = TargetStats {
+            listen_addr: "127.0.0.1:1".into(),
+            kind: Some(TargetKind::Supervise),
+            accept_policy: Some(AcceptPolicy {
+                delay_ms: 3,
+                rate_per_sec: Some(5.0),
+                batch: 2,
+                paused: false,
+            }),
+            server_pid: Some(42),
+            timeline: Some(timeline),
+            ..Default::default()
+        };
+        let wire = pb::TargetStats::from(&s);
+        assert_eq!(wire.kind, "supervise");
+        let back = TargetStats::from(&wire);
+        assert_eq!(back.kind, s.kind);
+        assert_eq!(back.accept_policy, s.accept_policy);
+        assert_eq!(back.server_pid, Some(42));
+        assert_eq!(
+            back.timeline.as_ref().map(|t| &t.points),
+            s.timeline.as_ref().map(|t| &t.points)
+        );
+        let v = serde_json::to_value(&back).unwrap();
+        assert_eq!(v["kind"], "supervise");
+        assert_eq!(v["timeline"]["points"][1]["queue_max"], 9);
+        assert!(TargetKind::from_name("").is_none());
     }
 }

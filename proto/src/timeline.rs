@@ -86,6 +86,38 @@ impl Timeline {
         self.points = merged;
     }
 
+    /// A timeline received from elsewhere (the wire), held to at most `capacity` buckets:
+    /// points are merged as [`record`](Timeline::record) would (peaks kept) whatever the
+    /// sender sent, so a peer cannot make the receiver hold more than `capacity` points.
+    /// Points out of time order are dropped.
+    pub fn from_points(bucket_us: u64, points: &[Point], capacity: usize) -> Timeline {
+        let mut t = Timeline::new(bucket_us, capacity.max(2));
+        for p in points {
+            if t.points.last().is_some_and(|last| p.t_us < last.t_us) {
+                continue;
+            }
+            t.absorb(*p);
+        }
+        t
+    }
+
+    /// Adds one bucket's figures (at or after the last point), merging as needed.
+    fn absorb(&mut self, p: Point) {
+        let start = p.t_us - p.t_us % self.bucket_us;
+        if let Some(last) = self.points.last_mut()
+            && last.t_us == start
+        {
+            last.queue_max = last.queue_max.max(p.queue_max);
+            last.queue_last = p.queue_last;
+            last.accepted = p.accepted;
+        } else if self.points.len() == self.capacity {
+            self.halve();
+            self.absorb(p);
+        } else {
+            self.points.push(Point { t_us: start, ..p });
+        }
+    }
+
     /// Forgets every point (after a counter reset).
     pub fn clear(&mut self, bucket_us: u64) {
         self.points.clear();
@@ -119,6 +151,27 @@ mod tests {
         assert!(w.is_power_of_two() || (w / 1_000).is_power_of_two());
         assert!(t.points.windows(2).all(|p| p[1].t_us == p[0].t_us + w));
         assert!(t.points.last().unwrap().t_us + w >= (samples - 1) * 1_000);
+    }
+
+    /// However many points a peer sends, the receiver keeps at most its capacity, with the
+    /// peak and the last accepted count intact.
+    #[test]
+    fn a_received_timeline_is_bounded() {
+        let sent: Vec<Point> = (0..10_000u64)
+            .map(|i| Point {
+                t_us: i * 1_000,
+                queue_max: if i == 7_777 { 900 } else { 1 },
+                queue_last: 1,
+                accepted: i,
+            })
+            .collect();
+        let t = Timeline::from_points(1_000, &sent, 64);
+        assert!(t.points.len() <= 64, "{}", t.points.len());
+        assert_eq!(t.points.iter().map(|p| p.queue_max).max(), Some(900));
+        assert_eq!(t.points.last().unwrap().accepted, 9_999);
+        // Out of order points are dropped, not merged backwards.
+        let t = Timeline::from_points(1_000, &[sent[5], sent[2], sent[6]], 8);
+        assert_eq!(t.points.len(), 2);
     }
 
     #[test]

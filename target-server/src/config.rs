@@ -66,6 +66,16 @@ impl AcceptPolicy {
         self.batch.max(1)
     }
 
+    /// The policy as reports and the wire carry it.
+    pub fn report(&self) -> stampede_proto::target::AcceptPolicy {
+        stampede_proto::target::AcceptPolicy {
+            delay_ms: self.delay.as_millis() as u64,
+            rate_per_sec: self.rate_per_sec,
+            batch: self.batch,
+            paused: self.paused,
+        }
+    }
+
     /// True when this policy never accepts (paused, or rate 0).
     pub fn never_accepts(&self) -> bool {
         self.paused || self.rate_per_sec == Some(0.0)

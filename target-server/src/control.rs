@@ -25,15 +25,16 @@ use crate::{Change, Error, TargetHandle};
 
 /// What the control service drives: a listener's stats, counters and queue samples, and (for
 /// the target's own listener) its backlog and accept policy.
-pub trait Source: Send + Sync + 'static {
-    /// Re-listen and/or change the accept policy or action.
+pub trait Source: Clone + Send + Sync + 'static {
+    /// Re-listen (or restart a supervised server) and/or change the accept policy or
+    /// action. May block for a while (a restart): the service calls it off the runtime.
     fn configure(&self, change: Change) -> Result<TargetStats, Error>;
     /// Stop or restart accepting.
     fn set_paused(&self, paused: bool) -> Result<TargetStats, Error>;
     /// Start a new measurement (counter baseline, queue max, accepted count).
     fn reset_counters(&self) -> Result<TargetStats, Error>;
-    /// A snapshot without the timeline.
-    fn stats(&self) -> Result<TargetStats, Error>;
+    /// A snapshot, with the bounded timeline when asked.
+    fn stats(&self, with_timeline: bool) -> Result<TargetStats, Error>;
     /// Live queue samples.
     fn watch_queue(&self) -> tokio::sync::broadcast::Receiver<pb::QueueSample>;
 }
@@ -48,8 +49,11 @@ impl Source for TargetHandle {
     fn reset_counters(&self) -> Result<TargetStats, Error> {
         TargetHandle::reset_counters(self)
     }
-    fn stats(&self) -> Result<TargetStats, Error> {
-        TargetHandle::stats(self)
+    fn stats(&self, with_timeline: bool) -> Result<TargetStats, Error> {
+        self.snapshot(with_timeline).map_err(|source| Error::Io {
+            op: "reading kernel counters",
+            source,
+        })
     }
     fn watch_queue(&self) -> tokio::sync::broadcast::Receiver<pb::QueueSample> {
         TargetHandle::watch_queue(self)
@@ -193,7 +197,7 @@ impl From<Error> for Status {
         match e {
             Error::Config(e) => Status::invalid_argument(e.to_string()),
             Error::Token(_) | Error::Tls(_) => Status::internal(e.to_string()),
-            Error::Bind { .. } | Error::Io { .. } | Error::Unsupported(_) => {
+            Error::Bind { .. } | Error::Io { .. } | Error::Unsupported(_) | Error::Server(_) => {
                 Status::failed_precondition(e.to_string())
             }
         }
@@ -260,7 +264,12 @@ fn reply(r: Result<TargetStats, Error>) -> Reply {
 impl<S: Source> pb::target_control_server::TargetControl for Control<S> {
     async fn configure(&self, req: Request<pb::ConfigureRequest>) -> Reply {
         let change = Change::try_from(req.into_inner()).map_err(Error::from)?;
-        reply(self.handle.configure(change))
+        let handle = self.handle.clone();
+        // A supervised server's restart blocks (stop, start, wait for its listener).
+        let done = tokio::task::spawn_blocking(move || handle.configure(change))
+            .await
+            .map_err(|e| Status::internal(format!("configure failed: {e}")))?;
+        reply(done)
     }
 
     async fn pause(&self, _: Request<pb::PauseRequest>) -> Reply {
@@ -275,8 +284,8 @@ impl<S: Source> pb::target_control_server::TargetControl for Control<S> {
         reply(self.handle.reset_counters())
     }
 
-    async fn stats(&self, _: Request<pb::StatsRequest>) -> Reply {
-        reply(self.handle.stats())
+    async fn stats(&self, req: Request<pb::StatsRequest>) -> Reply {
+        reply(self.handle.stats(req.into_inner().with_timeline))
     }
 
     type WatchQueueStream = Pin<Box<dyn Stream<Item = Result<pb::QueueSample, Status>> + Send>>;

@@ -25,6 +25,7 @@ pub mod control;
 pub mod diag;
 pub mod listener;
 pub mod observe;
+pub mod supervise;
 
 mod accept;
 mod action;
@@ -39,7 +40,7 @@ use std::time::Duration;
 use stampede_proto::netstat::{Counters, Netstat};
 use stampede_proto::output::write_json_atomic;
 use stampede_proto::pb;
-use stampede_proto::target::{CounterDeltas, TargetStats};
+use stampede_proto::target::{CounterDeltas, TargetKind, TargetStats};
 use stampede_proto::timeline::Timeline;
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
@@ -75,6 +76,10 @@ pub enum Error {
     /// listener: its backlog and accepting belong to that process).
     #[error("{0}")]
     Unsupported(String),
+    /// The supervised server failed: it died, or never listened in time (the message has
+    /// its exit status and last stderr lines).
+    #[error("{0}")]
+    Server(String),
     /// Any other system call failed; the message says which operation.
     #[error("{op}: {source}")]
     Io {
@@ -407,6 +412,9 @@ impl TargetHandle {
             samples: s.samples.load(Ordering::Relaxed),
             timeline: with_timeline
                 .then(|| s.timeline.lock().expect("timeline lock poisoned").clone()),
+            kind: Some(TargetKind::Target),
+            accept_policy: Some(s.policy.borrow().policy.report()),
+            server_pid: None,
         })
     }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use stampede_proto::netstat::{Counters, Netstat};
 use stampede_proto::output::write_json_atomic;
 use stampede_proto::pb;
-use stampede_proto::target::{CounterDeltas, TargetStats};
+use stampede_proto::target::{CounterDeltas, TargetKind, TargetStats};
 use stampede_proto::timeline::Timeline;
 use tokio::sync::broadcast;
 use tokio::time::MissedTickBehavior;
@@ -171,12 +171,14 @@ impl Source for ObserveHandle {
         Ok(st.stats.clone())
     }
 
-    fn stats(&self) -> Result<TargetStats, Error> {
+    fn stats(&self, with_timeline: bool) -> Result<TargetStats, Error> {
         // The queue as of now, not as of the last tick.
         let mut st = self.lock();
         st.sample()?;
         st.refresh_counters()?;
-        Ok(st.stats.clone())
+        let mut stats = st.stats.clone();
+        stats.timeline = with_timeline.then(|| st.timeline.clone());
+        Ok(stats)
     }
 
     fn watch_queue(&self) -> broadcast::Receiver<pb::QueueSample> {
@@ -199,10 +201,6 @@ impl Observe {
     pub fn bind(config: &ObserveConfig) -> Result<Observe, Error> {
         config.validate()?;
         let mut diag = Diag::open().map_err(Error::io("opening sock_diag netlink"))?;
-        let mut netstat = Netstat::open().map_err(Error::io("opening /proc/net/netstat"))?;
-        let baseline = netstat
-            .read()
-            .map_err(Error::io("reading kernel counters"))?;
         let listeners = diag.listeners().map_err(Error::io("dumping listeners"))?;
         if !listeners.iter().any(|l| config.matches(l)) {
             return Err(Error::Io {
@@ -216,6 +214,18 @@ impl Observe {
                 ),
             });
         }
+        Observe::open(config)
+    }
+
+    /// As [`bind`](Observe::bind), without requiring the listener to be there now (a
+    /// supervised server's listener comes and goes with each restart).
+    pub(crate) fn open(config: &ObserveConfig) -> Result<Observe, Error> {
+        config.validate()?;
+        let diag = Diag::open().map_err(Error::io("opening sock_diag netlink"))?;
+        let mut netstat = Netstat::open().map_err(Error::io("opening /proc/net/netstat"))?;
+        let baseline = netstat
+            .read()
+            .map_err(Error::io("reading kernel counters"))?;
         let somaxconn = stampede_proto::sysctl::read_u64(stampede_proto::sysctl::SOMAXCONN)
             .map_err(Error::io("reading somaxconn"))? as u32;
         let control = config.control.map(control::bind).transpose()?;
@@ -238,6 +248,9 @@ impl Observe {
                 elapsed_us: 0,
                 samples: 0,
                 timeline: None,
+                kind: Some(TargetKind::Observe),
+                accept_policy: None,
+                server_pid: None,
             },
             timeline: Timeline::new(config.timeline_bucket_us(), TIMELINE_CAPACITY),
         };
@@ -278,6 +291,18 @@ impl Observe {
         shutdown: CancellationToken,
         status: &mut (dyn FnMut(&TargetStats) + Send),
     ) -> Result<TargetStats, Error> {
+        let source = self.handle.clone();
+        self.run_with(source, shutdown, status).await
+    }
+
+    /// As [`run`](Observe::run), with the control service serving `source` (a supervisor's
+    /// handle over this watch) instead of the watch itself.
+    pub(crate) async fn run_with<S: Source + Clone>(
+        self,
+        source: S,
+        shutdown: CancellationToken,
+        status: &mut (dyn FnMut(&TargetStats) + Send),
+    ) -> Result<TargetStats, Error> {
         let Observe {
             handle,
             control,
@@ -286,7 +311,7 @@ impl Observe {
         let config = handle.lock().config.clone();
         let stop = shutdown.child_token();
         let control_task = control
-            .map(|l| control::spawn(l, handle.clone(), control_auth, stop.clone()))
+            .map(|l| control::spawn(l, source, control_auth, stop.clone()))
             .transpose()?;
         let result = watch(&handle, &config, &stop, status).await;
         stop.cancel();

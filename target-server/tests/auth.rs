@@ -111,7 +111,7 @@ async fn serve_refuses_every_call_without_the_right_token() {
             why,
         );
         assert_refused(
-            c.stats(with(pb::StatsRequest {}, value)).await,
+            c.stats(with(pb::StatsRequest::default(), value)).await,
             "stats",
             why,
         );
@@ -205,7 +205,7 @@ async fn observe_refuses_reset_counters_without_the_right_token() {
     let right = Some("Bearer control-s3cret");
     tokio::time::sleep(Duration::from_millis(30)).await;
     let before = c
-        .stats(with(pb::StatsRequest {}, right))
+        .stats(with(pb::StatsRequest::default(), right))
         .await
         .unwrap()
         .into_inner();
@@ -218,7 +218,7 @@ async fn observe_refuses_reset_counters_without_the_right_token() {
             why,
         );
         assert_refused(
-            c.stats(with(pb::StatsRequest {}, value)).await,
+            c.stats(with(pb::StatsRequest::default(), value)).await,
             "stats",
             why,
         );
@@ -236,7 +236,7 @@ async fn observe_refuses_reset_counters_without_the_right_token() {
     }
     // The refused resets did not restart the measurement: samples kept counting.
     let after = c
-        .stats(with(pb::StatsRequest {}, right))
+        .stats(with(pb::StatsRequest::default(), right))
         .await
         .unwrap()
         .into_inner();

@@ -39,7 +39,11 @@ async fn pause_holds_connections_in_the_queue_and_resume_accepts_them() {
     for _ in 0..3 {
         clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
     }
-    let s = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let s = c
+        .stats(pb::StatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!((s.accepted, s.accept_queue_len), (Some(0), 3), "{s:?}");
 
     let resumed = c.resume(pb::ResumeRequest {}).await.unwrap().into_inner();
@@ -58,7 +62,11 @@ async fn pause_holds_connections_in_the_queue_and_resume_accepts_them() {
         let sent = u64::from_be_bytes(buf);
         assert!(sent <= now && now - sent < 5_000_000_000, "{sent} vs {now}");
     }
-    let s = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+    let s = c
+        .stats(pb::StatsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(s.accepted, Some(3));
     assert_eq!(s.accept_queue_max, 3);
 

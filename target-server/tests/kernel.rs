@@ -311,7 +311,11 @@ fn observe_serves_a_foreign_listener_over_control() {
                 s
             })
             .collect();
-        let stats = c.stats(pb::StatsRequest {}).await.unwrap().into_inner();
+        let stats = c
+            .stats(pb::StatsRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(stats.accept_queue_len, 6, "{stats:?}");
         assert_eq!(stats.accept_queue_max, 6, "{stats:?}");
         assert!(stats.listen_overflows >= 2, "{stats:?}");

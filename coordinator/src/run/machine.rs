@@ -219,7 +219,8 @@ impl<'a> Run<'a> {
     /// the load costs its own section of the report, never the report.
     pub(super) async fn finish(mut self) -> Result<Finished, RunError> {
         let (target_stats, target_error) = match &mut self.target {
-            Some(t) => match t.stats().await {
+            // With the accept-queue timeline: report.json's `target.timeline`.
+            Some(t) => match t.final_stats().await {
                 Ok(s) => (Some(s), None),
                 Err(e) => {
                     tracing::warn!(cause = %e, "final target stats unavailable");

@@ -163,6 +163,24 @@ impl Scenario {
                 "a duration above 0, at most 1h",
             ));
         }
+        if sweep.accept_wait_max.0.is_zero() || sweep.accept_wait_max.0 > MAX_P99 {
+            return Err(invalid(
+                "accept_wait_max",
+                sweep.accept_wait_max,
+                "a duration above 0, at most 1h",
+            ));
+        }
+        // A scenario file's values skip the flags' range checks.
+        if !(1..=100).contains(&sweep.repeat) {
+            return Err(invalid("repeat", sweep.repeat, "a number of runs, 1-100"));
+        }
+        if sweep.confirm > 100 {
+            return Err(invalid(
+                "confirm",
+                sweep.confirm,
+                "a number of reruns, 0-100",
+            ));
+        }
         if sweep.backlogs.is_empty() {
             return Err(ConfigError::NoBacklogs);
         }
@@ -175,6 +193,10 @@ impl Scenario {
             backlogs: sweep.backlogs.clone(),
             accept_rates: sweep.accept_rates.iter().map(|r| r.0).collect(),
             p99_max: sweep.p99_max.0,
+            accept_wait_max: sweep.accept_wait_max.0,
+            refine: sweep.refine,
+            confirm: sweep.confirm,
+            repeat: sweep.repeat,
         })
     }
 

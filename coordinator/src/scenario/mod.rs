@@ -35,6 +35,7 @@ use stampede_proto::pattern::Pattern;
 use stampede_proto::plan::CloseMode;
 use stampede_proto::usage::{cut, cut_values};
 
+use crate::sweep::Tolerance;
 use crate::threshold::Threshold;
 
 mod check;
@@ -188,6 +189,26 @@ pub struct SweepSettings {
         default_value = "100ms"
     )]
     pub p99_max: Dur,
+    /// ...and, when the first byte is measured (--expect-greeting: the server speaks first),
+    /// p99 accept wait under this (above 0, at most 1h).
+    #[arg(
+        long,
+        env = "STAMPEDE_ACCEPT_WAIT_MAX",
+        value_name = "DUR",
+        default_value = "100ms"
+    )]
+    pub accept_wait_max: Dur,
+    /// After the backlog list, bisect between the last unclean and the first clean backlog
+    /// until they are at most TOL apart: backlog slots (16) or a share of the clean one (5%).
+    #[arg(long, env = "STAMPEDE_REFINE", value_name = "TOL", num_args = 0..=1, default_missing_value = "5%")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refine: Option<Tolerance>,
+    /// Rerun the recommended backlog N times; it stands only if every rerun is clean.
+    #[arg(long, env = "STAMPEDE_CONFIRM", value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub confirm: u32,
+    /// Runs per step (1-100); the step's figures are its median run's.
+    #[arg(long, env = "STAMPEDE_REPEAT", value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
 }
 
 /// Accepts per second for a sweep step; `max` (infinity) = as fast as possible.

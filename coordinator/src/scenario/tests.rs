@@ -171,6 +171,37 @@ mod settings {
             let e = sc.sweep_plan(&sweep).unwrap_err().to_string();
             assert!(e.contains("invalid p99_max"), "{e}");
         }
+        // The sweep's passes and accept-wait bound, from a file: checked like the flags.
+        let sweep = |extra: &str| {
+            Scenario::parse(&format!("[sweep]\nbacklogs = [8]\n{extra}\n"), "s.toml")
+                .map(|s| s.sweep.unwrap())
+        };
+        let plan = sc
+            .sweep_plan(
+                &sweep("refine = \"10%\"\nconfirm = 3\nrepeat = 5\naccept_wait_max = \"2s\"")
+                    .unwrap(),
+            )
+            .unwrap();
+        assert_eq!(plan.refine, Some(crate::sweep::Tolerance::Percent(10.0)));
+        assert_eq!((plan.confirm, plan.repeat), (3, 5));
+        assert_eq!(plan.accept_wait_max, Duration::from_secs(2));
+        let defaults = sc.sweep_plan(&sweep("").unwrap()).unwrap();
+        assert_eq!(defaults.refine, None);
+        assert_eq!((defaults.confirm, defaults.repeat), (0, 1));
+        assert_eq!(defaults.accept_wait_max, Duration::from_millis(100));
+        for (extra, what) in [
+            ("repeat = 0", "invalid repeat"),
+            ("confirm = 101", "invalid confirm"),
+            ("accept_wait_max = \"0\"", "invalid accept_wait_max"),
+        ] {
+            let e = sc
+                .sweep_plan(&sweep(extra).unwrap())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(what), "{extra}: {e}");
+        }
+        let e = sweep("refine = \"0%\"").unwrap_err().to_string();
+        assert!(e.contains("invalid refine tolerance"), "{e}");
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! (docs/design.md "Sweep").
 //!
 //! Each row is one step's figures as `sweep.json`'s `steps[]` has them, plus its run's
-//! `run_id` and `started_at` and its first-byte p99 (from the step's report). Every column
+//! `run_id` and `started_at`; `ttfb_p99_us` is the accept wait (first byte) p99, and
+//! `model_backlog` (the queue model) stands beside `accept_queue_max` (the measured peak). Every column
 //! means one thing; empty: not known (`accept_rate_per_s` when the target's rate was left as
 //! configured, first-byte time when none was measured). An unlimited accept rate is `inf`,
 //! which spreadsheets, Python and pandas read as infinity.
@@ -109,7 +110,7 @@ fn columns() -> Vec<Column> {
         ),
         (
             "ttfb_p99_us",
-            Box::new(|l| opt(l.report.and_then(|r| measured(&r.ttfb_us)).map(|t| t.p99))),
+            Box::new(|l| opt(measured(&l.step.ttfb_us).map(|t| t.p99))),
         ),
         (
             "listen_overflows",
@@ -134,6 +135,29 @@ fn columns() -> Vec<Column> {
             "thresholds_passed",
             Box::new(|l| opt(l.step.thresholds_passed)),
         ),
+        (
+            "phase",
+            Box::new(|l| {
+                serde_json::to_value(l.step.phase)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            }),
+        ),
+        ("clean", Box::new(|l| l.step.clean.to_string())),
+        ("unclean", Box::new(|l| opt(l.step.unclean.as_ref()))),
+        ("runs", Box::new(|l| l.step.runs.to_string())),
+        ("clean_runs", Box::new(|l| l.step.clean_runs.to_string())),
+        (
+            "model_backlog",
+            Box::new(|l| l.step.model_backlog.to_string()),
+        ),
+        (
+            "accepted_during_burst",
+            Box::new(|l| opt(l.step.accepted_during_burst)),
+        ),
+        ("model_source", Box::new(|l| l.step.model_source.clone())),
+        ("server_pid", Box::new(|l| opt(l.step.server_pid))),
     ]);
     columns
 }
@@ -173,6 +197,32 @@ mod tests {
             partial: backlog == 16,
             issue_duration_us: Some(1234),
             thresholds_passed: (backlog == 8).then_some(true),
+            phase: if backlog == 16 {
+                super::super::Phase::Refine
+            } else {
+                super::super::Phase::Coarse
+            },
+            clean: false,
+            unclean: Some(format!("{} overflows", 20 - backlog)),
+            runs: 1,
+            clean_runs: 0,
+            run_ids: vec!["r1".into()],
+            accepted_during_burst: (backlog == 8).then_some(5),
+            model_backlog: 57,
+            model_source: "measured".into(),
+            server_pid: None,
+            repeat_reports: Vec::new(),
+        }
+    }
+
+    fn step_with_wait(backlog: i32, accept_rate: Option<f64>, p99: u64) -> Step {
+        Step {
+            ttfb_us: Latency {
+                count: 5,
+                p99,
+                ..Latency::default()
+            },
+            ..step(backlog, accept_rate)
         }
     }
 
@@ -193,10 +243,14 @@ mod tests {
         SweepReport {
             connections: 63,
             p99_max_us: 50_000,
-            steps: vec![step(8, Some(50.0)), step(16, Some(50.0)), step(8, None)],
+            steps: vec![
+                step_with_wait(8, Some(50.0), 2500),
+                step(16, Some(50.0)),
+                step_with_wait(8, None, 7),
+            ],
             recommendations: vec![],
             reports: vec![report("r1", 2500), report("r22", 0), report("r333", 7)],
-            stopped: None,
+            ..SweepReport::empty_for_tests()
         }
     }
 
@@ -225,6 +279,15 @@ mod tests {
             ("accepted", vec!["accepted"]),
             ("partial", vec!["partial"]),
             ("issue_duration_us", vec!["issue_duration_us"]),
+            ("phase", vec!["phase"]),
+            ("clean", vec!["clean"]),
+            ("unclean", vec!["unclean"]),
+            ("runs", vec!["runs"]),
+            ("clean_runs", vec!["clean_runs"]),
+            ("model_backlog", vec!["model_backlog"]),
+            ("accepted_during_burst", vec!["accepted_during_burst"]),
+            ("model_source", vec!["model_source"]),
+            ("server_pid", vec!["server_pid"]),
         ];
         for class in OutcomeClass::ALL {
             columns.push((class.name(), vec!["outcomes", class.name()]));
@@ -249,6 +312,9 @@ mod tests {
         assert_eq!(rows[1]["ttfb_p99_us"], "", "no first byte measured");
         assert_eq!(rows[2]["ttfb_p99_us"], "7");
         assert_eq!(rows[1]["partial"], "true");
+        assert_eq!(rows[1]["phase"], "refine");
+        assert_eq!(rows[0]["accepted_during_burst"], "5");
+        assert_eq!(rows[1]["accepted_during_burst"], "", "unknown");
     }
 
     /// "As fast as possible" is `inf`, which reads back as infinity; an empty sweep is a

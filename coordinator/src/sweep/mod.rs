@@ -1,33 +1,45 @@
 //! `stampede sweep`: sizing `listen()` backlog and `net.core.somaxconn` (docs/design.md "Sweep").
-//! For each accept rate and each backlog: configure the target, run the same burst, collect;
-//! then drain the target's accept queue so the next step starts empty. The recommendation is
-//! the smallest backlog with no overflow and p99 connect latency under the threshold, with
-//! the somaxconn it needs, set beside a simple queue model: a burst of M connects with `a`
-//! accepts completing during it needs A + 1 ≥ M − a (docs/kernel.md §6).
+//! For each accept rate: every backlog of the list, smallest first (the coarse pass), then
+//! with `--refine` a bisection between the last unclean and the first clean backlog down to a
+//! stated tolerance, then with `--confirm N` the recommended backlog N more times. Each step
+//! starts from the same state: the target configured with the step's backlog and the accept
+//! policy it had before the sweep (or that policy at the step's rate), its counters reset by
+//! the run, and after the run its accept queue drained and its policy put back exactly.
 //!
-//! This module runs the steps (each one a [`crate::run::execute`]) and holds the sweep's
-//! types; `recommend` turns the steps into recommendations, [`html`] draws `sweep.html` and
-//! [`csv`] writes `sweep.csv` (one row per step).
+//! A step is clean ([`clean`]) when nothing overflowed, every attempt was established at
+//! once (k=0), connect p99 stayed under `--p99-max` and, when the first byte was measured,
+//! the accept wait's p99 under `--accept-wait-max`. The recommendation is the smallest clean
+//! backlog, beside a queue model ([`model`]): a burst of M connects with `a` accepts
+//! completing during it needs A + 1 ≥ M − a (docs/kernel.md §6), `a` measured from the
+//! target's timeline where it counts accepts.
+//!
+//! Here: the types and [`execute`]; `search` runs the passes, `steps` one step (with
+//! `--repeat`), `recommend` the verdict per rate, `summary` the terminal table, [`html`]
+//! draws `sweep.html` and [`csv`] writes `sweep.csv` (one row per step).
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use stampede_proto::duration::human_us;
+use stampede_proto::target::TargetKind;
 use tokio_util::sync::CancellationToken;
 
 use crate::report::{Latency, Outcomes, Report};
-use crate::run::{self, RunError, RunPlan};
+use crate::run::{RunError, RunPlan};
 use crate::service::Registry;
-use crate::target::TargetControl;
+use crate::target::{TargetControl, TargetError};
 use crate::threshold::{self, Threshold};
 
+pub mod clean;
 pub mod csv;
 pub mod html;
+pub mod model;
 mod recommend;
+mod search;
+mod steps;
 pub mod story;
+mod summary;
 
-use self::recommend::recommend;
+pub use self::search::Tolerance;
 
 /// A sweep: one run plan, repeated over backlogs × accept rates.
 #[derive(Debug, Clone)]
@@ -38,11 +50,49 @@ pub struct SweepPlan {
     pub backlogs: Vec<i32>,
     /// Accept rates to try (`f64::INFINITY`: as fast as possible); empty: leave the target's.
     pub accept_rates: Vec<f64>,
-    /// The p99 connect latency a recommended backlog must stay under.
+    /// The p99 connect latency a clean step stays under.
     pub p99_max: Duration,
+    /// The p99 accept wait (first byte) a clean step stays under, when it was measured.
+    pub accept_wait_max: Duration,
+    /// Bisect between the last unclean and the first clean backlog down to this gap.
+    pub refine: Option<Tolerance>,
+    /// Rerun the recommended backlog this many times; it stands only if every rerun is clean.
+    pub confirm: u32,
+    /// Runs per step (at least 1); the step's figures are its median run's.
+    pub repeat: u32,
 }
 
-/// One step's figures.
+impl SweepPlan {
+    /// A sweep of `run` over `backlogs` with the defaults of the flags (p99 and accept wait
+    /// under 100 ms, no refine, no confirmation, one run per step, the target's own rate).
+    pub fn new(run: RunPlan, backlogs: Vec<i32>) -> SweepPlan {
+        SweepPlan {
+            run,
+            backlogs,
+            accept_rates: Vec::new(),
+            p99_max: Duration::from_millis(100),
+            accept_wait_max: Duration::from_millis(100),
+            refine: None,
+            confirm: 0,
+            repeat: 1,
+        }
+    }
+}
+
+/// Which pass of the sweep ran a step.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// The list of backlogs given.
+    #[default]
+    Coarse,
+    /// A backlog `--refine` chose between the last unclean and the first clean one.
+    Refine,
+    /// A rerun of the recommended backlog (`--confirm`).
+    Confirm,
+}
+
+/// One step's figures (with `--repeat`, those of its median run).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Step {
     /// Backlog requested.
@@ -65,7 +115,7 @@ pub struct Step {
     pub listen_overflows: u64,
     /// Cookies sent: potential phantoms.
     pub syncookies_sent: u64,
-    /// Largest accept queue seen.
+    /// Largest accept queue seen (the measurement the queue model stands beside).
     pub accept_queue_max: u32,
     /// Accepted by the target.
     pub accepted: u64,
@@ -77,6 +127,47 @@ pub struct Step {
     /// report); absent when none was given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub thresholds_passed: Option<bool>,
+    /// Which pass ran it.
+    #[serde(default)]
+    pub phase: Phase,
+    /// Clean: no overflow, every attempt established at k=0, connect p99 under
+    /// `p99_max_us`, accept wait p99 under `accept_wait_max_us` when measured ([`clean`]).
+    #[serde(default)]
+    pub clean: bool,
+    /// Why the step is not clean (every failed condition, `; `-separated); absent when clean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unclean: Option<String>,
+    /// Runs made for this step (`--repeat`).
+    #[serde(default = "one")]
+    pub runs: u32,
+    /// How many of those runs were clean on their own.
+    #[serde(default)]
+    pub clean_runs: u32,
+    /// The run id of each run, in the order run; the figures are those of the median one
+    /// (whose report is in `reports[]`).
+    #[serde(default)]
+    pub run_ids: Vec<String>,
+    /// Accepts completing during the burst `a`, as the model uses it (see `model_source`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_during_burst: Option<u64>,
+    /// The queue model's backlog for this step: M − a − 1 (M − 1 when `a` is unknown), to
+    /// read beside `accept_queue_max`, the queue that was measured.
+    #[serde(default)]
+    pub model_backlog: u64,
+    /// Where `a` came from: `measured` (the target's timeline of accepts), `rate` (accept
+    /// rate × issue time) or `worst case` (unknown: taken as 0).
+    #[serde(default)]
+    pub model_source: String,
+    /// The supervised server's process id during the step (`stampede-target supervise`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_pid: Option<u32>,
+    /// The reports of the step's other runs (`--repeat` > 1; the median's is in `reports[]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repeat_reports: Vec<Report>,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// What to set, per accept rate.
@@ -84,15 +175,75 @@ pub struct Step {
 pub struct Recommendation {
     /// The accept rate it holds for.
     pub accept_rate: Option<f64>,
-    /// Smallest backlog tried with no overflow and p99 under the threshold (None: none did).
+    /// Smallest clean backlog tried (and, with `--confirm`, clean at every confirmation);
+    /// None: none was.
     pub backlog: Option<i32>,
     /// somaxconn it needs in the server's namespace (≥ backlog), set before listen().
     pub somaxconn: Option<i32>,
-    /// The queue model's estimate: M − a − 1, a = accepts completing during the burst
-    /// (accept rate × issue time; 0 when the rate is unknown or unlimited: the worst case).
+    /// The queue model's estimate: M − a − 1, with `a` as in the recommended step (or, with
+    /// no clean step, the median over the rate's steps); M − 1 when `a` is unknown.
     pub model_backlog: u64,
     /// A sentence saying why.
     pub reason: String,
+    /// Where the model's `a` came from (`measured`, `rate`, `worst case`).
+    #[serde(default)]
+    pub model_source: String,
+    /// The model's `a`: accepts completing during the burst.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_accepted_during_burst: Option<u64>,
+    /// The measurement beside the model: the accept queue's peak in the recommended step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub measured_queue_peak: Option<u32>,
+    /// Connect p99 of the recommended step, µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_p99_us: Option<u64>,
+    /// Accept wait (first byte) p99 of the recommended step, µs; absent when not measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept_wait_p99_us: Option<u64>,
+    /// The last unclean and the first clean backlog the search ended between.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bracket: Option<[i32; 2]>,
+    /// Confirmation runs of the recommended backlog made (`--confirm`).
+    #[serde(default)]
+    pub confirmations: u32,
+    /// How many of them were clean (the recommendation stands only if all were).
+    #[serde(default)]
+    pub confirmations_clean: u32,
+    /// What it was judged by: the sweep's bounds and passes.
+    #[serde(default)]
+    pub criteria: Criteria,
+    /// What served the listener (`target`, `supervise`); absent from older targets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_kind: Option<TargetKind>,
+}
+
+/// The bounds and passes a recommendation was made under (the sweep's flags).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Criteria {
+    /// Connect p99 bound, µs (`--p99-max`).
+    pub p99_max_us: u64,
+    /// Accept wait (first byte) p99 bound, µs (`--accept-wait-max`), when it was measured.
+    pub accept_wait_max_us: u64,
+    /// `--refine`'s tolerance as given (`16`, `5%`); absent without `--refine`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refine_tolerance: Option<String>,
+    /// `--confirm`: reruns of the recommended backlog.
+    pub confirm: u32,
+    /// `--repeat`: runs per step.
+    pub repeat: u32,
+}
+
+impl Criteria {
+    /// The criteria of `plan`.
+    pub fn of(plan: &SweepPlan) -> Criteria {
+        Criteria {
+            p99_max_us: plan.p99_max.as_micros() as u64,
+            accept_wait_max_us: plan.accept_wait_max.as_micros() as u64,
+            refine_tolerance: plan.refine.map(|t| t.to_string()),
+            confirm: plan.confirm,
+            repeat: plan.repeat.max(1),
+        }
+    }
 }
 
 /// The sweep's result.
@@ -106,14 +257,16 @@ pub struct SweepReport {
     pub steps: Vec<Step>,
     /// One per accept rate.
     pub recommendations: Vec<Recommendation>,
-    /// The full report of every step.
+    /// The full report of every step (with `--repeat`, its median run's), one per step.
     pub reports: Vec<Report>,
     /// Why the sweep ended early (interrupted, a step failed); absent when it ran through.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped: Option<String>,
 }
 
-/// Runs every step; fails without a target control URL (a sweep must configure the target).
+/// Runs every step; fails without a target control URL (a sweep must configure the target),
+/// or up front when the target cannot do what the sweep asks (an observed listener; accept
+/// rates for a real server).
 pub async fn execute(
     registry: &Registry,
     plan: &SweepPlan,
@@ -121,92 +274,43 @@ pub async fn execute(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<SweepReport, RunError> {
     let url = plan.run.target_control.clone().ok_or_else(|| {
-        RunError::TargetControl(crate::target::TargetError {
+        RunError::TargetControl(TargetError {
             url: String::new(),
             reason: "a sweep needs --target-control to set the backlog at each step".into(),
         })
     })?;
-    let mut target = TargetControl::connect(&url, &plan.run.target_auth).await?;
+    let target = TargetControl::connect(&url, &plan.run.target_auth).await?;
+    let mut stepper = steps::Stepper::new(registry, plan, target, cancel, progress).await?;
     let rates: Vec<Option<f64>> = if plan.accept_rates.is_empty() {
         vec![None]
     } else {
         plan.accept_rates.iter().copied().map(Some).collect()
     };
-    // Smallest first: the recommendation is the first clean step, whatever order was given.
-    let mut backlogs = plan.backlogs.clone();
-    backlogs.sort_unstable();
-    backlogs.dedup();
-    let total = rates.len() * backlogs.len();
-    let mut steps = Vec::with_capacity(total);
-    let mut reports = Vec::with_capacity(total);
-    // Why the sweep ended before its last step; the steps done so far are kept.
-    let mut stopped = None;
-    'steps: for rate in &rates {
-        for &backlog in &backlogs {
-            if cancel.is_cancelled() {
-                stopped = Some("interrupted".to_owned());
-                break 'steps;
-            }
-            progress(&format!(
-                "step {}/{total}: backlog {backlog}, accept rate {}",
-                steps.len() + 1,
-                rate_name(*rate)
-            ));
-            let mut step_plan = plan.run.clone();
-            step_plan.backlog = Some(backlog);
-            step_plan.accept_rate = *rate;
-            let done = match run::execute(registry, &step_plan, cancel, progress).await {
-                Ok(done) => done,
-                Err(e) if steps.is_empty() => return Err(e),
-                Err(_) if cancel.is_cancelled() => {
-                    stopped = Some("interrupted".to_owned());
-                    break 'steps;
-                }
-                Err(e) => {
-                    stopped = Some(format!("step backlog {backlog}: {e}"));
-                    break 'steps;
-                }
-            };
-            let r = done.report;
-            let t = r.target.clone().unwrap_or_default();
-            steps.push(Step {
-                backlog,
-                accept_rate: *rate,
-                backlog_effective: t.backlog_effective,
-                somaxconn: t.somaxconn,
-                outcomes: r.outcomes,
-                connect_latency_us: r.connect_latency_us,
-                ttfb_us: r.ttfb_us,
-                listen_overflows: t.counters.listen_overflows,
-                syncookies_sent: t.counters.syncookies_sent,
-                accept_queue_max: t.accept_queue_max,
-                accepted: t.accepted.unwrap_or(0),
-                // Without the target's stats the step's overflows and queue are unknown, not
-                // zero: it cannot be called clean.
-                partial: r.partial || r.target.is_none(),
-                issue_duration_us: r.issue_duration_us,
-                thresholds_passed: None,
-            });
-            reports.push(r);
-            if cancel.is_cancelled() {
-                stopped = Some("interrupted".to_owned());
-                break 'steps;
-            }
-            // Connections the step left in the queue would fill the next step's queue.
-            match target.drain(Duration::from_secs(10)).await {
-                Ok(0) => {}
-                Ok(left) => tracing::warn!(left, "the target's accept queue did not drain"),
-                Err(e) => {
-                    stopped = Some(format!("draining the target after backlog {backlog}: {e}"));
-                    break 'steps;
-                }
-            }
+    let mut recommendations = Vec::with_capacity(rates.len());
+    for (i, rate) in rates.iter().enumerate() {
+        match search::at_rate(&mut stepper, *rate, i, rates.len()).await {
+            Ok(rec) => recommendations.push(rec),
+            Err(search::Stop) => break,
         }
     }
-    let recommendations = rates
-        .iter()
-        .map(|rate| recommend(plan, *rate, &steps))
-        .collect();
+    let steps::Done {
+        steps,
+        reports,
+        stopped,
+        kind,
+        failure,
+    } = stepper.finish();
+    // A sweep whose first step failed has nothing to report: its error is the sweep's.
+    if let (true, Some(e)) = (steps.is_empty(), failure) {
+        return Err(e);
+    }
+    // The rates the sweep stopped before still get their line: what the steps say.
+    for rate in rates.iter().skip(recommendations.len()) {
+        recommendations.push(recommend::recommend(plan, *rate, &steps));
+    }
+    for r in &mut recommendations {
+        r.target_kind = kind;
+    }
     Ok(SweepReport {
         connections: plan.run.load.connections,
         p99_max_us: plan.p99_max.as_micros() as u64,
@@ -239,40 +343,16 @@ impl SweepReport {
         }
     }
 
-    /// Which steps passed the thresholds, and what failed in the others.
-    fn threshold_lines(&self, s: &mut String) {
-        let judged: Vec<(&Step, &Report)> = self
-            .steps
-            .iter()
-            .zip(&self.reports)
-            .filter(|(st, _)| st.thresholds_passed.is_some())
-            .collect();
-        if judged.is_empty() {
-            return;
-        }
-        let passing = judged
-            .iter()
-            .filter(|(st, _)| st.thresholds_passed == Some(true))
-            .count();
-        let _ = writeln!(s, "thresholds: {passing} of {} steps pass", judged.len());
-        for (st, r) in judged {
-            let failed: Vec<String> = r
-                .thresholds
-                .iter()
-                .filter(|t| !t.passed)
-                .map(|t| format!("{} ({})", t.expr, t.detail))
-                .collect();
-            let _ = writeln!(
-                s,
-                "  backlog {} at accept rate {}: {}",
-                st.backlog,
-                rate_name(st.accept_rate),
-                if failed.is_empty() {
-                    "pass".to_owned()
-                } else {
-                    format!("FAIL {}", failed.join(", "))
-                }
-            );
+    /// An empty report with the flags' defaults, for tests to fill in.
+    #[cfg(test)]
+    pub(crate) fn empty_for_tests() -> SweepReport {
+        SweepReport {
+            connections: 0,
+            p99_max_us: 100_000,
+            steps: Vec::new(),
+            recommendations: Vec::new(),
+            reports: Vec::new(),
+            stopped: None,
         }
     }
 
@@ -282,123 +362,5 @@ impl SweepReport {
         out.json("sweep.json", self)?;
         out.file("sweep.csv", csv::render(self))?;
         out.file("sweep.html", html::render(self))
-    }
-
-    /// The terminal table and the recommendations.
-    pub fn summary(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "{:>8} {:>9} {:>10} {:>8} {:>7} {:>7} {:>7} {:>9} {:>10} {:>10} {:>10}",
-            "backlog",
-            "effective",
-            "rate",
-            "estab",
-            "k>=1",
-            "ghost",
-            "other",
-            "overflows",
-            "p50",
-            "p99",
-            "max"
-        );
-        for st in &self.steps {
-            let o = &st.outcomes;
-            let _ = writeln!(
-                s,
-                "{:>8} {:>9} {:>10} {:>8} {:>7} {:>7} {:>7} {:>9} {:>10} {:>10} {:>10}{}",
-                st.backlog,
-                st.backlog_effective,
-                rate_name(st.accept_rate),
-                o.established,
-                o.syn_retransmitted,
-                o.ghost,
-                o.total() - o.established - o.syn_retransmitted - o.ghost,
-                st.listen_overflows,
-                human_us(st.connect_latency_us.p50),
-                human_us(st.connect_latency_us.p99),
-                human_us(st.connect_latency_us.max),
-                if st.partial { "  (partial)" } else { "" }
-            );
-        }
-        if let Some(why) = &self.stopped {
-            let _ = writeln!(
-                s,
-                "sweep stopped after {} steps: {why}; the recommendations cover those",
-                self.steps.len()
-            );
-        }
-        for r in &self.recommendations {
-            let _ = writeln!(
-                s,
-                "accept rate {}: {}{} (queue model: backlog >= {})",
-                rate_name(r.accept_rate),
-                r.backlog.map_or_else(
-                    || "no recommendation: ".to_owned(),
-                    |b| format!("backlog {b}: ")
-                ),
-                r.reason,
-                r.model_backlog
-            );
-        }
-        self.threshold_lines(&mut s);
-        let _ = writeln!(s, "\n{}", crate::report::wrap(&story::verdict(self), 100));
-        s
-    }
-}
-
-#[cfg(test)]
-mod threshold_tests {
-    use super::recommend::tests::step;
-    use super::*;
-
-    /// Each step is judged on its own report: the summary says which steps pass and what
-    /// failed in the others; without thresholds nothing is added.
-    #[test]
-    fn each_step_gets_its_verdict() {
-        let steps = vec![step(8, 40, 1_000_000, 60), step(64, 0, 2_000, 100)];
-        let reports = steps
-            .iter()
-            .map(|st| Report {
-                admission: crate::report::Admission::Greeting,
-                outcomes: st.outcomes,
-                connect_latency_us: Latency {
-                    count: 100,
-                    ..st.connect_latency_us
-                },
-                ..Report::default()
-            })
-            .collect();
-        let mut sweep = SweepReport {
-            connections: 100,
-            p99_max_us: 100_000,
-            steps,
-            recommendations: Vec::new(),
-            reports,
-            stopped: None,
-        };
-        let unjudged = sweep.summary();
-        sweep.judge(&[]);
-        assert_eq!(sweep.summary(), unjudged);
-        assert!(sweep.steps.iter().all(|st| st.thresholds_passed.is_none()));
-
-        let fail_if: Vec<Threshold> = ["connect.p99>50ms", "established<100%"]
-            .iter()
-            .map(|e| e.parse().unwrap())
-            .collect();
-        sweep.judge(&fail_if);
-        assert_eq!(sweep.steps[0].thresholds_passed, Some(false));
-        assert_eq!(sweep.steps[1].thresholds_passed, Some(true));
-        assert_eq!(sweep.reports[0].thresholds.len(), 2);
-        let s = sweep.summary();
-        assert!(s.contains("thresholds: 1 of 2 steps pass"), "{s}");
-        assert!(
-            s.contains("backlog 8 at accept rate 100/s: FAIL connect.p99>50ms (1s), established<100% (60.00% (60 of 100))"),
-            "{s}"
-        );
-        assert!(s.contains("backlog 64 at accept rate 100/s: pass"), "{s}");
-        let v = serde_json::to_value(&sweep).unwrap();
-        assert_eq!(v["steps"][0]["thresholds_passed"], false);
-        assert_eq!(v["reports"][1]["thresholds"][0]["passed"], true);
     }
 }

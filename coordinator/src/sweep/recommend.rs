@@ -1,90 +1,151 @@
-//! The recommendation of a sweep: at one accept rate, the smallest backlog that absorbed
-//! the burst cleanly (no ListenOverflows, every attempt established at once, p99 under the
-//! threshold) and the somaxconn it needs, set beside the queue model: a burst of M connects
-//! with `a` accepts completing during it needs a backlog of at least M − a − 1 (docs/kernel.md §6).
+//! The recommendation of a sweep: at one accept rate, the smallest clean backlog (no
+//! ListenOverflows, every attempt established at once, connect p99 and accept wait p99 under
+//! their bounds: [`super::clean`]) and the somaxconn it needs, standing only if every
+//! `--confirm` rerun of it was clean too; set beside the queue model ([`super::model`]): a
+//! burst of M connects with `a` accepts completing during it needs a backlog of at least
+//! M − a − 1 (docs/kernel.md §6).
 
 use stampede_proto::duration::human_us;
 
-use super::{Recommendation, Step, SweepPlan, rate_name};
+use super::{Criteria, Phase, Recommendation, Step, SweepPlan, rate_name};
+
+/// Steps at `rate` of the search (coarse and refine), smallest backlog first.
+fn searched(steps: &[Step], rate: Option<f64>) -> Vec<&Step> {
+    let mut at: Vec<&Step> = steps
+        .iter()
+        .filter(|s| s.accept_rate == rate && s.phase != Phase::Confirm)
+        .collect();
+    at.sort_by_key(|s| s.backlog);
+    at
+}
+
+/// The last unclean backlog below the first clean one, and that clean one, at `rate`.
+pub(super) fn bracket(steps: &[Step], rate: Option<f64>) -> Option<[i32; 2]> {
+    let at = searched(steps, rate);
+    let clean = at.iter().find(|s| s.clean)?;
+    let below = at
+        .iter()
+        .filter(|s| !s.clean && s.backlog < clean.backlog)
+        .map(|s| s.backlog)
+        .max()?;
+    Some([below, clean.backlog])
+}
 
 /// The smallest clean backlog at one accept rate, beside the queue model.
 pub(super) fn recommend(plan: &SweepPlan, rate: Option<f64>, steps: &[Step]) -> Recommendation {
-    let p99_max = plan.p99_max.as_micros() as u64;
-    let at_rate: Vec<&Step> = steps.iter().filter(|s| s.accept_rate == rate).collect();
+    let at = searched(steps, rate);
     let m = plan.run.load.connections;
-    // Accepts completing during the burst: rate × issue time (median over steps).
-    let mut issue: Vec<u64> = at_rate.iter().filter_map(|s| s.issue_duration_us).collect();
-    issue.sort_unstable();
-    let a = match (rate, issue.get(issue.len() / 2)) {
-        (Some(r), Some(us)) if r.is_finite() => (r * *us as f64 / 1e6).floor() as u64,
-        _ => 0,
-    };
-    let model_backlog = m.saturating_sub(a).saturating_sub(1);
-    let clean = at_rate.iter().find(|s| {
-        !s.partial
-            && s.listen_overflows == 0
-            && s.connect_latency_us.p99 <= p99_max
-            && s.outcomes.established == s.outcomes.total()
+    let clean = at.iter().find(|s| s.clean).copied();
+    // The model as in the recommended step, else the median over the rate's steps.
+    let model_step = clean.or_else(|| {
+        let mut by_model = at.clone();
+        by_model.sort_by_key(|s| s.model_backlog);
+        by_model.get(by_model.len() / 2).copied()
     });
-    match clean {
-        Some(s) => {
-            let capped = (s.backlog_effective as i64) < i64::from(s.backlog);
-            Recommendation {
-                accept_rate: rate,
-                backlog: Some(s.backlog),
-                somaxconn: Some(s.backlog),
-                model_backlog,
-                reason: format!(
-                    "backlog {} absorbed {m} connects with no overflow, every attempt established \
-                     at once and p99 {}; set net.core.somaxconn >= {} in the server's namespace \
-                     before it calls listen(){}",
-                    s.backlog,
-                    human_us(s.connect_latency_us.p99),
-                    s.backlog,
-                    if capped {
-                        format!(
-                            " (here somaxconn {} capped it to {}: raise it)",
-                            s.somaxconn, s.backlog_effective
-                        )
-                    } else {
-                        String::new()
-                    }
-                ),
-            }
+    let mut rec = Recommendation {
+        accept_rate: rate,
+        backlog: None,
+        somaxconn: None,
+        model_backlog: model_step.map_or(m.saturating_sub(1), |s| s.model_backlog),
+        reason: String::new(),
+        model_source: model_step.map_or_else(|| "worst case".into(), |s| s.model_source.clone()),
+        model_accepted_during_burst: model_step.and_then(|s| s.accepted_during_burst),
+        measured_queue_peak: None,
+        connect_p99_us: None,
+        accept_wait_p99_us: None,
+        bracket: bracket(steps, rate),
+        confirmations: 0,
+        confirmations_clean: 0,
+        criteria: Criteria::of(plan),
+        target_kind: None,
+    };
+    let Some(s) = clean else {
+        rec.reason = no_clean_reason(&at, m, rate, plan);
+        return rec;
+    };
+    let confirms: Vec<&Step> = steps
+        .iter()
+        .filter(|c| c.accept_rate == rate && c.phase == Phase::Confirm && c.backlog == s.backlog)
+        .collect();
+    rec.confirmations = confirms.len() as u32;
+    rec.confirmations_clean = confirms.iter().filter(|c| c.clean).count() as u32;
+    rec.measured_queue_peak = Some(s.accept_queue_max);
+    rec.connect_p99_us = Some(s.connect_latency_us.p99);
+    rec.accept_wait_p99_us = (s.ttfb_us.count > 0).then_some(s.ttfb_us.p99);
+    if rec.confirmations_clean < rec.confirmations {
+        let why = confirms
+            .iter()
+            .find_map(|c| c.unclean.clone())
+            .unwrap_or_default();
+        rec.reason = format!(
+            "backlog {} was clean once, but only {} of {} confirmation runs were ({why}): \
+             the result is noisy here; try --repeat, or a larger backlog",
+            s.backlog, rec.confirmations_clean, rec.confirmations
+        );
+        return rec;
+    }
+    let capped = (s.backlog_effective as i64) < i64::from(s.backlog);
+    rec.backlog = Some(s.backlog);
+    rec.somaxconn = Some(s.backlog);
+    rec.reason = format!(
+        "backlog {} absorbed {m} connects with no overflow, every attempt established at \
+         once, connect p99 {}{}{}; set net.core.somaxconn >= {} in the server's namespace \
+         before it calls listen(){}",
+        s.backlog,
+        human_us(s.connect_latency_us.p99),
+        rec.accept_wait_p99_us.map_or_else(String::new, |w| format!(
+            " and accept wait p99 {}",
+            human_us(w)
+        )),
+        if rec.confirmations > 0 {
+            format!(", clean in all {} confirmation runs", rec.confirmations)
+        } else {
+            String::new()
+        },
+        s.backlog,
+        if capped {
+            format!(
+                " (here somaxconn {} capped it to {}: raise it)",
+                s.somaxconn, s.backlog_effective
+            )
+        } else {
+            String::new()
         }
-        None => {
-            // A step with no overflow had a big enough queue: what went wrong there (ghosts
-            // by the greeting deadline, a slow p99) is the server's accept rate, and a larger
-            // backlog would not help.
-            let reason = match at_rate
-                .iter()
-                .find(|s| !s.partial && s.listen_overflows == 0)
-            {
-                Some(s) => format!(
-                    "backlog {} had no overflow, yet {} of {m} were not served cleanly \
-                     ({} ghost: no greeting by the deadline, p99 {}): the queue held them; \
-                     the server's accept rate ({}), not the backlog, is the limit",
-                    s.backlog,
-                    s.outcomes.total() - s.outcomes.established,
-                    s.outcomes.ghost,
-                    human_us(s.connect_latency_us.p99),
-                    rate_name(rate),
-                ),
-                None => format!(
-                    "no backlog tried absorbed {m} connects cleanly (no overflow, all established \
-                     at once, p99 <= {}); the queue model asks for a backlog of at \
-                     least {model_backlog}: try larger backlogs",
-                    human_us(p99_max)
-                ),
-            };
-            Recommendation {
-                accept_rate: rate,
-                backlog: None,
-                somaxconn: None,
-                model_backlog,
-                reason,
-            }
-        }
+    );
+    rec
+}
+
+/// Why no backlog is recommended at `rate`.
+fn no_clean_reason(at: &[&Step], m: u64, rate: Option<f64>, plan: &SweepPlan) -> String {
+    // A step with no overflow had a big enough queue: what went wrong there (ghosts by the
+    // greeting deadline, a slow p99, a long accept wait) is the server's accept rate, and a
+    // larger backlog would not help.
+    match at.iter().find(|s| !s.partial && s.listen_overflows == 0) {
+        Some(s) => format!(
+            "backlog {} had no overflow, yet {} of {m} were not served cleanly ({} ghost: \
+             no greeting by the deadline, p99 {}, accept wait p99 {}): the queue held them; \
+             the server's accept rate ({}), not the backlog, is the limit",
+            s.backlog,
+            s.outcomes.total() - s.outcomes.established,
+            s.outcomes.ghost,
+            human_us(s.connect_latency_us.p99),
+            if s.ttfb_us.count > 0 {
+                human_us(s.ttfb_us.p99)
+            } else {
+                "not measured".to_owned()
+            },
+            rate_name(rate),
+        ),
+        None => format!(
+            "no backlog tried absorbed {m} connects cleanly (no overflow, all established \
+             at once, p99 < {}); the queue model asks for a backlog of at least {}: try \
+             larger backlogs",
+            human_us(plan.p99_max.as_micros() as u64),
+            at.iter()
+                .map(|s| s.model_backlog)
+                .max()
+                .unwrap_or(m.saturating_sub(1))
+        ),
     }
 }
 
@@ -92,7 +153,6 @@ pub(super) fn recommend(plan: &SweepPlan, rate: Option<f64>, steps: &[Step]) -> 
 pub(crate) mod tests {
     use super::*;
     use crate::report::{Latency, Outcomes};
-    use std::time::Duration;
 
     /// A step at 100/s with the given figures (100 connections).
     pub(crate) fn step(backlog: i32, overflows: u64, p99: u64, established: u64) -> Step {
@@ -118,6 +178,20 @@ pub(crate) mod tests {
             partial: false,
             issue_duration_us: Some(200_000),
             thresholds_passed: None,
+            phase: Phase::Coarse,
+            // As `clean::judge` would have it for these figures (its own tests check it).
+            clean: overflows == 0 && established == 100 && p99 < 100_000,
+            unclean: (overflows > 0 || established < 100 || p99 >= 100_000)
+                .then(|| "unclean".to_owned()),
+            runs: 1,
+            clean_runs: 0,
+            run_ids: Vec::new(),
+            // 100 connects, 100/s × 0.2 s = 20 accepted during the burst: 100 − 20 − 1.
+            accepted_during_burst: Some(20),
+            model_backlog: 79,
+            model_source: "rate".into(),
+            server_pid: None,
+            repeat_reports: Vec::new(),
         }
     }
 
@@ -129,9 +203,8 @@ pub(crate) mod tests {
                 run.load.connections = 100;
                 run
             },
-            backlogs: vec![8, 64, 128],
             accept_rates: vec![100.0],
-            p99_max: Duration::from_millis(100),
+            ..SweepPlan::new(crate::run::tests::plan_for_tests(), vec![8, 64, 128])
         }
     }
 
@@ -145,9 +218,47 @@ pub(crate) mod tests {
         let r = recommend(&plan(), Some(100.0), &steps);
         assert_eq!(r.backlog, Some(64));
         assert_eq!(r.somaxconn, Some(64));
-        // 100 connects, 100/s × 0.2 s = 20 accepted during the burst: 100 − 20 − 1.
         assert_eq!(r.model_backlog, 79);
+        assert_eq!(r.measured_queue_peak, Some(0));
+        assert_eq!(r.bracket, Some([8, 64]));
         assert!(r.reason.contains("somaxconn >= 64"), "{}", r.reason);
+    }
+
+    /// Refine steps count in the search wherever they were run; a confirmation that was not
+    /// clean withdraws the recommendation.
+    #[test]
+    fn refined_steps_count_and_confirmations_must_all_be_clean() {
+        let mut refined = step(40, 0, 900, 100);
+        refined.phase = Phase::Refine;
+        let mut steps = vec![step(8, 50, 1_020_000, 60), step(64, 0, 900, 100), refined];
+        let r = recommend(&plan(), Some(100.0), &steps);
+        assert_eq!((r.backlog, r.bracket), (Some(40), Some([8, 40])));
+        let mut confirm = step(40, 0, 900, 100);
+        confirm.phase = Phase::Confirm;
+        steps.push(confirm.clone());
+        let r = recommend(&plan(), Some(100.0), &steps);
+        assert_eq!(
+            (r.backlog, r.confirmations, r.confirmations_clean),
+            (Some(40), 1, 1)
+        );
+        assert!(
+            r.reason.contains("clean in all 1 confirmation runs"),
+            "{}",
+            r.reason
+        );
+        let mut bad = step(40, 3, 900, 97);
+        bad.phase = Phase::Confirm;
+        bad.unclean = Some("3 overflows".into());
+        steps.push(bad);
+        let r = recommend(&plan(), Some(100.0), &steps);
+        assert_eq!(r.backlog, None);
+        assert_eq!((r.confirmations, r.confirmations_clean), (2, 1));
+        assert!(
+            r.reason
+                .contains("only 1 of 2 confirmation runs were (3 overflows)"),
+            "{}",
+            r.reason
+        );
     }
 
     #[test]
@@ -169,6 +280,7 @@ pub(crate) mod tests {
         slow.outcomes.established = 71;
         slow.outcomes.syn_retransmitted = 0;
         slow.outcomes.ghost = 29;
+        slow.clean = false;
         let r = recommend(&plan(), Some(100.0), &[step(8, 50, 1_020_000, 60), slow]);
         assert_eq!(r.backlog, None);
         assert!(

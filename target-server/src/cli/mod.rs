@@ -1,5 +1,6 @@
-//! The `stampede-target` command line: its flags (serving a listener of its own, or
-//! `observe` for another process's listener) and what each command does with them. `main`
+//! The `stampede-target` command line: its flags (serving a listener of its own, `observe`
+//! for another process's listener, or `supervise` to run a real server at each backlog) and
+//! what each command does with them. `main`
 //! parses ([`Cli`], through `stampede_proto::logging::parse_args`), sets up logging, installs
 //! the signal handlers and calls [`execute`]; the flags become a [`Config`] or an
 //! [`ObserveConfig`] here, and those types' own `validate` decides what is refused.
@@ -18,6 +19,10 @@ use crate::config::{AcceptPolicy, Config, OnAccept};
 use crate::control::ControlAuth;
 use crate::observe::{Observe, ObserveConfig};
 use crate::{Error, Target};
+
+mod supervise;
+
+pub use self::supervise::SuperviseArgs;
 
 /// The listener under test: a tunable listen() backlog and accept throttling, watching its
 /// own accept queue and the kernel's listener counters.
@@ -45,6 +50,9 @@ pub struct Cli {
 pub enum Command {
     /// Watch the accept queue and counters of another process's listener on this host.
     Observe(ObserveArgs),
+    /// Run a real server (nginx, ...) as a child and restart it at each backlog a sweep asks
+    /// for: `{backlog}` in its arguments and templates becomes the backlog.
+    Supervise(SuperviseArgs),
 }
 
 /// The flags of the target's own listener (the default command).
@@ -165,7 +173,7 @@ pub struct AuthArgs {
 
 impl AuthArgs {
     /// Reads the files, then refuses a control address off loopback without a token.
-    fn load(&self, control: Option<SocketAddr>) -> Result<ControlAuth, Error> {
+    pub(crate) fn load(&self, control: Option<SocketAddr>) -> Result<ControlAuth, Error> {
         let tls = self.tls_cert.as_deref().zip(self.tls_key.as_deref());
         let auth = ControlAuth::from_files(self.token_file.as_deref(), tls)?;
         auth.check_addr(control)?;
@@ -217,6 +225,10 @@ pub async fn execute(cli: Cli, shutdown: CancellationToken) -> Result<TargetStat
         Some(Command::Observe(args)) => {
             let auth = args.auth.load(args.control)?;
             observe(args.into(), auth, shutdown).await
+        }
+        Some(Command::Supervise(args)) => {
+            let auth = args.auth.load(args.control)?;
+            supervise::run(args.into(), auth, shutdown).await
         }
         None => {
             let auth = cli.serve.auth.load(cli.serve.control)?;
@@ -289,7 +301,7 @@ async fn observe(
 }
 
 /// How control is protected, for the one log line (never the token itself).
-fn describe(auth: &ControlAuth) -> &'static str {
+pub(crate) fn describe(auth: &ControlAuth) -> &'static str {
     match (&auth.token, &auth.tls) {
         (Some(_), Some(_)) => "token+tls",
         (Some(_), None) => "token",
