@@ -201,7 +201,12 @@ fn sweep_page() -> String {
         accepted: 100,
         partial: false,
         issue_duration_us: Some(100_000),
-        thresholds_passed: None,
+        clean: overflows == 0,
+        unclean: (overflows > 0).then(|| format!("{overflows} ListenOverflows")),
+        runs: 1,
+        clean_runs: u32::from(overflows == 0),
+        model_backlog: 89,
+        ..Default::default()
     };
     let r = SweepReport {
         connections: 100,
@@ -217,6 +222,9 @@ fn sweep_page() -> String {
             somaxconn: Some(64),
             model_backlog: 89,
             reason: "clean".into(),
+            measured_queue_peak: Some(50),
+            bracket: Some([8, 64]),
+            ..Default::default()
         }],
         reports: Vec::new(),
         stopped: None,

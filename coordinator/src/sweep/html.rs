@@ -24,6 +24,7 @@ const STEP_COLUMNS: &[Column<Step>] = &[
     ("backlog", |s| {
         format!("{}{}", s.backlog, if s.partial { " (partial)" } else { "" })
     }),
+    ("phase", |s| phase_name(s.phase).into()),
     ("effective", |s| s.backlog_effective.to_string()),
     ("somaxconn", |s| s.somaxconn.to_string()),
     ("accept rate", |s| rate_name(s.accept_rate)),
@@ -37,6 +38,7 @@ const STEP_COLUMNS: &[Column<Step>] = &[
     ("ListenOverflows", |s| s.listen_overflows.to_string()),
     ("SYN cookies", |s| s.syncookies_sent.to_string()),
     ("queue peak", |s| s.accept_queue_max.to_string()),
+    ("queue model: backlog ≥", |s| s.model_backlog.to_string()),
     ("accepted", |s| s.accepted.to_string()),
     ("connect p50", |s| human_us(s.connect_latency_us.p50)),
     ("connect p99", |s| human_us(s.connect_latency_us.p99)),
@@ -50,6 +52,7 @@ const STEP_COLUMNS: &[Column<Step>] = &[
     ("issue time", |s| {
         s.issue_duration_us.map_or_else(|| "–".into(), human_us)
     }),
+    ("clean", super::summary::clean_cell),
     ("thresholds", |s| match s.thresholds_passed {
         None => "–".into(),
         Some(true) => "pass".into(),
@@ -68,8 +71,36 @@ const RECOMMENDATION_COLUMNS: &[Column<Recommendation>] = &[
         r.somaxconn.map_or_else(|| "–".into(), |s| s.to_string())
     }),
     ("queue model: backlog ≥", |r| r.model_backlog.to_string()),
+    ("accepts during the burst", |r| {
+        r.model_accepted_during_burst
+            .map_or_else(|| "– (worst case 0)".into(), |a| a.to_string())
+    }),
+    ("measured queue peak", |r| {
+        r.measured_queue_peak
+            .map_or_else(|| "–".into(), |q| q.to_string())
+    }),
+    ("bracket", |r| {
+        r.bracket
+            .map_or_else(|| "–".into(), |[lo, hi]| format!("{lo} … {hi}"))
+    }),
+    ("confirmations clean", |r| {
+        if r.confirmations == 0 {
+            "–".into()
+        } else {
+            format!("{} of {}", r.confirmations_clean, r.confirmations)
+        }
+    }),
     ("why", |r| r.reason.clone()),
 ];
+
+/// The pass that ran a step, as sweep.json names it.
+fn phase_name(p: super::Phase) -> &'static str {
+    match p {
+        super::Phase::Coarse => "coarse",
+        super::Phase::Refine => "refine",
+        super::Phase::Confirm => "confirm",
+    }
+}
 
 /// A latency, or a dash when nothing measured it.
 fn measured(count: u64, us: u64) -> String {

@@ -93,7 +93,7 @@ pub enum Phase {
 }
 
 /// One step's figures (with `--repeat`, those of its median run).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Step {
     /// Backlog requested.
     pub backlog: i32,
@@ -171,7 +171,7 @@ fn one() -> u32 {
 }
 
 /// What to set, per accept rate.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Recommendation {
     /// The accept rate it holds for.
     pub accept_rate: Option<f64>,

@@ -140,7 +140,7 @@ impl SweepReport {
 }
 
 /// `yes`, or `no` with the first reason (the row's other columns show the rest).
-fn clean_cell(st: &Step) -> String {
+pub(super) fn clean_cell(st: &Step) -> String {
     match (&st.unclean, st.runs) {
         (None, 1) => "yes".to_owned(),
         (None, n) => format!("yes ({}/{n} runs)", st.clean_runs),

@@ -273,12 +273,8 @@ fn kubernetes_runs_a_whole_burst_as_shipped() {
 }
 
 /// schedule.yaml beside stampede.yaml, as applied together: the schedule Deployment becomes
-/// ready (its gRPC probe), serves /metrics and creates its history on the claim. Ignored
-/// until `stampede schedule` exists (issue 12 builds it on another branch); once merged, run
-/// it with `--ignored` and drop the attribute. The manifests are validated offline by
-/// .ci/run meanwhile.
+/// ready (its gRPC probe), serves /metrics and creates its history on the claim.
 #[test]
-#[ignore = "`stampede schedule` is not on this branch yet (issue 12)"]
 fn kubernetes_schedule_runs_as_shipped() {
     if !kernel_tests_enabled("kubernetes_schedule_runs_as_shipped") {
         return;
