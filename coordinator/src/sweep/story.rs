@@ -20,16 +20,29 @@ pub fn verdict(r: &SweepReport) -> String {
     for rec in &r.recommendations {
         let rate = rate_name(rec.accept_rate);
         parts.push(match rec.backlog {
-            Some(b) => format!(
-                "At accept rate {rate}, backlog {b} was the smallest that took {} connects \
-                 with no overflow and p99 under {}: set `listen(fd, {b})` and \
-                 `net.core.somaxconn` to at least {} on the server (the queue model asks for \
-                 {}).",
-                r.connections,
-                human_us(r.p99_max_us),
-                rec.somaxconn.unwrap_or(b),
-                rec.model_backlog
-            ),
+            Some(b) => {
+                let wait = match rec.accept_wait_p99_us {
+                    Some(_) => format!(
+                        ", accept wait p99 under {}",
+                        human_us(rec.criteria.accept_wait_max_us)
+                    ),
+                    None => String::new(),
+                };
+                let confirmed = match rec.confirmations {
+                    0 => String::new(),
+                    n => format!(" and stayed clean in {n} more runs"),
+                };
+                format!(
+                    "At accept rate {rate}, backlog {b} was the smallest that took {} connects \
+                     cleanly (no overflow, every one at once, connect p99 under {}{wait}){confirmed}: \
+                     set `listen(fd, {b})` and `net.core.somaxconn` to at least {} on the server \
+                     (the queue model asks for {}).",
+                    r.connections,
+                    human_us(r.p99_max_us),
+                    rec.somaxconn.unwrap_or(b),
+                    rec.model_backlog
+                )
+            }
             None => format!(
                 "At accept rate {rate}, no backlog tried was enough ({}); try larger backlogs \
                  (the queue model asks for {}) or a faster accept loop.",

@@ -301,21 +301,31 @@ fn kubernetes_schedule_runs_as_shipped() {
         .find(|p| p.template.owner == "stampede-schedule")
         .unwrap();
     let addr: std::net::SocketAddr = format!("{}:9090", pod.ip).parse().unwrap();
-    let answer = cluster.ns(pod).run(|| {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        let _ = s.read_to_string(&mut text);
-        text
-    });
+    // The scheduler has the token, so a scrape must carry it (as Prometheus's
+    // `authorization: {credentials_file: ...}` does): without it 401, with it the metrics.
+    let scrape = |auth: &str| {
+        cluster.ns(pod).run(|| {
+            use std::io::{Read, Write};
+            let mut s =
+                std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            s.write_all(format!("GET /metrics HTTP/1.0\r\nHost: x\r\n{auth}\r\n").as_bytes())
+                .unwrap();
+            let mut text = String::new();
+            let _ = s.read_to_string(&mut text);
+            text
+        })
+    };
+    let refused = scrape("");
+    assert!(refused.contains(" 401"), "{refused}");
+    let token = format!("kube-token-{}", std::process::id());
+    let answer = scrape(&format!("Authorization: Bearer {token}\r\n"));
     assert!(
         answer.starts_with("HTTP/1.") && answer.contains(" 200"),
         "{answer}\n{}",
         logs(&logs_dir)
     );
+    assert!(answer.contains("stampede_agents_attached"), "{answer}");
     let db = dir.0.join("pvc-stampede-history/stampede.db");
     assert!(
         db.is_file(),
