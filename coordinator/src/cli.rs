@@ -26,7 +26,7 @@ use crate::threshold::{self, Threshold};
 /// Distributed TCP connection load tester: synchronized connect() bursts from many agents,
 /// every attempt classified, histograms merged exactly.
 #[derive(Debug, Parser)]
-#[command(name = "stampede", version, about)]
+#[command(name = "stampede", version = stampede_proto::install::VERSION, about)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -46,6 +46,19 @@ pub enum Command {
     /// Target, agents and coordinator in this one process on loopback: a real burst that
     /// overflows a small backlog, to see what stampede reports.
     Demo(DemoArgs),
+    // Setting up: a token for --token-file, shell completions, man pages (README "Install").
+    /// Make bearer tokens for --token-file.
+    #[command(subcommand)]
+    Token(crate::token_file::TokenCommand),
+    /// `completions SHELL` and `man [DIR]`.
+    #[command(flatten)]
+    Install(stampede_proto::install::InstallCommand),
+}
+
+/// The whole command line as clap sees it: completions, man pages and the test that checks
+/// the README's command lines all read this one.
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// `stampede run`: a scenario file and flags over it.
@@ -168,6 +181,8 @@ pub enum Output {
     Run(Report),
     /// A sweep's report.
     Sweep(SweepReport),
+    /// Text a setting-up command prints as it is (a token, a script, a man page, a note).
+    Text(String),
 }
 
 impl Output {
@@ -176,6 +191,7 @@ impl Output {
         match self {
             Output::Run(r) => r.summary(),
             Output::Sweep(s) => s.summary(),
+            Output::Text(t) => t.clone(),
         }
     }
 
@@ -184,6 +200,7 @@ impl Output {
         match self {
             Output::Run(r) => !(r.aborted || r.partial),
             Output::Sweep(s) => s.stopped.is_none() && s.steps.iter().all(|st| !st.partial),
+            Output::Text(_) => true,
         }
     }
 
@@ -209,6 +226,7 @@ impl Output {
             Output::Sweep(s) => {
                 s.reports.is_empty() || s.reports.iter().any(Report::thresholds_passed)
             }
+            Output::Text(_) => true,
         }
     }
 }
@@ -225,7 +243,25 @@ pub async fn execute(
         Command::Run(args) => run(args, explicit, &shutdown, progress).await,
         Command::Sweep(args) => sweep(args, explicit, &shutdown, progress).await,
         Command::Demo(args) => demo(args, &shutdown, progress).await,
+        Command::Token(cmd) => match crate::token_file::run(&cmd) {
+            Ok(text) => Ok(Output::Text(text)),
+            Err(crate::token_file::TokenFileError::Exists(e)) => Err(Failure::Usage(e)),
+            Err(e) => Err(Failure::Other(e.into())),
+        },
+        Command::Install(cmd) => install(&cmd),
     }
+}
+
+/// `completions` or `man`: the script or page as text, or where the pages went.
+fn install(cmd: &stampede_proto::install::InstallCommand) -> Result<Output, Failure> {
+    let mut out = Vec::new();
+    let note = cmd.run(command(), &mut out).map_err(anyhow::Error::from)?;
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    if let Some(note) = note {
+        text.push_str(&note);
+        text.push('\n');
+    }
+    Ok(Output::Text(text))
 }
 
 /// The scenario file (if any) with the given flags over it.

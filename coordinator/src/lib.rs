@@ -6,7 +6,8 @@
 //! setting of a run, as flags and scenario keys alike, and the rules between them; [`cli`] is
 //! the command line and what each command does; [`sweep`] repeats a run over backlogs and
 //! accept rates to size `listen()` backlog and somaxconn; [`target`] drives the target's
-//! control service; [`demo`] runs target, agents and coordinator in one process on loopback.
+//! control service; [`demo`] runs target, agents and coordinator in one process on loopback;
+//! [`token_file`] makes the bearer token file (`stampede token new`).
 
 pub mod admission;
 pub mod auth;
@@ -19,6 +20,7 @@ pub mod service;
 pub mod sweep;
 pub mod target;
 pub mod threshold;
+pub mod token_file;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

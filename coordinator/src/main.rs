@@ -18,6 +18,11 @@ fn main() -> ExitCode {
         Ok(invocation) => invocation,
         Err(e) => return logging::usage_error("stampede", &e),
     };
+    // Setting-up commands (token, completions, man) draw no progress line to end.
+    let draws_progress = !matches!(
+        invocation.cli.command,
+        cli::Command::Token(_) | cli::Command::Install(_)
+    );
     logging::init("warn,stampede=info");
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -33,7 +38,7 @@ fn main() -> ExitCode {
         }
         cli::execute(invocation, shutdown.clone(), &progress).await
     });
-    if std::io::stderr().is_terminal() {
+    if draws_progress && std::io::stderr().is_terminal() {
         eprintln!();
     }
     match result {

@@ -24,7 +24,7 @@ use crate::{Error, Target};
 #[derive(Debug, Parser)]
 #[command(
     name = "stampede-target",
-    version,
+    version = stampede_proto::install::VERSION,
     about,
     args_conflicts_with_subcommands = true
 )]
@@ -35,6 +35,13 @@ pub struct Cli {
     /// The settings of the target's own listener.
     #[command(flatten)]
     pub serve: ServeArgs,
+}
+
+/// The whole command line as clap sees it when parsing the process's arguments
+/// (`stampede_proto::logging::parse_args`): [`Cli`] plus `completions` and `man`. Completions,
+/// man pages and the test that checks the README's command lines all read this one.
+pub fn command() -> clap::Command {
+    stampede_proto::install::with_install(<Cli as clap::CommandFactory>::command())
 }
 
 /// The subcommands.
