@@ -55,7 +55,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "STAMPEDE_LISTEN", default_value = "127.0.0.1:8000")]
+    #[arg(
+        long,
+        env = "STAMPEDE_LISTEN",
+        default_value = "127.0.0.1:8000",
+        value_name = "ADDR"
+    )]
     pub listen: SocketAddr,
     /// Backlog passed to listen() as given (0 admits one; the kernel caps it at somaxconn).
     #[arg(
@@ -66,7 +71,8 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub backlog: i32,
-    /// Accept nothing for this long after start (connections wait in the accept queue).
+    /// Accept nothing for this long after start, or after a new policy arrives over --control
+    /// (connections wait in the accept queue meanwhile) [default: 0: accept at once].
     #[arg(long, env = "STAMPEDE_ACCEPT_DELAY", value_parser = parse_duration, value_name = "DUR")]
     pub accept_delay: Option<Duration>,
     /// Accepts per second (token bucket); 0 = never; default: as fast as possible.

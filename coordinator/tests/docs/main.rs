@@ -158,10 +158,15 @@ fn check_parse(name: &str, def: clap::Command, words: &[String]) -> Result<(), S
         {
             Ok(())
         }
-        ErrorKind::UnknownArgument => Err(format!(
-            "unknown flag {} for `{path}`",
-            context(ContextKind::InvalidArg)
-        )),
+        ErrorKind::UnknownArgument => {
+            let arg = context(ContextKind::InvalidArg);
+            let what = if arg.starts_with('-') {
+                "unknown flag"
+            } else {
+                "unexpected argument"
+            };
+            Err(format!("{what} {arg} for `{path}`"))
+        }
         ErrorKind::InvalidSubcommand => Err(format!(
             "unknown subcommand {} of `{path}`",
             context(ContextKind::InvalidSubcommand)
@@ -275,6 +280,36 @@ fn a_bad_line_is_named_with_its_flag() {
         refused[0].contains("p.md:2: `stampede run` refuses it"),
         "{refused:?}"
     );
+}
+
+/// `stampede run --help` is where a user looks for a default: each one is there.
+#[test]
+fn run_help_shows_the_defaults() {
+    let mut cmd = stampede::cli::command();
+    let help = cmd
+        .find_subcommand_mut("run")
+        .expect("stampede run exists")
+        .render_long_help()
+        .to_string();
+    for (flag, default) in [
+        ("--listen", "127.0.0.1:7700"),
+        ("--agents", "1"),
+        ("--agent-wait", "60s"),
+        ("--connections", "100"),
+        ("--pattern", "burst"),
+        ("--timeout", "10s"),
+        ("--hold", "0"),
+        ("--close", "rst"),
+        ("--lead", "500ms"),
+    ] {
+        let at = help.find(&format!("{flag} <")).expect(flag);
+        let rest = &help[at..];
+        let entry = &rest[..rest[2..].find("\n      --").map_or(rest.len(), |e| e + 2)];
+        assert!(
+            entry.contains(&format!("[default: {default}]")),
+            "stampede run --help does not show {flag}'s default {default}:\n{entry}"
+        );
+    }
 }
 
 #[test]
