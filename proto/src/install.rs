@@ -118,7 +118,12 @@ pub fn write_man_pages(cmd: clap::Command, dir: &Path) -> io::Result<Vec<PathBuf
         pages.push(clap_mangen::Man::new(cmd.clone()).generate_to(dir)?);
         Ok(())
     }
-    let named = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", dir.display()));
+    let named = |e: io::Error| {
+        io::Error::new(
+            e.kind(),
+            format!("writing man pages to {}: {e}", dir.display()),
+        )
+    };
     std::fs::create_dir_all(dir).map_err(named)?;
     // Built once, so each subcommand's page is named after its full path (`stampede-run`).
     let mut cmd = cmd.disable_help_subcommand(true);
