@@ -46,7 +46,8 @@ pub enum Command {
     /// Target, agents and coordinator in this one process on loopback: a real burst that
     /// overflows a small backlog, to see what stampede reports.
     Demo(DemoArgs),
-    // Setting up: a token for --token-file, shell completions, man pages (README "Install").
+    // Setting up: a token for --token-file, shell completions, man pages (README "Install
+    // extras").
     /// Make bearer tokens for --token-file.
     #[command(subcommand)]
     Token(crate::token_file::TokenCommand),
@@ -243,6 +244,7 @@ pub async fn execute(
         Command::Run(args) => run(args, explicit, &shutdown, progress).await,
         Command::Sweep(args) => sweep(args, explicit, &shutdown, progress).await,
         Command::Demo(args) => demo(args, &shutdown, progress).await,
+        // An existing FILE without --force is bad usage (exit 64); the rest a failure (1).
         Command::Token(cmd) => match crate::token_file::run(&cmd) {
             Ok(text) => Ok(Output::Text(text)),
             Err(crate::token_file::TokenFileError::Exists(e)) => Err(Failure::Usage(e)),

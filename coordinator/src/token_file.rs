@@ -183,8 +183,13 @@ mod tests {
         assert_eq!(token.header_value(), format!("Bearer {first}"));
 
         let second = generate().unwrap();
-        let e = write_new(&path, &second, false).unwrap_err().to_string();
-        assert!(e.contains("token file") && e.contains("--force"), "{e}");
+        let e = write_new(&path, &second, false).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("token file") && msg.contains("--force"),
+            "{msg}"
+        );
+        assert!(matches!(e, TokenFileError::Exists(_)), "exit 64: {e}");
         assert_eq!(
             std::fs::read_to_string(&path).unwrap(),
             format!("{first}\n")
