@@ -33,8 +33,15 @@ fn build_commit() -> String {
     let Some(line) = git(&["log", "-1", "--format=%h %cs", "--abbrev=12"]) else {
         return "no commit: built from a source tree without git history".to_owned();
     };
-    // Rebuilt when HEAD moves: HEAD itself (a checkout) and the branch it names (a commit).
-    let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+    // Rebuilt when HEAD moves: HEAD itself (a checkout), the branch it names (a commit), and
+    // HEAD's reflog, which every move appends to (even when the branch ref was packed, as in a
+    // fresh clone, and its loose file appears only with the next commit). All of them belong
+    // to this work tree alone, so other work trees' commits rebuild nothing here.
+    let mut watched = vec![
+        "HEAD".to_owned(),
+        "logs/HEAD".to_owned(),
+        "packed-refs".to_owned(),
+    ];
     watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
     for name in watched {
         if let Some(path) = git(&["rev-parse", "--path-format=absolute", "--git-path", &name])
