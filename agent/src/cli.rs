@@ -28,7 +28,7 @@ use crate::{Interval, RunResult};
 #[derive(Debug, Parser)]
 #[command(
     name = "stampede-agent",
-    version,
+    version = stampede_proto::install::VERSION,
     about,
     args_conflicts_with_subcommands = true
 )]
@@ -42,6 +42,13 @@ pub struct Cli {
     /// Logging: `--quiet`, `--log-format` (the same in every binary).
     #[command(flatten)]
     pub log: stampede_proto::logging::LogArgs,
+}
+
+/// The whole command line as clap sees it when parsing the process's arguments
+/// (`stampede_proto::logging::parse_args`): [`Cli`] plus `completions` and `man`. Completions,
+/// man pages and the test that checks the README's command lines all read this one.
+pub fn command() -> clap::Command {
+    stampede_proto::install::with_install(<Cli as clap::CommandFactory>::command())
 }
 
 /// Subcommands.

@@ -30,7 +30,7 @@ use crate::threshold::{self, Threshold};
 /// Distributed TCP connection load tester: synchronized connect() bursts from many agents,
 /// every attempt classified, histograms merged exactly.
 #[derive(Debug, Parser)]
-#[command(name = "stampede", version, about)]
+#[command(name = "stampede", version = stampede_proto::install::VERSION, about)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]
@@ -61,6 +61,20 @@ pub enum Command {
     Schedule(ScheduleArgs),
     /// The run history: list, show, compare, pin a baseline, write capacity.html.
     History(HistoryArgs),
+    // Setting up: a token for --token-file, shell completions, man pages (README "Install
+    // extras").
+    /// Make bearer tokens for --token-file.
+    #[command(subcommand)]
+    Token(crate::token_file::TokenCommand),
+    /// `completions SHELL` and `man [DIR]`.
+    #[command(flatten)]
+    Install(stampede_proto::install::InstallCommand),
+}
+
+/// The whole command line as clap sees it: completions, man pages and the test that checks
+/// the README's command lines all read this one.
+pub fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// `stampede run`: a scenario file and flags over it.
@@ -188,7 +202,8 @@ pub enum Output {
     Sweep(SweepReport),
     /// A health check's answer.
     Health(crate::health::Health),
-    /// Text for stdout and the exit code it goes with (`schedule`, `history`).
+    /// Text for stdout and the exit code it goes with (`schedule`, `history`, and the
+    /// setting-up commands: a token, a script, a man page, a note, with code 0).
     Text {
         /// What to print.
         text: String,
@@ -262,7 +277,26 @@ pub async fn execute(
         Command::Health(args) => Ok(Output::Health(crate::health::execute(&args).await?)),
         Command::Schedule(args) => schedule(args, explicit, &shutdown, progress).await,
         Command::History(args) => history(&args),
+        // An existing FILE without --force is bad usage (exit 64); the rest a failure (1).
+        Command::Token(cmd) => match crate::token_file::run(&cmd) {
+            Ok(text) => Ok(Output::Text { text, code: 0 }),
+            Err(crate::token_file::TokenFileError::Exists(e)) => Err(Failure::Usage(e)),
+            Err(e) => Err(Failure::Other(e.into())),
+        },
+        Command::Install(cmd) => install(&cmd),
     }
+}
+
+/// `completions` or `man`: the script or page as text, or where the pages went.
+fn install(cmd: &stampede_proto::install::InstallCommand) -> Result<Output, Failure> {
+    let mut out = Vec::new();
+    let note = cmd.run(command(), &mut out).map_err(anyhow::Error::from)?;
+    let mut text = String::from_utf8_lossy(&out).into_owned();
+    if let Some(note) = note {
+        text.push_str(&note);
+        text.push('\n');
+    }
+    Ok(Output::Text { text, code: 0 })
 }
 
 /// The scenario file (if any) with the given flags over it.

@@ -8,6 +8,7 @@
 //! accept rates to size `listen()` backlog and somaxconn; [`target`] drives the target's
 //! control service; [`demo`] runs target, agents and coordinator in one process on loopback;
 //! [`health`] is `stampede health`, the probe of the gRPC health service both servers carry.
+//! [`token_file`] makes the bearer token file (`stampede token new`).
 
 pub mod admission;
 pub mod auth;
@@ -26,6 +27,7 @@ pub mod service;
 pub mod sweep;
 pub mod target;
 pub mod threshold;
+pub mod token_file;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

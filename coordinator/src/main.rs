@@ -18,9 +18,14 @@ fn main() -> ExitCode {
         Ok(invocation) => invocation,
         Err(e) => return logging::usage_error("stampede", &e),
     };
+    // Setting-up commands (token, completions, man) draw no progress line.
+    let draws_progress = !matches!(
+        invocation.cli.command,
+        cli::Command::Token(_) | cli::Command::Install(_)
+    );
     let log = invocation.cli.log;
     logging::init_with(log_filter(&invocation.cli.command), log);
-    let progress = Progress::stderr(log.quiet);
+    let progress = Progress::stderr(log.quiet || !draws_progress);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -13,7 +13,8 @@
 //!   coordinator.
 //! - [`tls`]: rustls configuration of the agent-coordinator channel from PEM files.
 //! - [`signal`], [`usage`], [`logging`]: SIGINT/SIGTERM handling, usage errors (exit 64),
-//!   command-line parsing and the log set-up, the same in every binary.
+//!   command-line parsing and the log set-up, the same in every binary; [`install`]: the
+//!   `completions` and `man` subcommands and the `--version` text (with the git commit).
 //! - [`input`], [`backlog`]: files a person names (regular, size-bounded) and the one
 //!   backlog rule (0 or more) every binary applies.
 //!
@@ -45,6 +46,7 @@ pub mod duration;
 pub mod histogram;
 pub mod hlog;
 pub mod input;
+pub mod install;
 pub mod logging;
 pub mod netstat;
 pub mod outcome;

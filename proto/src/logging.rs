@@ -28,16 +28,37 @@ use clap::{Args, ValueEnum};
 
 use crate::usage::{EX_USAGE, one_line};
 
-/// Parses the process's command line into `P`. On a clap error it has already printed what
-/// the user needs, and returns the exit code `main` should return:
+/// Parses the process's command line into `P`, which gains the `completions` and `man`
+/// subcommands ([`crate::install`]). When it returns `Err`, it has already done what the
+/// command line asked for or printed what the user needs, and the error is the exit code
+/// `main` should return:
 /// - `--help` and `--version`: printed to stdout as usual, [`ExitCode::SUCCESS`];
+/// - `completions SHELL`, `man [DIR]`: done, 0 (1 if writing failed);
 /// - anything else: one line on stderr, `BIN: error: … (see --help)` (the first paragraph of
 ///   clap's message, see [`one_line`]), and exit 64 ([`EX_USAGE`]).
 ///
 /// `bin` is the binary's name as the user typed it (`stampede`, `stampede-agent`, …).
 /// It never calls `process::exit`: only `main` decides how the process ends.
 pub fn parse_args<P: clap::Parser>(bin: &str) -> Result<P, ExitCode> {
-    P::try_parse().map_err(|e| usage_error(bin, &e))
+    parse_args_from(bin, std::env::args_os())
+}
+
+/// [`parse_args`] of the given command line (the first item is the program name).
+pub fn parse_args_from<P, I, T>(bin: &str, args: I) -> Result<P, ExitCode>
+where
+    P: clap::Parser,
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cmd = crate::install::with_install(P::command());
+    let matches = cmd
+        .clone()
+        .try_get_matches_from(args)
+        .map_err(|e| usage_error(bin, &e))?;
+    if let Some(code) = crate::install::run_if_asked(bin, cmd, &matches) {
+        return Err(code);
+    }
+    P::from_arg_matches(&matches).map_err(|e| usage_error(bin, &e))
 }
 
 /// Prints a clap error the way [`parse_args`] does and returns its exit code; for callers
@@ -182,6 +203,34 @@ mod tests {
             quiet_json
         );
         assert!(parse(&["demo-bin", "--log-format", "xml"]).is_err());
+    }
+
+    /// A binary whose flags are all optional, like stampede-target.
+    #[derive(Debug, Parser)]
+    #[command(name = "demo-bin", version)]
+    struct Optional {
+        /// A number.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+    }
+
+    #[test]
+    fn install_commands_run_at_parse_time() {
+        let parse = |args: &[&str]| parse_args_from::<Optional, _, _>("demo-bin", args);
+        assert_eq!(
+            parse(&["demo-bin", "completions", "bash"]).unwrap_err(),
+            ExitCode::SUCCESS
+        );
+        assert_eq!(parse(&["demo-bin", "--count", "3"]).unwrap().count, 3);
+        let bad = parse(&["demo-bin", "completions", "tcsh"]).unwrap_err();
+        assert_eq!(bad, ExitCode::from(EX_USAGE));
+        // Writing the pages failed (a file where the directory should be): exit 1.
+        let file = std::env::temp_dir().join(format!("stampede-man-file-{}", std::process::id()));
+        std::fs::write(&file, "").unwrap();
+        let dir = file.join("man1");
+        let args = ["demo-bin", "man", dir.to_str().unwrap()];
+        assert_eq!(parse(&args).unwrap_err(), ExitCode::FAILURE);
+        std::fs::remove_file(&file).unwrap();
     }
 
     #[test]

@@ -100,7 +100,8 @@ pub struct Scenario {
     /// CA (PEM) that signed the target control's certificate, for an https:// --target-control.
     #[arg(long, env = "STAMPEDE_TARGET_CONTROL_CA", value_name = "F")]
     pub target_control_ca: Option<PathBuf>,
-    /// Backlog to configure on the target first, 0 or more (needs --target-control).
+    /// Backlog to configure on the target first, 0 or more (needs --target-control; without
+    /// it the target keeps the backlog it has).
     #[arg(
         long,
         env = "STAMPEDE_BACKLOG",

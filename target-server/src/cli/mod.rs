@@ -29,7 +29,7 @@ pub use self::supervise::SuperviseArgs;
 #[derive(Debug, Parser)]
 #[command(
     name = "stampede-target",
-    version,
+    version = stampede_proto::install::VERSION,
     about,
     args_conflicts_with_subcommands = true
 )]
@@ -43,6 +43,13 @@ pub struct Cli {
     /// Logging: `--quiet`, `--log-format` (the same in every binary).
     #[command(flatten)]
     pub log: stampede_proto::logging::LogArgs,
+}
+
+/// The whole command line as clap sees it when parsing the process's arguments
+/// (`stampede_proto::logging::parse_args`): [`Cli`] plus `completions` and `man`. Completions,
+/// man pages and the test that checks the README's command lines all read this one.
+pub fn command() -> clap::Command {
+    stampede_proto::install::with_install(<Cli as clap::CommandFactory>::command())
 }
 
 /// The subcommands.
@@ -59,7 +66,12 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Address to listen on.
-    #[arg(long, env = "STAMPEDE_LISTEN", default_value = "127.0.0.1:8000")]
+    #[arg(
+        long,
+        env = "STAMPEDE_LISTEN",
+        default_value = "127.0.0.1:8000",
+        value_name = "ADDR"
+    )]
     pub listen: SocketAddr,
     /// Backlog passed to listen() as given (0 admits one; the kernel caps it at somaxconn).
     #[arg(
@@ -70,7 +82,8 @@ pub struct ServeArgs {
         value_name = "N"
     )]
     pub backlog: i32,
-    /// Accept nothing for this long after start (connections wait in the accept queue).
+    /// Accept nothing for this long after start, or after a new policy arrives over --control
+    /// (connections wait in the accept queue meanwhile) [default: 0: accept at once].
     #[arg(long, env = "STAMPEDE_ACCEPT_DELAY", value_parser = parse_duration, value_name = "DUR")]
     pub accept_delay: Option<Duration>,
     /// Accepts per second (token bucket); 0 = never; default: as fast as possible.
