@@ -42,14 +42,17 @@ fn pages(diagrams: bool) -> Vec<PathBuf> {
     pages
 }
 
-/// The clap definition of a binary the docs may run, by name.
+/// The clap definition of a binary the docs may run, by name, built: global flags (`stampede
+/// history --db`, `--entry`, `--json`) are then known to every subcommand, as clap parses them.
 fn binary(name: &str) -> Option<clap::Command> {
-    match name {
-        "stampede" => Some(stampede::cli::command()),
-        "stampede-agent" => Some(stampede_agent::cli::command()),
-        "stampede-target" => Some(stampede_target::cli::command()),
-        _ => None,
-    }
+    let mut cmd = match name {
+        "stampede" => stampede::cli::command(),
+        "stampede-agent" => stampede_agent::cli::command(),
+        "stampede-target" => stampede_target::cli::command(),
+        _ => return None,
+    };
+    cmd.build();
+    Some(cmd)
 }
 
 /// The problems of one command line, or none; the name of the binary it runs, if any.
@@ -190,7 +193,8 @@ fn placeholder(value: &str) -> bool {
 fn check_synopsis(name: &str, def: clap::Command, args: &[String]) -> Result<(), String> {
     let (path, cmd) = descend(name, def, args);
     let mut unknown = Vec::new();
-    for word in args {
+    // After `--` come the child's command and arguments (`supervise -- COMMAND ARGS...`).
+    for word in args.iter().take_while(|w| *w != "--") {
         for piece in word.split(['[', ']', '|']) {
             let Some(flag) = piece.strip_prefix("--") else {
                 continue;
