@@ -23,12 +23,17 @@ fn root() -> PathBuf {
         .to_owned()
 }
 
-/// The pages a user reads: README.md, agent/README.md and docs/*.md; with `ARCHITECTURE.md`
+/// The pages a user reads: README.md, agent/README.md, deploy/README.md and docs/*.md; with `ARCHITECTURE.md`
 /// when `diagrams` (its fenced blocks are drawings, not commands: only its links count).
 fn pages(diagrams: bool) -> Vec<PathBuf> {
     let root = root();
-    let with = ["README.md", "agent/README.md", "ARCHITECTURE.md"];
-    let mut pages: Vec<PathBuf> = with[..if diagrams { 3 } else { 2 }]
+    let with = [
+        "README.md",
+        "agent/README.md",
+        "deploy/README.md",
+        "ARCHITECTURE.md",
+    ];
+    let mut pages: Vec<PathBuf> = with[..if diagrams { 4 } else { 3 }]
         .iter()
         .map(|p| root.join(p))
         .collect();
