@@ -218,7 +218,10 @@ fn three_agents_merge_exactly() {
         for a in &r.agents {
             assert_eq!(by_tag[&format!("agent.{}", a.id)], a.attempts, "{by_tag:?}");
         }
-        assert_eq!(by_tag.len(), 2 + 2 * r.agents.len(), "{by_tag:?}");
+        // Every attempt issued once, with its issue lag, second by second.
+        assert_eq!(by_tag["issue_lag"], 301, "{by_tag:?}");
+        assert_eq!(r.issue_lag_us.count, 301);
+        assert_eq!(by_tag.len(), 3 + 2 * r.agents.len(), "{by_tag:?}");
         s.stop.cancel();
     });
 }

@@ -32,6 +32,9 @@ pub struct Tally {
     pub connect_latency: Histogram<u64>,
     /// Intended send time → server's first byte, µs.
     pub ttfb: Histogram<u64>,
+    /// Intended send time → connect() call, µs, of the attempts *issued* (not completed) in
+    /// the tally's span: how late the agent kept its schedule (docs/design.md "Reports").
+    pub issue_lag: Histogram<u64>,
 }
 
 impl Default for Tally {
@@ -44,6 +47,7 @@ impl Default for Tally {
             errors: BTreeMap::new(),
             connect_latency: histogram::new_latency(),
             ttfb: histogram::new_latency(),
+            issue_lag: histogram::new_latency(),
         }
     }
 }
@@ -81,6 +85,8 @@ pub struct WireTally {
     pub connect_latency_hist: Vec<u8>,
     /// First byte, V2 + DEFLATE.
     pub ttfb_hist: Vec<u8>,
+    /// Issue lag, V2 + DEFLATE.
+    pub issue_lag_hist: Vec<u8>,
 }
 
 /// A result message that carries a tally: `IntervalResult` and `FinalResult` name their
@@ -109,6 +115,8 @@ pub struct WireTallyRef<'a> {
     pub connect_latency_hist: &'a [u8],
     /// First byte, V2 (+ DEFLATE).
     pub ttfb_hist: &'a [u8],
+    /// Issue lag, V2 (+ DEFLATE).
+    pub issue_lag_hist: &'a [u8],
 }
 
 macro_rules! carries_tally {
@@ -123,6 +131,7 @@ macro_rules! carries_tally {
                     errors: &self.errors,
                     connect_latency_hist: &self.connect_latency_hist,
                     ttfb_hist: &self.ttfb_hist,
+                    issue_lag_hist: &self.issue_lag_hist,
                 }
             }
 
@@ -134,6 +143,7 @@ macro_rules! carries_tally {
                 self.errors = w.errors;
                 self.connect_latency_hist = w.connect_latency_hist;
                 self.ttfb_hist = w.ttfb_hist;
+                self.issue_lag_hist = w.issue_lag_hist;
             }
         }
     )*};
@@ -179,6 +189,7 @@ impl Tally {
     pub fn merge(&mut self, other: &Tally) -> Result<(), HistogramError> {
         histogram::merge(&mut self.connect_latency, &other.connect_latency)?;
         histogram::merge(&mut self.ttfb, &other.ttfb)?;
+        histogram::merge(&mut self.issue_lag, &other.issue_lag)?;
         self.outcomes.add(&other.outcomes);
         add_counts(&mut self.syn_retransmits, other.syn_retransmits.clone());
         add_counts(
@@ -221,6 +232,7 @@ impl Tally {
                 .collect(),
             connect_latency_hist: histogram::encode(&self.connect_latency)?,
             ttfb_hist: histogram::encode(&self.ttfb)?,
+            issue_lag_hist: histogram::encode(&self.issue_lag)?,
         })
     }
 
@@ -228,11 +240,13 @@ impl Tally {
     /// Nothing is added when any part of it is unusable.
     pub fn add_wire(&mut self, msg: &impl CarriesTally) -> Result<(), MergeError> {
         let w = msg.wire_tally();
-        // Decode both histograms before counting anything, so a failure adds nothing.
+        // Decode every histogram before counting anything, so a failure adds nothing.
         let mut connect = histogram::new_latency();
         add_hist(&mut connect, w.connect_latency_hist, "connect latency")?;
         let mut ttfb = histogram::new_latency();
         add_hist(&mut ttfb, w.ttfb_hist, "time to first byte")?;
+        let mut issue_lag = histogram::new_latency();
+        add_hist(&mut issue_lag, w.issue_lag_hist, "issue lag")?;
         // Two names may be one errno (`EPERM` and `errno 1`): added, saturating.
         let mut errors = BTreeMap::new();
         for (name, n) in w.errors {
@@ -242,6 +256,7 @@ impl Tally {
         let err = |what| move |source| MergeError::Histogram { what, source };
         histogram::merge(&mut self.connect_latency, &connect).map_err(err("connect latency"))?;
         histogram::merge(&mut self.ttfb, &ttfb).map_err(err("time to first byte"))?;
+        histogram::merge(&mut self.issue_lag, &issue_lag).map_err(err("issue lag"))?;
         if let Some(o) = w.outcomes {
             self.outcomes.add(&o.into());
         }
@@ -341,6 +356,42 @@ mod tests {
             );
         }
         assert!(merged.ttfb.is_empty());
+    }
+
+    /// Issue lag travels in both result messages and adds exactly, like the latencies; an
+    /// agent that predates it (no bytes) adds nothing, and garbage is named.
+    #[test]
+    fn issue_lag_travels_and_merges_exactly() {
+        let mut union = histogram::new_latency();
+        let mut merged = Tally::default();
+        for agent in 0..3u64 {
+            let mut t = Tally::default();
+            for i in 0..1_000u64 {
+                let lag = (i * 37 + agent * 1_001) % 20_000;
+                t.issue_lag.record(lag).unwrap();
+                union.record(lag).unwrap();
+            }
+            let mut msg = pb::IntervalResult::default();
+            msg.set_wire_tally(t.to_wire().unwrap());
+            assert!(!msg.issue_lag_hist.is_empty());
+            merged.add_wire(&msg).unwrap();
+        }
+        merged.add_wire(&pb::FinalResult::default()).unwrap();
+        assert_eq!(merged.issue_lag.len(), 3_000);
+        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                merged.issue_lag.value_at_quantile(q),
+                union.value_at_quantile(q),
+                "quantile {q}"
+            );
+        }
+        let err = Tally::default()
+            .add_wire(&pb::FinalResult {
+                issue_lag_hist: b"garbage".to_vec(),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("issue lag"), "{err}");
     }
 
     #[test]

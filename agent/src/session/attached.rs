@@ -157,12 +157,29 @@ impl<'a> Session<'a> {
                 In::Prepare(p) => self.on_prepare(p).await,
                 In::Start(s) => self.on_start(s).await,
                 In::Abort(a) => self.on_abort(a),
-                In::Welcome(_) | In::Ping(_) => Continue(()),
+                In::Ping(p) => self.on_ping(p).await,
+                In::Welcome(_) => Continue(()),
             },
             Ok(Some(_)) => Continue(()),
             Ok(None) => self.on_stream_end(None),
             Err(s) => self.on_stream_end(Some(s)),
         }
+    }
+
+    /// A periodic Ping needs no answer; the delivery round before a Start (a Ping naming
+    /// the run this agent is armed for) is answered at once, so the coordinator can measure
+    /// how long its fan-out takes and choose a start lead every agent meets.
+    async fn on_ping(&mut self, p: pb::Ping) -> Step {
+        let armed_for = self.armed.as_ref().map(|a| a.run_id.as_str());
+        if p.run_id.is_empty() || armed_for != Some(p.run_id.as_str()) {
+            return Continue(());
+        }
+        let echo = pb::Heartbeat {
+            run_id: p.run_id,
+            echo_ping_unix_nanos: p.sent_unix_nanos,
+            ..Default::default()
+        };
+        self.send(Out::Heartbeat(echo)).await
     }
 
     /// Tells the coordinator this agent lives, and how far the run has come.

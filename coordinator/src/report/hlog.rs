@@ -6,9 +6,11 @@
 //! instant (its last interval also holds what completed later), so the log's BaseTime and
 //! StartTime are that instant and each line starts at `seq` seconds and lasts one. Per second:
 //! an untagged line with every agent's connect latencies merged exactly (`Histogram::add`),
-//! `Tag=ttfb` with the merged first-byte latencies, then `Tag=agent.<id>` and
-//! `Tag=agent.<id>.ttfb` for each agent (the writer is [`stampede_proto::hlog`]). Values are
-//! microseconds. Lost agents contribute the intervals they delivered, as in the report.
+//! `Tag=ttfb` with the merged first-byte latencies, `Tag=issue_lag` with the merged issue lag
+//! (connect() call minus intended time) of the attempts issued in that second, then
+//! `Tag=agent.<id>` and `Tag=agent.<id>.ttfb` for each agent (the writer is
+//! [`stampede_proto::hlog`]). Values are microseconds. Lost agents contribute the intervals
+//! they delivered, as in the report.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -31,10 +33,14 @@ pub fn render(
         .values()
         .flatten()
         .any(|r| !r.ttfb_hist.is_empty());
+    let any_lag = intervals
+        .values()
+        .flatten()
+        .any(|r| !r.issue_lag_hist.is_empty());
     let comments = [
         format!("stampede run {run_id}"),
         "values: microseconds; untagged: connect latency of all agents; ttfb: time to first \
-         byte; agent.<id>[.ttfb]: one agent"
+         byte; issue_lag: connect() call minus intended time; agent.<id>[.ttfb]: one agent"
             .to_owned(),
     ];
     // One second at a time, so only that second's histograms are decoded at once.
@@ -42,6 +48,7 @@ pub fn render(
         for seq in seqs {
             let mut connect = histogram::new_latency();
             let mut ttfb = histogram::new_latency();
+            let mut lag = histogram::new_latency();
             let mut per_agent = Vec::new();
             for (id, results) in intervals {
                 // An agent sends each seq once; several would simply add.
@@ -55,12 +62,16 @@ pub fn render(
                     let t = decode(&r.ttfb_hist, "time to first byte")?;
                     histogram::merge(&mut connect, &c)?;
                     histogram::merge(&mut ttfb, &t)?;
+                    histogram::merge(&mut lag, &decode(&r.issue_lag_hist, "issue lag")?)?;
                     per_agent.push((id, c, t));
                 }
             }
             lines.line(seq, None, &connect)?;
             if any_ttfb {
                 lines.line(seq, Some("ttfb"), &ttfb)?;
+            }
+            if any_lag {
+                lines.line(seq, Some("issue_lag"), &lag)?;
             }
             for (id, c, t) in &per_agent {
                 lines.line(seq, Some(&format!("agent.{id}")), c)?;
@@ -123,5 +134,46 @@ mod tests {
                 (Some("agent.a_1".to_owned()), 1, 1, big.max()),
             ]
         );
+    }
+
+    /// Issue lag gets a merged `Tag=issue_lag` line per second holding every agent's
+    /// samples of that second.
+    #[test]
+    fn issue_lag_is_merged_per_second_under_its_tag() {
+        let with_lag = |seq: u32, lags: &[u64]| {
+            let mut h = histogram::new_latency();
+            for l in lags {
+                h.record(*l).unwrap();
+            }
+            pb::IntervalResult {
+                issue_lag_hist: histogram::encode(&h).unwrap(),
+                ..interval(seq, &[100])
+            }
+        };
+        let mut intervals = BTreeMap::new();
+        intervals.insert(
+            "a".to_owned(),
+            vec![with_lag(0, &[5, 7]), with_lag(1, &[900])],
+        );
+        intervals.insert("b".to_owned(), vec![with_lag(0, &[2_000])]);
+        let text = render("r2", 1_764_000_000_000_000_000, &intervals).unwrap();
+        let lag: Vec<(u32, u64, u64, u64)> = hlog::parse(&text)
+            .unwrap()
+            .into_iter()
+            .filter(|l| l.tag.as_deref() == Some("issue_lag"))
+            .map(|l| {
+                (
+                    l.seq,
+                    l.histogram.len(),
+                    l.histogram.min(),
+                    l.histogram.max(),
+                )
+            })
+            .collect();
+        let mut two_ms = histogram::new_latency();
+        two_ms.record(2_000).unwrap();
+        assert_eq!(lag, vec![(0, 3, 5, two_ms.max()), (1, 1, 900, 900)]);
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("issue_lag: connect() call minus"), "{text}");
     }
 }

@@ -12,6 +12,7 @@
 mod agents;
 mod collect;
 mod machine;
+mod pacing;
 mod report;
 
 use std::collections::BTreeMap;

@@ -140,6 +140,9 @@ pub(super) fn build_report(
         thresholds: Vec::new(),
         // Told by `Run::finish`, once the target's error is known too.
         verdict: String::new(),
+        issue_lag_us: Latency::from(&merged.issue_lag),
+        // Stated by `Run::finish`, which knows what the run chose.
+        pacing: None,
     };
     Ok(Finished {
         report,

@@ -1,0 +1,121 @@
+//! A fleet of real agent processes against one coordinator (`tests/support/fleet.rs`): by
+//! default 1,000 `stampede-agent` daemons and `stampede run` in one network namespace, 10
+//! connections each in a burst at a loopback target that counts what it accepted; then 100
+//! agents on a 10-minute ramp, the coordinator's RSS sampled throughout. Prints the
+//! figures (agents, wall time per phase, coordinator peak RSS, partial or not, the pacing
+//! the run chose); asserts nothing. Needs root.
+//!
+//! Run: `cargo bench -p stampede --bench fleet`. `STAMPEDE_FLEET_AGENTS=N` changes the
+//! burst's fleet, `STAMPEDE_FLEET_RUNS=N` its repetitions (default 3),
+//! `STAMPEDE_FLEET_MINUTES=M` the long run (0 skips it).
+
+use std::time::Duration;
+
+use stampede_lab::Netns;
+
+#[path = "../tests/support/fleet.rs"]
+mod fleet;
+
+use fleet::{Fleet, Measured, bin, clean, out_dir, secs};
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn describe(m: &Measured) -> String {
+    let r = m.report.as_ref();
+    let get = |k: &str| r.map_or(serde_json::Value::Null, |r| r[k].clone());
+    let lost = get("lost_agents").as_array().map_or(0, Vec::len);
+    format!(
+        "partial {} (lost {lost}, skipped {}), accepted by the target {}, issue lag p99 {} µs max {} µs, start spread {} µs; {}",
+        get("partial"),
+        get("skipped_overdue"),
+        m.accepted,
+        get("issue_lag_us")["p99"],
+        get("issue_lag_us")["max"],
+        get("start_spread_us"),
+        get("pacing")["start_lead_basis"]
+    )
+}
+
+fn main() {
+    if !stampede_lab::is_root() {
+        eprintln!("fleet bench: needs root (network namespaces); skipped");
+        return;
+    }
+    let agents = env("STAMPEDE_FLEET_AGENTS", 1_000) as usize;
+    let runs = env("STAMPEDE_FLEET_RUNS", 3);
+    let minutes = env("STAMPEDE_FLEET_MINUTES", 10);
+    let (stampede, agent) = (
+        std::path::PathBuf::from(env!("CARGO_BIN_EXE_stampede")),
+        bin("stampede-agent"),
+    );
+    let ns = Netns::new("fleetb").expect("creating the namespace");
+    println!("fleet bench, {} UTC", stampede_proto::clock::rfc3339(stampede_proto::clock::unix_nanos_now()));
+    for run in 1..=runs {
+        let f = Fleet {
+            agents,
+            per_agent: 10,
+            pattern: "burst".into(),
+            stampede: stampede.clone(),
+            agent: agent.clone(),
+            out: out_dir("fleetb"),
+            limit: Duration::from_secs(600),
+        };
+        let before = load();
+        let m = fleet::run(&ns, &f);
+        println!(
+            "burst run {run}: {agents} agents x 10: attach {} (spawning {:.3}s), prepare {}, run+report {}, total {:.3}s; coordinator peak RSS {} MiB; exit {:?}; load {before}",
+            secs(m.attach),
+            m.spawn.as_secs_f64(),
+            secs(m.prepare),
+            secs(m.run),
+            m.total.as_secs_f64(),
+            m.peak_rss_kib / 1024,
+            m.exit,
+        );
+        println!("  {}", describe(&m));
+        clean(&f.out);
+    }
+    if minutes == 0 {
+        return;
+    }
+    let secs_total = minutes * 60;
+    // 100 agents, 10 connects a second each.
+    let f = Fleet {
+        agents: 100,
+        per_agent: 10 * secs_total,
+        pattern: format!("ramp:1000:{secs_total}s"),
+        stampede,
+        agent,
+        out: out_dir("fleetb-long"),
+        limit: Duration::from_secs(secs_total + 300),
+    };
+    let before = load();
+    let m = fleet::run(&ns, &f);
+    println!(
+        "ramp run: 100 agents, {minutes} min at 1,000/s: total {:.1}s, peak RSS {} MiB, exit {:?}; load {before}",
+        m.total.as_secs_f64(),
+        m.peak_rss_kib / 1024,
+        m.exit
+    );
+    println!("  {}", describe(&m));
+    let step = (secs_total / 10).max(1);
+    let mut line = String::from("  coordinator RSS (MiB) by minute of the run:");
+    for t in (0..=secs_total).step_by(step as usize) {
+        if let Some((_, kib)) = m.rss.iter().find(|(at, _)| at.as_secs() >= t) {
+            line += &format!(" {t}s={}", kib / 1024);
+        }
+    }
+    println!("{line}");
+    clean(&f.out);
+}
