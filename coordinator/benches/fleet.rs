@@ -60,7 +60,10 @@ fn main() {
         bin("stampede-agent"),
     );
     let ns = Netns::new("fleetb").expect("creating the namespace");
-    println!("fleet bench, {} UTC", stampede_proto::clock::rfc3339(stampede_proto::clock::unix_nanos_now()));
+    println!(
+        "fleet bench, {} UTC",
+        stampede_proto::clock::rfc3339(stampede_proto::clock::unix_nanos_now())
+    );
     for run in 1..=runs {
         let f = Fleet {
             agents,

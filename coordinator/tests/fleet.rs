@@ -49,11 +49,19 @@ fn two_hundred_agents_run_whole_and_account_for_every_attempt() {
         m.peak_rss_kib / 1024,
         m.start_line
     );
-    let r = m
-        .report
-        .as_ref()
-        .unwrap_or_else(|| panic!("no report.json; the coordinator said:\n{}", m.log_tail.join("\n")));
-    let why = || format!("{}; agents' logs in {}", r["verdict"], fleet::agents_log(&f.out).display());
+    let r = m.report.as_ref().unwrap_or_else(|| {
+        panic!(
+            "no report.json; the coordinator said:\n{}",
+            m.log_tail.join("\n")
+        )
+    });
+    let why = || {
+        format!(
+            "{}; agents' logs in {}",
+            r["verdict"],
+            fleet::agents_log(&f.out).display()
+        )
+    };
     // The coordinator's part: nobody lost, no agent refused a Start that came too late, no
     // result missing. An agent *process* starved past the late bound (250 ms) on a loaded
     // 2-core machine skips what fell due and says so, as it must (docs/design.md "Never
@@ -76,7 +84,11 @@ fn two_hundred_agents_run_whole_and_account_for_every_attempt() {
         .values()
         .map(|v| v.as_u64().unwrap())
         .sum();
-    assert_eq!(total + skipped, 2_000, "every attempt classified or skipped: {o}");
+    assert_eq!(
+        total + skipped,
+        2_000,
+        "every attempt classified or skipped: {o}"
+    );
     let connected = o["established"].as_u64().unwrap() + o["syn_retransmitted"].as_u64().unwrap();
     assert_eq!(
         m.accepted as u64, connected,
@@ -88,11 +100,16 @@ fn two_hundred_agents_run_whole_and_account_for_every_attempt() {
     assert!(pacing["liveness_ms"].as_u64().unwrap() >= 3_400, "{pacing}");
     let basis = pacing["start_lead_basis"].as_str().unwrap();
     assert!(basis.contains("to 200 agents"), "{basis}");
-    assert!(!basis.contains("did not echo"), "every agent echoed: {basis}");
+    assert!(
+        !basis.contains("did not echo"),
+        "every agent echoed: {basis}"
+    );
     assert_eq!(m.exit, Some(if skipped > 0 { 1 } else { 0 }));
     // Loose bounds for a loaded 2-core machine (the bench prints the figures).
     assert!(m.total < Duration::from_secs(90), "{:?}", m.total);
-    assert!(m.peak_rss_kib < 300 * 1024, "{} KiB", m.peak_rss_kib);
+    // 30 MiB here on a loaded machine; 209 MiB when the report kept every agent's decoded
+    // tally (three ~0.2 MB histograms each) and the hlog held a second's of them at once.
+    assert!(m.peak_rss_kib < 100 * 1024, "{} KiB", m.peak_rss_kib);
     clean(&f.out);
 }
 
@@ -109,10 +126,12 @@ fn coordinator_memory_is_flat_over_the_run() {
     let f = fleet(AGENTS, 300, "ramp:200:60s", "fleetrss");
     let m = fleet::run(&ns, &f);
     clean(&f.out);
-    let r = m
-        .report
-        .as_ref()
-        .unwrap_or_else(|| panic!("no report.json; the coordinator said:\n{}", m.log_tail.join("\n")));
+    let r = m.report.as_ref().unwrap_or_else(|| {
+        panic!(
+            "no report.json; the coordinator said:\n{}",
+            m.log_tail.join("\n")
+        )
+    });
     assert_eq!(r["lost_agents"], serde_json::json!([]), "{}", r["verdict"]);
     let at = |from: u64, to: u64| -> Vec<u64> {
         m.rss
@@ -123,7 +142,11 @@ fn coordinator_memory_is_flat_over_the_run() {
     };
     let early = at(10, 15);
     let late = at(55, 60);
-    assert!(!early.is_empty() && !late.is_empty(), "{} samples", m.rss.len());
+    assert!(
+        !early.is_empty() && !late.is_empty(),
+        "{} samples",
+        m.rss.len()
+    );
     let early_max = *early.iter().max().unwrap();
     let late_max = *late.iter().max().unwrap();
     eprintln!(

@@ -5,11 +5,12 @@
 //! Interval `seq` of every agent covers `[seq, seq + 1)` seconds after the agreed start
 //! instant (its last interval also holds what completed later), so the log's BaseTime and
 //! StartTime are that instant and each line starts at `seq` seconds and lasts one. Per second:
-//! an untagged line with every agent's connect latencies merged exactly (`Histogram::add`),
-//! `Tag=ttfb` with the merged first-byte latencies, `Tag=issue_lag` with the merged issue lag
-//! (connect() call minus intended time) of the attempts issued in that second, then
-//! `Tag=agent.<id>` and `Tag=agent.<id>.ttfb` for each agent (the writer is
-//! [`stampede_proto::hlog`]). Values are microseconds. Lost agents contribute the intervals
+//! `Tag=agent.<id>` and `Tag=agent.<id>.ttfb` for each agent, then an untagged line with
+//! every agent's connect latencies merged exactly (`Histogram::add`), `Tag=ttfb` with the
+//! merged first-byte latencies and `Tag=issue_lag` with the merged issue lag (connect() call
+//! minus intended time) of the attempts issued in that second (the writer is
+//! [`stampede_proto::hlog`]; the merged lines come last so that no second's decoded
+//! histograms are held at once, whatever the fleet). Values are microseconds. Lost agents contribute the intervals
 //! they delivered, as in the report.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,7 +50,9 @@ pub fn render(
             let mut connect = histogram::new_latency();
             let mut ttfb = histogram::new_latency();
             let mut lag = histogram::new_latency();
-            let mut per_agent = Vec::new();
+            // Each agent's lines go out as soon as its second is decoded, and the merged
+            // lines after them: a fleet's decoded histograms (~0.2 MB each) are never held
+            // at once.
             for (id, results) in intervals {
                 // An agent sends each seq once; several would simply add.
                 for r in results.iter().filter(|r| r.seq == seq) {
@@ -63,7 +66,10 @@ pub fn render(
                     histogram::merge(&mut connect, &c)?;
                     histogram::merge(&mut ttfb, &t)?;
                     histogram::merge(&mut lag, &decode(&r.issue_lag_hist, "issue lag")?)?;
-                    per_agent.push((id, c, t));
+                    lines.line(seq, Some(&format!("agent.{id}")), &c)?;
+                    if any_ttfb {
+                        lines.line(seq, Some(&format!("agent.{id}.ttfb")), &t)?;
+                    }
                 }
             }
             lines.line(seq, None, &connect)?;
@@ -72,12 +78,6 @@ pub fn render(
             }
             if any_lag {
                 lines.line(seq, Some("issue_lag"), &lag)?;
-            }
-            for (id, c, t) in &per_agent {
-                lines.line(seq, Some(&format!("agent.{id}")), c)?;
-                if any_ttfb {
-                    lines.line(seq, Some(&format!("agent.{id}.ttfb")), t)?;
-                }
             }
         }
         Ok(())
@@ -101,8 +101,8 @@ mod tests {
         }
     }
 
-    /// Two agents over two seconds: one untagged line per second holding both agents'
-    /// samples, one tagged line per agent and second, timestamps relative to the start.
+    /// Two agents over two seconds: one tagged line per agent and second, then one untagged
+    /// line per second holding both agents' samples; timestamps relative to the start.
     #[test]
     fn lines_per_second_merge_agents_and_tag_each() {
         let mut intervals = BTreeMap::new();
@@ -127,11 +127,11 @@ mod tests {
         assert_eq!(
             lines,
             vec![
-                (None, 0, 4, 40),
                 (Some("agent.a_1".to_owned()), 0, 3, 30),
                 (Some("agent.b".to_owned()), 0, 1, 40),
-                (None, 1, 1, big.max()),
+                (None, 0, 4, 40),
                 (Some("agent.a_1".to_owned()), 1, 1, big.max()),
+                (None, 1, 1, big.max()),
             ]
         );
     }

@@ -219,7 +219,11 @@ pub fn run(ns: &Netns, fleet: &Fleet) -> Measured {
 }
 
 /// Reads progress lines until one matches (panics at `until`).
-fn wait_for(lines: &mpsc::Receiver<(Instant, String)>, until: Instant, want: impl Fn(&str) -> bool) {
+fn wait_for(
+    lines: &mpsc::Receiver<(Instant, String)>,
+    until: Instant,
+    want: impl Fn(&str) -> bool,
+) {
     loop {
         let left = until.saturating_duration_since(Instant::now());
         match lines.recv_timeout(left) {
