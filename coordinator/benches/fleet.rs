@@ -87,6 +87,14 @@ fn main() {
             m.exit,
         );
         println!("  {}", describe(&m));
+        if m.report.is_none() {
+            for line in m.log_tail.iter().rev().take(5).rev() {
+                println!("  coordinator: {line}");
+            }
+            let log = fleet::agents_log(&f.out);
+            println!("  agents' logs kept in {}", log.display());
+            let _ = std::fs::rename(&log, log.with_extension(format!("run{run}.log")));
+        }
         clean(&f.out);
     }
     if minutes == 0 {
