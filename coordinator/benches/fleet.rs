@@ -31,6 +31,31 @@ fn load() -> String {
         .unwrap_or_default()
 }
 
+/// Lost agents' reasons, grouped by their first words, most common first.
+fn lost_reasons(m: &Measured) -> String {
+    let mut by = std::collections::BTreeMap::<String, usize>::new();
+    let reasons = m
+        .report
+        .as_ref()
+        .and_then(|r| r["lost_reasons"].as_object().cloned());
+    for why in reasons.into_iter().flatten().map(|(_, v)| v) {
+        let words: Vec<&str> = why
+            .as_str()
+            .unwrap_or("")
+            .split_whitespace()
+            .take(6)
+            .collect();
+        *by.entry(words.join(" ")).or_default() += 1;
+    }
+    let mut by: Vec<_> = by.into_iter().collect();
+    by.sort_by(|a, b| b.1.cmp(&a.1));
+    by.iter()
+        .take(3)
+        .map(|(w, n)| format!("{n} x \"{w} ...\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn describe(m: &Measured) -> String {
     let r = m.report.as_ref();
     let get = |k: &str| r.map_or(serde_json::Value::Null, |r| r[k].clone());
@@ -87,13 +112,18 @@ fn main() {
             m.exit,
         );
         println!("  {}", describe(&m));
-        if m.report.is_none() {
+        let lost = lost_reasons(&m);
+        if !lost.is_empty() {
+            println!("  lost: {lost}");
+        }
+        if m.report.is_none() || std::env::var_os("STAMPEDE_FLEET_KEEP").is_some() {
             for line in m.log_tail.iter().rev().take(5).rev() {
                 println!("  coordinator: {line}");
             }
             let log = fleet::agents_log(&f.out);
-            println!("  agents' logs kept in {}", log.display());
-            let _ = std::fs::rename(&log, log.with_extension(format!("run{run}.log")));
+            let kept = log.with_extension(format!("run{run}.log"));
+            let _ = std::fs::rename(&log, &kept);
+            println!("  agents' logs kept in {}", kept.display());
         }
         clean(&f.out);
     }

@@ -7,8 +7,11 @@
 //! naming the run goes to every agent at once, each armed agent echoes it at once, and the
 //! time until the last echo is how long the coordinator, the network and every agent's
 //! process take to pass a message there and back under this fleet's load. Start follows the
-//! same path one way; the lead is twice the round plus the clock uncertainty, so that even a
-//! slower Start reaches every agent before the instant (docs/design.md "Fleets").
+//! same path one way, but costs each agent more than an echo: it starts its firing threads
+//! and allocates their histograms, and on one host a fleet's agents pay that one after
+//! another (1,000 agents on a 2-vCPU VM took ~1.5 s to take in a Start that a 156 ms round
+//! had preceded). The lead is therefore twice the round, plus the clock uncertainty, plus
+//! [`START_COST_PER_AGENT`] per agent (docs/design.md "Fleets").
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -20,6 +23,10 @@ use tokio::time::Instant;
 use super::agents;
 use super::machine::Run;
 use crate::service::AgentEvent;
+
+/// What taking in a Start costs one agent's host beyond an echo (threads, histograms), as
+/// measured with 1,000 agents on one 2-vCPU VM (~1.5 ms each), with headroom.
+pub(super) const START_COST_PER_AGENT: Duration = Duration::from_millis(2);
 
 /// The shortest lead between Start and the start instant, whatever was measured.
 pub(super) const MIN_LEAD: Duration = Duration::from_millis(50);
@@ -56,19 +63,24 @@ pub(super) struct Round {
 
 /// The lead between Start and the start instant, and what it was chosen from: twice the
 /// delivery round plus the worst clock uncertainty (half the worst best-probe RTT, on each
-/// side), at least 5 × that RTT, the plan's lead and [`MIN_LEAD`].
+/// side) plus [`START_COST_PER_AGENT`] per agent, at least 5 × that RTT, the plan's lead and
+/// [`MIN_LEAD`].
 pub(super) fn choose_lead(
     plan_lead: Duration,
     round: Round,
     max_rtt: Duration,
 ) -> (Duration, String) {
-    let measured = round.took * 2 + max_rtt;
+    let start_cost = START_COST_PER_AGENT * round.agents as u32;
+    let measured = round.took * 2 + max_rtt + start_cost;
     let lead = measured.max(max_rtt * 5).max(plan_lead).max(MIN_LEAD);
     let mut basis = format!(
-        "delivery round {} ms to {} agents (x2), clock uncertainty up to {} ms, plan lead {} ms",
+        "delivery round {} ms to {} agents (x2), clock uncertainty up to {} ms, Start cost {} ms \
+         ({} ms per agent), plan lead {} ms",
         round.took.as_millis(),
         round.agents,
         (max_rtt / 2).as_millis(),
+        start_cost.as_millis(),
+        START_COST_PER_AGENT.as_millis(),
         plan_lead.as_millis()
     );
     if round.unanswered > 0 {
@@ -141,30 +153,35 @@ mod tests {
     /// The lead grows with what was measured, never below the plan's lead or the floor.
     #[test]
     fn the_lead_follows_the_measured_round() {
-        let round = |ms, unanswered| Round {
+        let round = |ms, unanswered, agents| Round {
             took: Duration::from_millis(ms),
             unanswered,
-            agents: 1_000,
+            agents,
         };
         let plan = Duration::from_millis(500);
         let rtt = Duration::from_millis(4);
-        assert_eq!(choose_lead(plan, round(10, 0), rtt).0, plan);
-        let (lead, basis) = choose_lead(plan, round(700, 0), rtt);
-        assert_eq!(lead, Duration::from_millis(1_404));
+        assert_eq!(choose_lead(plan, round(10, 0, 3), rtt).0, plan);
+        // 2 x 700 ms + 4 ms + 1,000 x 2 ms.
+        let (lead, basis) = choose_lead(plan, round(700, 0, 1_000), rtt);
+        assert_eq!(lead, Duration::from_millis(3_404));
         assert!(
             basis.contains("delivery round 700 ms to 1000 agents"),
             "{basis}"
         );
+        assert!(basis.contains("Start cost 2000 ms"), "{basis}");
         assert!(!basis.contains("did not echo"), "{basis}");
-        let (_, basis) = choose_lead(plan, round(2_000, 3), rtt);
+        let (_, basis) = choose_lead(plan, round(2_000, 3, 10), rtt);
         assert!(basis.contains("3 agents did not echo"), "{basis}");
         assert_eq!(
-            choose_lead(Duration::ZERO, round(1, 0), Duration::ZERO).0,
+            choose_lead(Duration::ZERO, round(1, 0, 0), Duration::ZERO).0,
             MIN_LEAD
         );
         // A jittery clock path: 5 x the worst RTT wins over a fast round.
         let slow = Duration::from_millis(200);
-        assert_eq!(choose_lead(Duration::ZERO, round(1, 0), slow).0, slow * 5);
+        assert_eq!(
+            choose_lead(Duration::ZERO, round(1, 0, 1), slow).0,
+            slow * 5
+        );
     }
 
     /// Timeouts grow with the fleet.
