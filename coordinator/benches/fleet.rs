@@ -48,7 +48,7 @@ fn lost_reasons(m: &Measured) -> String {
         *by.entry(words.join(" ")).or_default() += 1;
     }
     let mut by: Vec<_> = by.into_iter().collect();
-    by.sort_by(|a, b| b.1.cmp(&a.1));
+    by.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     by.iter()
         .take(3)
         .map(|(w, n)| format!("{n} x \"{w} ...\""))

@@ -45,8 +45,11 @@ pub(super) struct Session<'a> {
     /// The last run started; busy until its token is cancelled.
     firing: Option<Firing>,
     /// Silence from the coordinator after which the run is aborted and the session ends
-    /// (Welcome.liveness_ms; `None`: 0, a coordinator that sends no Ping).
+    /// (Welcome.liveness_ms, or the last Prepare's when larger; `None`: 0, a coordinator
+    /// that sends no Ping).
     liveness: Option<Duration>,
+    /// Welcome.liveness_ms, the bound outside a fleet's run.
+    welcome_liveness: Option<Duration>,
     /// This session's own stall has already bought the coordinator extra time since it was
     /// last heard (once, so a dead coordinator is still found).
     stall_excused: bool,
@@ -71,6 +74,7 @@ impl<'a> Session<'a> {
             armed: None,
             firing: None,
             liveness,
+            welcome_liveness: liveness,
             stall_excused: false,
             last_heard: Instant::now(),
         }
@@ -194,6 +198,11 @@ impl<'a> Session<'a> {
     /// Validates, syncs the clock and arms; answers Ready or Rejected.
     async fn on_prepare(&mut self, p: pb::Prepare) -> Step {
         let run_id = p.run_id.clone();
+        // A fleet's run may state a longer bound; never a shorter one, and never one where
+        // the coordinator stated none.
+        self.liveness = self
+            .welcome_liveness
+            .map(|w| w.max(Duration::from_millis(p.liveness_ms)));
         if self.firing.as_ref().is_some_and(Firing::is_busy) {
             return self.send(Rejection::Busy.to_msg(run_id)).await;
         }

@@ -145,6 +145,8 @@ pub struct Pacing {
     pub prepare_timeout_ms: u64,
     /// Silence after which an agent was declared lost during the run, ms.
     pub liveness_ms: u64,
+    /// Silence after which an agent stopped firing on its own (`Prepare.liveness_ms`), ms.
+    pub agent_liveness_ms: u64,
     /// From sending Start to the start instant, ms.
     pub start_lead_ms: u64,
     /// What the start lead was chosen from: the measured round of Start delivery, clock

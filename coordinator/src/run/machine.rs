@@ -94,6 +94,8 @@ impl<'a> Run<'a> {
             overdue: false,
             pacing: Pacing::default(),
         };
+        run.pacing.agent_liveness_ms =
+            pacing::agent_liveness(registry.liveness(), run.agents.len()).as_millis() as u64;
         run.pacing.prepare_timeout_ms =
             pacing::prepare_timeout(run.agents.len()).as_millis() as u64;
         run.send_prepare().await?;
@@ -103,8 +105,10 @@ impl<'a> Run<'a> {
 
     /// Sends each agent its part of the plan, to all at once.
     async fn send_prepare(&self) -> Result<(), RunError> {
+        let liveness_ms = self.pacing.agent_liveness_ms;
         let prepares = self.agents.iter().map(|(id, st)| {
-            let prepare = self.plan.agent_load(st.connections).to_prepare(&self.id);
+            let mut prepare = self.plan.agent_load(st.connections).to_prepare(&self.id);
+            prepare.liveness_ms = liveness_ms;
             (id.clone(), Out::Prepare(prepare))
         });
         let gone = self.registry.send_each(prepares.collect::<Vec<_>>()).await;

@@ -44,6 +44,14 @@ pub(super) fn liveness(heartbeat: Duration, agents: usize) -> Duration {
     (heartbeat * 4).max(Duration::from_secs(3)) + Duration::from_millis(2) * agents as u32
 }
 
+/// The agents' own liveness bound for the run (`Prepare.liveness_ms`): the Welcome's, plus
+/// 2 ms per agent, as a fleet's Pings reach each agent less promptly. Still below the
+/// coordinator's bound ([`liveness`]), so an agent gives up on a silent coordinator before
+/// the coordinator gives up on it.
+pub(super) fn agent_liveness(welcome: Duration, agents: usize) -> Duration {
+    welcome + Duration::from_millis(2) * agents as u32
+}
+
 /// How long the delivery round waits for echoes: 2 s plus 5 ms per agent. Agents that do
 /// not echo (older versions) cost this wait, and the lead grows by it.
 fn round_bound(agents: usize) -> Duration {
@@ -193,5 +201,7 @@ mod tests {
         assert_eq!(liveness(hb, 1), Duration::from_millis(3_002));
         assert_eq!(liveness(hb, 1_000), Duration::from_secs(5));
         assert!(round_bound(1_000) > round_bound(10));
+        assert_eq!(agent_liveness(hb * 2, 1_000), Duration::from_secs(3));
+        assert!(agent_liveness(hb * 2, 1_000) < liveness(hb, 1_000));
     }
 }
