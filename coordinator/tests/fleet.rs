@@ -98,6 +98,8 @@ fn two_hundred_agents_run_whole_and_account_for_every_attempt() {
     let pacing = &r["pacing"];
     assert_eq!(pacing["prepare_timeout_ms"], 36_000, "{pacing}");
     assert!(pacing["liveness_ms"].as_u64().unwrap() >= 3_400, "{pacing}");
+    // Welcome's 2 s (1 s heartbeat) + 2 ms per agent.
+    assert_eq!(pacing["agent_liveness_ms"], 2_400, "{pacing}");
     let basis = pacing["start_lead_basis"].as_str().unwrap();
     assert!(basis.contains("to 200 agents"), "{basis}");
     assert!(
