@@ -5,8 +5,8 @@
 //! (classified by the agents or skipped by a starved agent, and, for those that connected,
 //! seen by the target), within bounds that hold on a loaded 2-core machine; the report
 //! states the pacing the run chose and the fleet's issue lag.
-//! A second test runs a 60 s ramp and checks that the coordinator's memory does not grow
-//! with the run's length. Kernel tests: they need root. The 1,000-agent version is
+//! A second test runs a 60 s ramp and bounds how the coordinator's memory grows with the
+//! run's length. Kernel tests: they need root. The 1,000-agent version is
 //! `cargo bench -p stampede --bench fleet`.
 
 use std::time::Duration;
@@ -115,11 +115,14 @@ fn two_hundred_agents_run_whole_and_account_for_every_attempt() {
     clean(&f.out);
 }
 
-/// A 60 s ramp from 40 agents: once the run is under way, the coordinator's resident memory
-/// stays where it was while intervals keep arriving (40 agents x 60 intervals).
+/// A 60 s ramp from 40 agents: while intervals keep arriving (40 a second), the coordinator's
+/// resident memory grows by at most 2 KiB per interval result, i.e. it keeps them encoded as
+/// they came (~0.75 KiB each, measured) and never decoded (~0.5 MiB each). It does grow with
+/// the run's length: interval results are not yet written to report.hlog as they arrive
+/// (`cargo bench -p stampede --bench fleet` shows the 10-minute slope).
 #[test]
-fn coordinator_memory_is_flat_over_the_run() {
-    if !kernel_tests_enabled("coordinator_memory_is_flat_over_the_run") {
+fn coordinator_memory_per_interval_stays_small() {
+    if !kernel_tests_enabled("coordinator_memory_per_interval_stays_small") {
         return;
     }
     const AGENTS: usize = 40;
@@ -155,8 +158,10 @@ fn coordinator_memory_is_flat_over_the_run() {
         "coordinator RSS: {early_max} KiB at 10-15 s, {late_max} KiB at 55-60 s, peak {} KiB",
         m.peak_rss_kib
     );
+    // 45 s of intervals from every agent between the two windows.
+    let intervals = AGENTS as u64 * 45;
     assert!(
-        late_max <= early_max + 8 * 1024,
-        "RSS grew from {early_max} KiB to {late_max} KiB over 45 s of intervals"
+        late_max <= early_max + intervals * 2,
+        "RSS grew from {early_max} KiB to {late_max} KiB over {intervals} interval results"
     );
 }
