@@ -61,9 +61,10 @@ fn describe(m: &Measured) -> String {
     let get = |k: &str| r.map_or(serde_json::Value::Null, |r| r[k].clone());
     let lost = get("lost_agents").as_array().map_or(0, Vec::len);
     format!(
-        "partial {} (lost {lost}, skipped {}), accepted by the target {}, issue lag p99 {} µs max {} µs, start spread {} µs; {}",
+        "partial {} (lost {lost}, skipped {}), outcomes {}, accepted by the target {}, issue lag p99 {} µs max {} µs, start spread {} µs; {}",
         get("partial"),
         get("skipped_overdue"),
+        get("outcomes"),
         m.accepted,
         get("issue_lag_us")["p99"],
         get("issue_lag_us")["max"],
