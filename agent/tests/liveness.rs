@@ -366,6 +366,7 @@ fn a_silent_coordinator_stops_the_agent_within_its_liveness_bound() {
                     }
                     let ping = In::Ping(pb::Ping {
                         sent_unix_nanos: unix_nanos_now(),
+                        ..Default::default()
                     });
                     if out.send(Ok(msg(ping))).await.is_err() {
                         return;
@@ -593,6 +594,7 @@ fn a_partitioned_agent_stops_firing_within_its_liveness_bound() {
                     every.tick().await;
                     let ping = In::Ping(pb::Ping {
                         sent_unix_nanos: unix_nanos_now(),
+                        ..Default::default()
                     });
                     if out.send(Ok(msg(ping))).await.is_err() {
                         return;

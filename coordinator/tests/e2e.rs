@@ -158,7 +158,8 @@ fn three_agents_merge_exactly() {
         // The merged percentiles equal those of the union of the agents' samples, rebuilt
         // here value by value from each agent's histogram (not with Histogram::add).
         let mut union = stampede_proto::histogram::new_latency();
-        for t in done.tallies.values() {
+        let tallies: Vec<_> = r.agents.iter().map(|a| done.tally(&a.id)).collect();
+        for t in &tallies {
             for v in t.connect_latency.iter_recorded() {
                 union
                     .record_n(v.value_iterated_to(), v.count_at_value())
@@ -166,13 +167,17 @@ fn three_agents_merge_exactly() {
             }
         }
         assert_eq!(union.len(), 301);
-        let merged =
-            done.tallies
-                .values()
-                .fold(stampede_proto::tally::Tally::default(), |mut acc, t| {
-                    acc.merge(t).unwrap();
-                    acc
-                });
+        let merged = tallies
+            .iter()
+            .fold(stampede_proto::tally::Tally::default(), |mut acc, t| {
+                acc.merge(t).unwrap();
+                acc
+            });
+        assert_eq!(
+            &merged,
+            done.merged(),
+            "the report's merge is the agents' merge"
+        );
         for q in [0.0, 0.5, 0.9, 0.99, 0.999, 1.0] {
             assert_eq!(
                 merged.connect_latency.value_at_quantile(q),
@@ -218,7 +223,10 @@ fn three_agents_merge_exactly() {
         for a in &r.agents {
             assert_eq!(by_tag[&format!("agent.{}", a.id)], a.attempts, "{by_tag:?}");
         }
-        assert_eq!(by_tag.len(), 2 + 2 * r.agents.len(), "{by_tag:?}");
+        // Every attempt issued once, with its issue lag, second by second.
+        assert_eq!(by_tag["issue_lag"], 301, "{by_tag:?}");
+        assert_eq!(r.issue_lag_us.count, 301);
+        assert_eq!(by_tag.len(), 3 + 2 * r.agents.len(), "{by_tag:?}");
         s.stop.cancel();
     });
 }

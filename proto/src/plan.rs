@@ -266,6 +266,8 @@ impl Load {
             close: pb::CloseMode::from(self.close) as i32,
             expect_greeting: self.expect_greeting,
             probe_admission: self.probe_admission,
+            // Not the load's: the run sets it for its fleet (the coordinator's `pacing`).
+            liveness_ms: 0,
         }
     }
 }

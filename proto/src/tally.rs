@@ -35,6 +35,9 @@ pub struct Tally {
     /// When attempts completed, µs after the start instant, by class and (for
     /// `syn_retransmitted` only, else 0) k: the completions-over-time chart.
     pub completion_times: BTreeMap<(OutcomeClass, u32), Histogram<u64>>,
+    /// Intended send time → connect() call, µs, of the attempts *issued* (not completed) in
+    /// the tally's span: how late the agent kept its schedule (docs/design.md "Reports").
+    pub issue_lag: Histogram<u64>,
 }
 
 impl Default for Tally {
@@ -48,6 +51,7 @@ impl Default for Tally {
             connect_latency: histogram::new_latency(),
             ttfb: histogram::new_latency(),
             completion_times: BTreeMap::new(),
+            issue_lag: histogram::new_latency(),
         }
     }
 }
@@ -90,6 +94,8 @@ pub struct WireTally {
     pub ttfb_hist: Vec<u8>,
     /// Completion times by class and k.
     pub completion_times: Vec<pb::CompletionTimes>,
+    /// Issue lag, V2 + DEFLATE.
+    pub issue_lag_hist: Vec<u8>,
 }
 
 /// A result message that carries a tally: `IntervalResult` and `FinalResult` name their
@@ -120,6 +126,8 @@ pub struct WireTallyRef<'a> {
     pub ttfb_hist: &'a [u8],
     /// Completion times by class and k.
     pub completion_times: &'a [pb::CompletionTimes],
+    /// Issue lag, V2 (+ DEFLATE).
+    pub issue_lag_hist: &'a [u8],
 }
 
 macro_rules! carries_tally {
@@ -135,6 +143,7 @@ macro_rules! carries_tally {
                     connect_latency_hist: &self.connect_latency_hist,
                     ttfb_hist: &self.ttfb_hist,
                     completion_times: &self.completion_times,
+                    issue_lag_hist: &self.issue_lag_hist,
                 }
             }
 
@@ -147,6 +156,7 @@ macro_rules! carries_tally {
                 self.connect_latency_hist = w.connect_latency_hist;
                 self.ttfb_hist = w.ttfb_hist;
                 self.completion_times = w.completion_times;
+                self.issue_lag_hist = w.issue_lag_hist;
             }
         }
     )*};
@@ -193,6 +203,7 @@ impl Tally {
         histogram::merge(&mut self.connect_latency, &other.connect_latency)?;
         histogram::merge(&mut self.ttfb, &other.ttfb)?;
         add_completion_times(&mut self.completion_times, &other.completion_times)?;
+        histogram::merge(&mut self.issue_lag, &other.issue_lag)?;
         self.outcomes.add(&other.outcomes);
         add_counts(&mut self.syn_retransmits, other.syn_retransmits.clone());
         add_counts(
@@ -246,6 +257,7 @@ impl Tally {
                     })
                 })
                 .collect::<Result<_, HistogramError>>()?,
+            issue_lag_hist: histogram::encode(&self.issue_lag)?,
         })
     }
 
@@ -253,12 +265,14 @@ impl Tally {
     /// Nothing is added when any part of it is unusable.
     pub fn add_wire(&mut self, msg: &impl CarriesTally) -> Result<(), MergeError> {
         let w = msg.wire_tally();
-        // Decode both histograms before counting anything, so a failure adds nothing.
+        // Decode every histogram before counting anything, so a failure adds nothing.
         let mut connect = histogram::new_latency();
         add_hist(&mut connect, w.connect_latency_hist, "connect latency")?;
         let mut ttfb = histogram::new_latency();
         add_hist(&mut ttfb, w.ttfb_hist, "time to first byte")?;
         let completion_times = decode_completion_times(w.completion_times)?;
+        let mut issue_lag = histogram::new_latency();
+        add_hist(&mut issue_lag, w.issue_lag_hist, "issue lag")?;
         // Two names may be one errno (`EPERM` and `errno 1`): added, saturating.
         let mut errors = BTreeMap::new();
         for (name, n) in w.errors {
@@ -270,6 +284,7 @@ impl Tally {
         histogram::merge(&mut self.ttfb, &ttfb).map_err(err("time to first byte"))?;
         add_completion_times(&mut self.completion_times, &completion_times)
             .map_err(err("completion time"))?;
+        histogram::merge(&mut self.issue_lag, &issue_lag).map_err(err("issue lag"))?;
         if let Some(o) = w.outcomes {
             self.outcomes.add(&o.into());
         }
@@ -374,6 +389,42 @@ mod tests {
             );
         }
         assert!(merged.ttfb.is_empty());
+    }
+
+    /// Issue lag travels in both result messages and adds exactly, like the latencies; an
+    /// agent that predates it (no bytes) adds nothing, and garbage is named.
+    #[test]
+    fn issue_lag_travels_and_merges_exactly() {
+        let mut union = histogram::new_latency();
+        let mut merged = Tally::default();
+        for agent in 0..3u64 {
+            let mut t = Tally::default();
+            for i in 0..1_000u64 {
+                let lag = (i * 37 + agent * 1_001) % 20_000;
+                t.issue_lag.record(lag).unwrap();
+                union.record(lag).unwrap();
+            }
+            let mut msg = pb::IntervalResult::default();
+            msg.set_wire_tally(t.to_wire().unwrap());
+            assert!(!msg.issue_lag_hist.is_empty());
+            merged.add_wire(&msg).unwrap();
+        }
+        merged.add_wire(&pb::FinalResult::default()).unwrap();
+        assert_eq!(merged.issue_lag.len(), 3_000);
+        for q in [0.5, 0.9, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                merged.issue_lag.value_at_quantile(q),
+                union.value_at_quantile(q),
+                "quantile {q}"
+            );
+        }
+        let err = Tally::default()
+            .add_wire(&pb::FinalResult {
+                issue_lag_hist: b"garbage".to_vec(),
+                ..Default::default()
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("issue lag"), "{err}");
     }
 
     #[test]

@@ -427,6 +427,7 @@ fn prepare() -> BoxedStrategy<pb::Prepare> {
                     close,
                     expect_greeting: greet,
                     probe_admission: probe,
+                    liveness_ms: 0,
                 }
             },
         )

@@ -140,8 +140,10 @@ impl<'a> Worker<'a> {
 
     /// Issues attempt `idx`; `t` is now (read just before, ns after start).
     fn issue(&mut self, idx: usize, t: u64) {
-        self.issue_lag
-            .saturating_record(t.saturating_sub(self.slots[idx].offset_ns) / 1_000);
+        let lag_us = t.saturating_sub(self.slots[idx].offset_ns) / 1_000;
+        self.issue_lag.saturating_record(lag_us);
+        // The interval's share travels in its IntervalResult (the coordinator's hlog).
+        self.ledger.tally.issue_lag.saturating_record(lag_us);
         self.first_issue_ns.get_or_insert(t);
         self.last_issue_ns = t;
         self.attempt(idx).issue();

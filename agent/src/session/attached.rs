@@ -45,8 +45,11 @@ pub(super) struct Session<'a> {
     /// The last run started; busy until its token is cancelled.
     firing: Option<Firing>,
     /// Silence from the coordinator after which the run is aborted and the session ends
-    /// (Welcome.liveness_ms; `None`: 0, a coordinator that sends no Ping).
+    /// (Welcome.liveness_ms, or the last Prepare's when larger; `None`: 0, a coordinator
+    /// that sends no Ping).
     liveness: Option<Duration>,
+    /// Welcome.liveness_ms, the bound outside a fleet's run.
+    welcome_liveness: Option<Duration>,
     /// This session's own stall has already bought the coordinator extra time since it was
     /// last heard (once, so a dead coordinator is still found).
     stall_excused: bool,
@@ -71,6 +74,7 @@ impl<'a> Session<'a> {
             armed: None,
             firing: None,
             liveness,
+            welcome_liveness: liveness,
             stall_excused: false,
             last_heard: Instant::now(),
         }
@@ -157,12 +161,29 @@ impl<'a> Session<'a> {
                 In::Prepare(p) => self.on_prepare(p).await,
                 In::Start(s) => self.on_start(s).await,
                 In::Abort(a) => self.on_abort(a),
-                In::Welcome(_) | In::Ping(_) => Continue(()),
+                In::Ping(p) => self.on_ping(p).await,
+                In::Welcome(_) => Continue(()),
             },
             Ok(Some(_)) => Continue(()),
             Ok(None) => self.on_stream_end(None),
             Err(s) => self.on_stream_end(Some(s)),
         }
+    }
+
+    /// A periodic Ping needs no answer; the delivery round before a Start (a Ping naming
+    /// the run this agent is armed for) is answered at once, so the coordinator can measure
+    /// how long its fan-out takes and choose a start lead every agent meets.
+    async fn on_ping(&mut self, p: pb::Ping) -> Step {
+        let armed_for = self.armed.as_ref().map(|a| a.run_id.as_str());
+        if p.run_id.is_empty() || armed_for != Some(p.run_id.as_str()) {
+            return Continue(());
+        }
+        let echo = pb::Heartbeat {
+            run_id: p.run_id,
+            echo_ping_unix_nanos: p.sent_unix_nanos,
+            ..Default::default()
+        };
+        self.send(Out::Heartbeat(echo)).await
     }
 
     /// Tells the coordinator this agent lives, and how far the run has come.
@@ -177,6 +198,11 @@ impl<'a> Session<'a> {
     /// Validates, syncs the clock and arms; answers Ready or Rejected.
     async fn on_prepare(&mut self, p: pb::Prepare) -> Step {
         let run_id = p.run_id.clone();
+        // A fleet's run may state a longer bound; never a shorter one, and never one where
+        // the coordinator stated none.
+        self.liveness = self
+            .welcome_liveness
+            .map(|w| w.max(Duration::from_millis(p.liveness_ms)));
         if self.firing.as_ref().is_some_and(Firing::is_busy) {
             return self.send(Rejection::Busy.to_msg(run_id)).await;
         }

@@ -107,6 +107,7 @@ impl Firing {
         pb::Heartbeat {
             run_id: self.run_id.clone(),
             completed: self.completed.load(Ordering::Relaxed),
+            ..Default::default()
         }
     }
 }

@@ -138,10 +138,21 @@ fn hello(config: &SessionConfig) -> pb::Hello {
     }
 }
 
-/// ~16 NTP-style probes; the lowest-RTT one gives the offset and its uncertainty.
+/// Most clock probes one sync sends: under load most of the first 16 may have waited in a
+/// queue somewhere, so up to twice as many again are sent to find quick ones.
+const MAX_PROBES: usize = 3 * clock::PROBES;
+
+/// A probe whose round trip is within this of twice the best one's is "quick": it saw the
+/// path about as idle as the best did.
+const QUICK_SLACK_NS: u64 = 100_000;
+
+/// ~16 NTP-style probes; the lowest-RTT one gives the offset and its uncertainty (half its
+/// RTT). Under load (a fleet syncing at once, a busy host) round trips swing: while fewer than
+/// half of the probes are quick (RTT at most twice the best plus 100 µs), more are sent, up
+/// to [`MAX_PROBES`], so the estimate rests on a probe that met an idle path.
 pub(super) async fn sync_clock(client: &mut Client) -> Result<clock::ClockEstimate, tonic::Status> {
-    let mut samples = Vec::with_capacity(clock::PROBES);
-    for _ in 0..clock::PROBES {
+    let mut samples = Vec::with_capacity(MAX_PROBES);
+    while samples.len() < MAX_PROBES {
         let t0 = unix_nanos_now();
         let r = client
             .clock(pb::ClockProbe { t0_unix_nanos: t0 })
@@ -154,6 +165,41 @@ pub(super) async fn sync_clock(client: &mut Client) -> Result<clock::ClockEstima
             t2: r.t2_unix_nanos,
             t3,
         });
+        if samples.len() >= clock::PROBES && quick(&samples) * 2 >= samples.len() {
+            break;
+        }
     }
     Ok(clock::best(&samples).expect("PROBES > 0"))
+}
+
+/// How many samples are quick: RTT at most twice the best plus [`QUICK_SLACK_NS`].
+fn quick(samples: &[ClockSample]) -> usize {
+    let best = samples.iter().map(ClockSample::rtt_ns).min().unwrap_or(0);
+    let bound = best.saturating_mul(2).saturating_add(QUICK_SLACK_NS);
+    samples.iter().filter(|s| s.rtt_ns() <= bound).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(rtt_us: i64) -> ClockSample {
+        ClockSample {
+            t0: 0,
+            t1: 10,
+            t2: 10,
+            t3: rtt_us * 1_000,
+        }
+    }
+
+    /// Probes that waited in a queue (far above the best RTT) do not count as quick, so a
+    /// sync under load keeps probing; an idle path's probes all count.
+    #[test]
+    fn slow_probes_are_not_quick() {
+        let idle: Vec<_> = (0..16).map(|i| sample(50 + i)).collect();
+        assert_eq!(quick(&idle), 16);
+        let mut loaded: Vec<_> = (0..12).map(|i| sample(20_000 + i * 1_000)).collect();
+        loaded.extend((0..4).map(|_| sample(300)));
+        assert_eq!(quick(&loaded), 4, "4 of 16 met an idle path: probe again");
+    }
 }

@@ -128,6 +128,30 @@ pub struct Report {
     /// ([`story::verdict`], set once the report is complete).
     #[serde(default)]
     pub verdict: String,
+    /// Merged issue lag (connect() call minus intended send time) of every agent, µs: how
+    /// late the fleet kept its schedule.
+    #[serde(default)]
+    pub issue_lag_us: Latency,
+    /// How the run was paced for its fleet: the timeouts it gave agents and the start lead
+    /// it chose (`crate::run`; `None` in reports from before they were stated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pacing: Option<Pacing>,
+}
+
+/// The timeouts and lead a run chose for its fleet (they grow with the number of agents).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pacing {
+    /// How long agents had to answer Prepare (validate, sync clocks, arm), ms.
+    pub prepare_timeout_ms: u64,
+    /// Silence after which an agent was declared lost during the run, ms.
+    pub liveness_ms: u64,
+    /// Silence after which an agent stopped firing on its own (`Prepare.liveness_ms`), ms.
+    pub agent_liveness_ms: u64,
+    /// From sending Start to the start instant, ms.
+    pub start_lead_ms: u64,
+    /// What the start lead was chosen from: the measured round of Start delivery, clock
+    /// uncertainty and the plan's lead.
+    pub start_lead_basis: String,
 }
 
 /// One `--fail-if` threshold judged against a run (`crate::threshold` evaluates it).
@@ -246,6 +270,7 @@ impl Report {
         for (name, l) in [
             ("connect", &self.connect_latency_us),
             ("first byte", &self.ttfb_us),
+            ("issue lag", &self.issue_lag_us),
         ] {
             if l.count > 0 {
                 let _ = writeln!(

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::agents::{self, Loss};
 use super::machine::Run;
+use super::pacing;
 use crate::service::AgentEvent;
 
 /// Slack after the run's expected end (lead, pattern, timeout, hold) before agents that have
@@ -25,9 +26,6 @@ const TICK: Duration = Duration::from_millis(250);
 
 /// How often the collect step reports progress.
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
-
-/// The shortest silence after which an agent is declared lost (else 4 heartbeats).
-const MIN_LIVENESS: Duration = Duration::from_secs(3);
 
 /// What the collect step watches the clock for.
 struct Watch {
@@ -97,7 +95,8 @@ impl Run<'_> {
     pub(super) async fn collect(&mut self) {
         let plan = self.plan;
         let total = self.agents.values().map(|s| s.connections).sum();
-        let liveness = (self.registry.heartbeat() * 4).max(MIN_LIVENESS);
+        let liveness = pacing::liveness(self.registry.heartbeat(), self.agents.len());
+        self.pacing.liveness_ms = liveness.as_millis() as u64;
         let decided_by =
             Instant::now() + self.lead + plan.load.pattern.duration() + plan.load.timeout;
         let end_by = decided_by + plan.load.hold + DEADLINE_SLACK;
@@ -157,19 +156,22 @@ impl Run<'_> {
     /// Declares silent agents lost, stops those past the run's deadline, reports progress.
     async fn on_tick(&mut self, pending: &[String], watch: &mut Watch) -> ControlFlow<()> {
         let now = Instant::now();
+        let (mut silent, mut late) = (Vec::new(), Vec::new());
         for id in pending {
             let st = &self.agents[id];
             if st.last_seen.is_some_and(|t| now - t > watch.liveness) {
                 let why = format!("no message for {:?}", watch.liveness);
                 self.lost.insert(id.clone(), why);
-                self.send_abort(id, "declared lost").await;
+                silent.push(id.clone());
             } else if now > watch.end_by {
                 self.overdue = true;
                 let why = "no result by the run's deadline".to_owned();
                 self.lost.insert(id.clone(), why);
-                self.send_abort(id, "run deadline passed").await;
+                late.push(id.clone());
             }
         }
+        self.send_aborts(silent, "declared lost").await;
+        self.send_aborts(late, "run deadline passed").await;
         if now - watch.last_progress >= PROGRESS_EVERY {
             watch.last_progress = now;
             let done: u64 = self.agents.values().map(|s| s.done()).sum();
@@ -227,7 +229,7 @@ mod tests {
         let now = Instant::now();
         let watch = Watch {
             total: 3_000,
-            liveness: MIN_LIVENESS,
+            liveness: Duration::from_secs(3),
             end_by: now + Duration::from_secs(25),
             decided_by: now + Duration::from_millis(7_200),
             last_progress: now,

@@ -2,7 +2,8 @@
 //!
 //! - [`Run::prepare`]: wait for the agents, configure the target, send each agent its
 //!   Prepare and gather Ready (or the Rejected, departure or timeout that ends the run);
-//! - [`Run::start`]: pick a lead every agent can meet and send Start;
+//! - [`Run::start`]: measure a delivery round, pick a lead every agent can meet and send
+//!   Start to every agent at once (`pacing`);
 //! - [`Run::collect`]: record intervals and results until every agent has delivered or is
 //!   lost, watching each agent's liveness, the run's deadline and cancellation (Ctrl-C);
 //! - [`Run::finish`]: read the target's stats and build the report.
@@ -24,16 +25,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::agents::{self, Agents};
+use super::pacing;
 use super::report::build_report;
 use super::{Finished, RunError, RunPlan};
+use crate::report::Pacing;
 use crate::service::{ActiveRun, AgentEvent, Registry};
 use crate::target::TargetControl;
-
-/// The shortest lead between Start and the start instant, whatever the plan says.
-const MIN_LEAD: Duration = Duration::from_millis(50);
-
-/// How long agents have to answer Prepare (validate, sync their clock, arm).
-const PREPARE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One run in progress.
 pub(super) struct Run<'a> {
@@ -60,6 +57,8 @@ pub(super) struct Run<'a> {
     pub(super) aborted: bool,
     /// Agents were told to stop at the run's deadline; they still send what they have.
     pub(super) overdue: bool,
+    /// The timeouts and lead chosen for this fleet, as the report states them.
+    pub(super) pacing: Pacing,
 }
 
 impl<'a> Run<'a> {
@@ -95,22 +94,32 @@ impl<'a> Run<'a> {
             start_at: 0,
             aborted: false,
             overdue: false,
+            pacing: Pacing::default(),
         };
+        run.pacing.agent_liveness_ms =
+            pacing::agent_liveness(registry.liveness(), run.agents.len()).as_millis() as u64;
+        run.pacing.prepare_timeout_ms =
+            pacing::prepare_timeout(run.agents.len()).as_millis() as u64;
         run.send_prepare().await?;
         run.await_ready().await?;
         Ok(run)
     }
 
-    /// Sends each agent its part of the plan.
+    /// Sends each agent its part of the plan, to all at once.
     async fn send_prepare(&self) -> Result<(), RunError> {
-        for (id, st) in &self.agents {
-            let prepare = self.plan.agent_load(st.connections).to_prepare(&self.id);
-            if !self.registry.send(id, Out::Prepare(prepare)).await {
-                return Err(RunError::LostBeforeStart {
-                    agent: id.clone(),
-                    reason: "stream closed".into(),
-                });
-            }
+        let liveness_ms = self.pacing.agent_liveness_ms;
+        let prepares = self.agents.iter().map(|(id, st)| {
+            let mut prepare = self.plan.agent_load(st.connections).to_prepare(&self.id);
+            prepare.liveness_ms = liveness_ms;
+            (id.clone(), Out::Prepare(prepare))
+        });
+        let gone = self.registry.send_each(prepares.collect::<Vec<_>>()).await;
+        if let Some(agent) = gone.into_iter().min() {
+            self.abort_all("another agent was lost").await;
+            return Err(RunError::LostBeforeStart {
+                agent,
+                reason: "stream closed".into(),
+            });
         }
         (self.progress)(&format!("preparing {} agents", self.agents.len()));
         Ok(())
@@ -118,7 +127,7 @@ impl<'a> Run<'a> {
 
     /// Waits until every agent is Ready; anything else ends the run, every agent told why.
     async fn await_ready(&mut self) -> Result<(), RunError> {
-        let deadline = Instant::now() + PREPARE_TIMEOUT;
+        let deadline = Instant::now() + self.prepare_timeout();
         let cancel = self.cancel;
         let mut ready = BTreeSet::new();
         while ready.len() < self.agents.len() {
@@ -178,7 +187,11 @@ impl<'a> Run<'a> {
             .cloned()
             .collect();
         self.abort_all("prepare timed out").await;
-        RunError::PrepareTimeout(PREPARE_TIMEOUT, missing.join(", "))
+        RunError::PrepareTimeout(self.prepare_timeout(), missing.join(", "))
+    }
+
+    fn prepare_timeout(&self) -> Duration {
+        Duration::from_millis(self.pacing.prepare_timeout_ms)
     }
 
     /// Cancelled before the start: nothing to report.
@@ -187,8 +200,9 @@ impl<'a> Run<'a> {
         RunError::Aborted
     }
 
-    /// Step 2: Start, far enough ahead that every agent hears of it in time (≥ 5 × the
-    /// worst RTT).
+    /// Step 2: Start, far enough ahead that every agent hears of it in time: the lead is
+    /// chosen from a delivery round measured just before (`pacing::choose_lead`), and Start
+    /// goes to every agent at once.
     pub(super) async fn start(&mut self) {
         let max_rtt = Duration::from_nanos(
             self.agents
@@ -197,21 +211,27 @@ impl<'a> Run<'a> {
                 .max()
                 .unwrap_or(0),
         );
-        // The RTT is each agent's best probe, so a jittery path can need more than 5 × it: a
-        // floor keeps a tiny configured lead (say "0ms") from making every agent refuse.
-        self.lead = self.plan.lead.max(max_rtt * 5).max(MIN_LEAD);
+        let round = self.delivery_round().await;
+        let (lead, basis) = pacing::choose_lead(self.plan.lead, round, max_rtt);
+        self.lead = lead;
+        self.pacing.start_lead_ms = lead.as_millis() as u64;
+        self.pacing.start_lead_basis = basis;
         self.start_at = unix_nanos_now() + self.lead.as_nanos() as i64;
-        for id in self.agents.keys() {
-            let start = pb::Start {
-                run_id: self.id.clone(),
-                start_at_unix_nanos: self.start_at,
-            };
-            self.registry.send(id, Out::Start(start)).await;
-        }
+        let start = pb::Start {
+            run_id: self.id.clone(),
+            start_at_unix_nanos: self.start_at,
+        };
+        let starts = self
+            .agents
+            .keys()
+            .map(|id| (id.clone(), Out::Start(start.clone())));
+        // An agent gone by now is found lost by the collect step (its departure is queued).
+        self.registry.send_each(starts.collect::<Vec<_>>()).await;
         (self.progress)(&format!(
-            "start in {} at {}",
+            "start in {} at {} ({})",
             human_us(self.lead.as_micros() as u64),
-            rfc3339(self.start_at)
+            rfc3339(self.start_at),
+            self.pacing.start_lead_basis
         ));
     }
 
@@ -239,24 +259,24 @@ impl<'a> Run<'a> {
             target_stats,
         )?;
         finished.report.target_error = target_error;
+        finished.report.pacing = Some(self.pacing);
         finished.report.verdict = crate::report::story::verdict(&finished.report);
         Ok(finished)
     }
 
-    /// Tells one agent to abort this run.
-    pub(super) async fn send_abort(&self, agent: &str, reason: &str) {
+    /// Tells every agent of this run to abort it, all at once.
+    pub(super) async fn abort_all(&self, reason: &str) {
+        self.send_aborts(self.agents.keys().cloned(), reason).await;
+    }
+
+    /// Tells `agents` to abort this run, all at once.
+    pub(super) async fn send_aborts(&self, agents: impl IntoIterator<Item = String>, reason: &str) {
         let abort = pb::Abort {
             run_id: self.id.clone(),
             reason: reason.to_owned(),
         };
-        self.registry.send(agent, Out::Abort(abort)).await;
-    }
-
-    /// Tells every agent of this run to abort it.
-    pub(super) async fn abort_all(&self, reason: &str) {
-        for id in self.agents.keys() {
-            self.send_abort(id, reason).await;
-        }
+        let aborts = agents.into_iter().map(|id| (id, Out::Abort(abort.clone())));
+        self.registry.send_each(aborts.collect::<Vec<_>>()).await;
     }
 }
 

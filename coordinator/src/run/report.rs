@@ -29,7 +29,7 @@ pub(super) fn build_report(
 ) -> Result<Finished, RunError> {
     let mut merged = Tally::default();
     let mut agents = Vec::with_capacity(states.len());
-    let mut tallies = BTreeMap::new();
+    let mut results = BTreeMap::new();
     let mut intervals = BTreeMap::new();
     let mut first_connects = Vec::new();
     let mut issue_ends = Vec::new();
@@ -55,6 +55,9 @@ pub(super) fn build_report(
             }
         };
         intervals.insert(id.clone(), if usable { st.intervals } else { Vec::new() });
+        if let Some(r) = st.result.as_ref().filter(|_| usable) {
+            results.insert(id.clone(), r.clone());
+        }
         merged
             .merge(&tally)
             .expect("every tally has the layout of histogram::new_latency");
@@ -62,7 +65,8 @@ pub(super) fn build_report(
         let outcomes = tally.outcomes;
         let connect_latency_us = Latency::from(&tally.connect_latency);
         let errors = tally.errors.clone();
-        tallies.insert(id.clone(), tally);
+        // Dropped here: a fleet's decoded tallies would not fit the coordinator's memory.
+        drop(tally);
         let mut a = AgentReport {
             id: id.clone(),
             host: st.host,
@@ -140,10 +144,14 @@ pub(super) fn build_report(
         thresholds: Vec::new(),
         // Told by `Run::finish`, once the target's error is known too.
         verdict: String::new(),
+        issue_lag_us: Latency::from(&merged.issue_lag),
+        // Stated by `Run::finish`, which knows what the run chose.
+        pacing: None,
     };
     Ok(Finished {
         report,
-        tallies,
+        merged,
+        results,
         intervals,
         start_at_unix_nanos: start_at,
     })

@@ -116,7 +116,7 @@ impl Scheduler<'_> {
                             |d| done.write(d),
                         );
                         let rec = target.record(batch, started, Ran::Run(&done.report));
-                        (rec, Some(done.merged()))
+                        (rec, Some(done.merged().clone()))
                     }
                     Err(e) => (target.record(batch, started, nothing(e)), None),
                 }

@@ -123,6 +123,8 @@ async fn ping(tx: mpsc::WeakSender<Result<pb::CoordinatorMessage, Status>>, ever
         let Some(tx) = tx.upgrade() else { return };
         let ping = pb::Ping {
             sent_unix_nanos: unix_nanos_now(),
+            // A periodic Ping: no answer wanted.
+            run_id: String::new(),
         };
         let msg = Ok(pb::CoordinatorMessage {
             msg: Some(coordinator_message::Msg::Ping(ping)),

@@ -13,7 +13,8 @@
 //! agent's queued messages are bounded in bytes ([`Limits::agent_queue_bytes`]): an agent
 //! over it is disconnected with [`QueueError::Overloaded`].
 //!
-//! This file holds the registry and its bookkeeping; `handler` holds the gRPC handlers.
+//! This file holds the registry and its bookkeeping; `handler` holds the gRPC handlers,
+//! `fanout` the sending of one message to many agents at once.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,6 +28,7 @@ use tonic::{Request, Status};
 use crate::admission::{Gate, GateStats, Limits};
 use crate::auth::Token;
 
+mod fanout;
 mod handler;
 pub mod health;
 
