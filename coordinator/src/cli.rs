@@ -388,7 +388,7 @@ async fn run(
         }
     };
     done.report.thresholds = threshold::evaluate(&settings.fail_if, &done.report);
-    recorder.finish(Ran::Run(&done.report), Some(&done.merged()));
+    recorder.finish(Ran::Run(&done.report), Some(done.merged()));
     let saved = save(out.as_ref(), &done.report.run_id, REPORT_FILES, |dir| {
         done.write(dir)
     });

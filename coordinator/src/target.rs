@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use stampede_proto::clock::unix_nanos_now;
 use stampede_proto::pb::{self, target_control_client::TargetControlClient};
 use stampede_proto::target::AcceptPolicy;
 use stampede_proto::token::Token;
@@ -74,6 +75,9 @@ fn is_loopback(uri: &http::Uri) -> bool {
 pub struct TargetControl {
     url: String,
     client: TargetControlClient<InterceptedService<Channel, Bearer>>,
+    /// When the last ResetCounters took effect, coordinator time (ns since the epoch): the
+    /// midpoint of the call, within half its round trip. The target's timeline counts from it.
+    reset_at: Option<i64>,
 }
 
 impl TargetControl {
@@ -112,6 +116,7 @@ impl TargetControl {
                 channel,
                 Bearer::new(auth.token.as_ref()),
             ),
+            reset_at: None,
         })
     }
 
@@ -166,16 +171,27 @@ impl TargetControl {
         }
     }
 
-    /// Starts a new measurement on the target.
+    /// Starts a new measurement on the target, and notes when ([`TargetControl::reset_at`]).
     pub async fn reset(&mut self) -> Result<pb::TargetStats, TargetError> {
+        let sent = unix_nanos_now();
         match self
             .client
             .reset_counters(pb::ResetCountersRequest {})
             .await
         {
-            Ok(r) => Ok(r.into_inner()),
+            Ok(r) => {
+                let back = unix_nanos_now();
+                self.reset_at = Some(sent + (back - sent) / 2);
+                Ok(r.into_inner())
+            }
             Err(s) => Err(self.err(s)),
         }
+    }
+
+    /// When the last [`TargetControl::reset`] took effect, coordinator time (ns since the
+    /// epoch, within half the call's round trip): the zero of the target's timeline.
+    pub fn reset_at(&self) -> Option<i64> {
+        self.reset_at
     }
 
     /// A snapshot, without the timeline.

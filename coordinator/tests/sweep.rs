@@ -145,6 +145,18 @@ fn every_step_runs_under_the_targets_own_accept_policy() {
                     .expect("the run's final stats carry the timeline");
                 let peak = tl.points.iter().map(|p| p.queue_max).max().unwrap();
                 assert_eq!(peak, st.accept_queue_max, "step {}", st.backlog);
+                // On the run's time axis the queue fills at the start instant, not before
+                // (5 ms for the reset call's half round trip) and not a second later.
+                let reset_before = report
+                    .target_reset_before_start_us
+                    .expect("the report places the timeline on the run's axis");
+                let first = tl.points.iter().find(|p| p.queue_max > 0).unwrap();
+                let (from, to) = (first.t_us as i64, (first.t_us + tl.bucket_us) as i64);
+                assert!(
+                    to >= reset_before - 5_000 && from <= reset_before + 1_000_000,
+                    "step {}: queue rose in [{from}, {to}) µs after the reset, start at {reset_before}",
+                    st.backlog
+                );
             }
             assert!(r.steps[0].listen_overflows > 0 && !r.steps[0].clean);
             assert!(r.steps[1].clean && r.steps[2].clean, "{}", r.summary());

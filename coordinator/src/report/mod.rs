@@ -120,6 +120,12 @@ pub struct Report {
     /// Why the target's final stats are missing, if they are (it died or stalled).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_error: Option<String>,
+    /// How long before the start instant the target's counters were reset, µs: the zero of
+    /// `target.timeline` on the run's time axis (timeline time minus this = time since the
+    /// start instant). Measured by the coordinator around the ResetCounters call, so good to
+    /// half that call's round trip; absent without target stats.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_reset_before_start_us: Option<i64>,
     /// Each `--fail-if` threshold judged against this run, in the order given (empty when
     /// none was given).
     #[serde(default)]

@@ -259,6 +259,12 @@ impl<'a> Run<'a> {
             target_stats,
         )?;
         finished.report.target_error = target_error;
+        finished.report.target_reset_before_start_us = finished.report.target.as_ref().and(
+            self.target
+                .as_ref()
+                .and_then(TargetControl::reset_at)
+                .map(|reset| (self.start_at - reset) / 1_000),
+        );
         finished.report.pacing = Some(self.pacing);
         finished.report.verdict = crate::report::story::verdict(&finished.report);
         Ok(finished)

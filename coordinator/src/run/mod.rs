@@ -179,7 +179,7 @@ impl Finished {
         out.file("report.csv", crate::report::csv::render(&self.report))?;
         out.file(
             "report.html",
-            crate::report::html::render(&self.report, &self.merged()),
+            crate::report::html::render(&self.report, self.merged()),
         )?;
         let hlog = crate::report::hlog::render(
             &self.report.run_id,

@@ -139,6 +139,7 @@ pub(super) fn build_report(
         issue_duration_us: issue,
         kernel: kernel.unwrap_or_default(),
         target_error: None,
+        target_reset_before_start_us: None,
         target: target.as_ref().map(TargetStats::from),
         // Judged by the command once the run is done (`crate::threshold`).
         thresholds: Vec::new(),

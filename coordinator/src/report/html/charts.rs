@@ -220,18 +220,25 @@ pub(crate) fn percentiles(tally: &Tally) -> Chart {
 }
 
 /// The accept queue over time with the line where it is full, when the target sent its
-/// timeline.
-pub(crate) fn queue(t: &TargetStats) -> Option<Chart> {
+/// timeline: on the completions chart's axis (time since the start instant) when the report
+/// says when the target's counters were reset (`reset_before_start_us`), else from that reset.
+pub(crate) fn queue(t: &TargetStats, reset_before_start_us: Option<i64>) -> Option<Chart> {
     let tl = t.timeline.as_ref().filter(|tl| !tl.points.is_empty())?;
-    let span = tl.points.last().map_or(0, |p| p.t_us + tl.bucket_us);
+    let shift = reset_before_start_us.unwrap_or(0);
+    let span = tl.points.last().map_or(0, |p| {
+        (p.t_us + tl.bucket_us).saturating_sub(shift.max(0) as u64)
+    });
     let (unit, per) = time_unit(span);
     let full = u64::from(t.backlog_effective) + 1;
+    let since = if reset_before_start_us.is_some() {
+        "time since the start instant"
+    } else {
+        "time since the target's counters were reset"
+    };
     Some(Chart {
         id: "queue",
         title: "Accept queue over time".into(),
-        x: Axis::linear(format!(
-            "time since the target's counters were reset ({unit})"
-        )),
+        x: Axis::linear(format!("{since} ({unit})")),
         y: Axis::linear(format!(
             "connections in the accept queue (peak per {})",
             human_us(tl.bucket_us)
@@ -248,7 +255,7 @@ pub(crate) fn queue(t: &TargetStats) -> Option<Chart> {
             points: tl
                 .points
                 .iter()
-                .map(|p| (p.t_us as f64 / per, f64::from(p.queue_max)))
+                .map(|p| ((p.t_us as i64 - shift) as f64 / per, f64::from(p.queue_max)))
                 .collect(),
         }],
         refs: vec![RefLine::y(

@@ -64,7 +64,7 @@ pub fn render(r: &Report, merged: &Tally) -> String {
         @match &r.target {
             Some(t) => {
                 (sections::target(t))
-                @match charts::queue(t) {
+                @match charts::queue(t, r.target_reset_before_start_us) {
                     Some(c) => (chart::render(&c)),
                     None => p.note { "No accept-queue timeline in this report (the target \
                                       sent none)." },

@@ -59,6 +59,14 @@ pub(super) fn scenario(r: &Report) -> Markup {
                 ". Admission checked by: " (format!("{:?}", r.admission).to_lowercase()) "."
             }
         }
+        @if let Some(p) = &r.pacing {
+            p {
+                "Paced for " (r.agents.len()) @if r.agents.len() == 1 { " agent" } @else { " agents" } ": start lead " (human_us(p.start_lead_ms * 1_000))
+                " (" (p.start_lead_basis) "), prepare timeout " (human_us(p.prepare_timeout_ms * 1_000))
+                ", an agent silent for " (human_us(p.liveness_ms * 1_000)) " is lost (each stops firing on its own after "
+                (human_us(p.agent_liveness_ms * 1_000)) " without the coordinator)."
+            }
+        }
         @if rows.is_empty() { p.note { "No scenario recorded." } } @else { (pairs(rows)) }
     }
 }
@@ -130,6 +138,7 @@ pub(super) fn latency(r: &Report) -> Markup {
     html! {
         table {
             tr { th { "from the intended send time to" } th { "n" } th { "p50" } th { "p90" } th { "p99" } th { "p99.9" } th { "max" } }
+            (latency_row("the connect() call (issue lag: the agents' own lateness)", &r.issue_lag_us))
             (latency_row("connect() done", &r.connect_latency_us))
             (latency_row("the server's first byte", &r.ttfb_us))
         }

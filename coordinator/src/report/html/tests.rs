@@ -173,3 +173,72 @@ fn bins_keep_every_completion() {
     assert_eq!(b[&0], 900);
     assert_eq!(b[&1_020_000], 100);
 }
+
+/// The agents' own lateness stands beside connect latency, and the fleet's pacing is stated;
+/// a report without them says "not measured" and leaves the pacing out.
+#[test]
+fn issue_lag_and_pacing_are_on_the_page() {
+    let mut r = report();
+    let without = render(&r, &tally());
+    assert!(
+        without.contains("issue lag: the agents' own lateness"),
+        "{without}"
+    );
+    assert!(!without.contains("Paced for"), "{without}");
+    r.issue_lag_us = crate::report::Latency {
+        count: 1000,
+        p50: 40,
+        p90: 80,
+        p99: 1_300,
+        p999: 2_000,
+        max: 3_100,
+        ..Default::default()
+    };
+    r.pacing = Some(crate::report::Pacing {
+        prepare_timeout_ms: 30_030,
+        liveness_ms: 4_002,
+        agent_liveness_ms: 2_002,
+        start_lead_ms: 500,
+        start_lead_basis: "the plan's lead".into(),
+    });
+    let page = render(&r, &tally());
+    let row = page
+        .split("<tr>")
+        .find(|row| row.contains("issue lag"))
+        .expect("an issue-lag row");
+    assert!(row.contains("1.3ms") && row.contains("3.1ms"), "{row}");
+    assert!(
+        page.contains("Paced for 1 agent: start lead 500.0ms (the plan"),
+        "{page}"
+    );
+    assert!(
+        page.contains("is lost (each stops firing on its own after 2.00s"),
+        "{page}"
+    );
+}
+
+/// The queue is drawn on the completions' axis when the report says when the target's
+/// counters were reset: a sample 10 ms after the reset of a run that started 25 ms after it
+/// lies at -15 ms; without the offset the axis says it counts from the reset.
+#[test]
+fn queue_shares_the_start_instant_axis() {
+    let r = report();
+    let t = r.target.as_ref().unwrap();
+    let from_reset = super::charts::queue(t, None).unwrap();
+    assert!(
+        from_reset.x.title.contains("counters were reset"),
+        "{}",
+        from_reset.x.title
+    );
+    assert_eq!(from_reset.series[0].points[10].0, 10.0);
+    let aligned = super::charts::queue(t, Some(25_000)).unwrap();
+    assert!(
+        aligned.x.title.contains("since the start instant"),
+        "{}",
+        aligned.x.title
+    );
+    assert_eq!(aligned.series[0].points[10].0, -15.0);
+    let mut r = r;
+    r.target_reset_before_start_us = Some(25_000);
+    assert!(render(&r, &tally()).contains("time since the start instant (ms)"));
+}
