@@ -1,4 +1,4 @@
-//! report.html and sweep.html in a real browser (headless Chromium, stampede-lab's
+//! report.html, sweep.html and capacity.html in a real browser (headless Chromium, stampede-lab's
 //! `chromium`): each page loads with no console output at all (the pages have no scripts, so
 //! any line is an error), and a check script appended to a copy of the page reads what the
 //! browser built: every chart's SVG is SVG, has its axis titles and reference-line labels as
@@ -280,5 +280,75 @@ fn sweep_html_renders_in_chromium() {
             .iter()
             .any(|t| t == "p99 limit 50.0ms")
     );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// capacity.html (`stampede history report`): an entry's runs over time, the regressed run
+/// marked and labelled on every chart.
+fn capacity_page() -> String {
+    use stampede::history::record::{Figures, Kind, Record, Status};
+    let run = |id: &str, p99: u64, ghosts: u64, verdict: &str| Record {
+        run_id: id.into(),
+        batch: id.into(),
+        entry: "web-burst".into(),
+        kind: Kind::Run,
+        scenario_name: "burst".into(),
+        scenario_hash: "h".into(),
+        scenario_canonical: "{}".into(),
+        started_at: "2026-11-27T03:00:00Z".into(),
+        finished_at: "2026-11-27T03:00:05Z".into(),
+        status: Status::Complete,
+        reason: None,
+        figures: Figures {
+            outcomes: Outcomes {
+                established: 100 - ghosts,
+                ghost: ghosts,
+                ..Default::default()
+            },
+            connect_us: Latency {
+                count: 100,
+                p50: 300,
+                p99,
+                ..Default::default()
+            },
+            ttfb_us: Latency {
+                count: 100 - ghosts,
+                p50: 400,
+                p99: p99 + 100,
+                ..Default::default()
+            },
+            listen_overflows: Some(ghosts * 2),
+            ..Default::default()
+        },
+        verdict: verdict.into(),
+        reasons: vec!["new ghosts".into()],
+        baseline_run_id: None,
+        report_json: None,
+    };
+    stampede::history::html::render(
+        "web-burst",
+        &[
+            run("r1", 900, 0, "no-baseline"),
+            run("r2", 950, 0, "pass"),
+            run("r3", 1_030_000, 40, "regression"),
+        ],
+    )
+}
+
+#[test]
+fn capacity_html_renders_in_chromium() {
+    let Some(browser) = chromium_or_skip("capacity_html_renders_in_chromium") else {
+        return;
+    };
+    let dir = scratch("capacity");
+    let charts = check(&browser, &capacity_page(), &dir, "capacity.html");
+    assert_eq!(
+        assert_charts(&charts),
+        ["connect", "first-byte", "outcomes", "overflows"]
+    );
+    for c in &charts {
+        let refs = c["refs"].as_array().unwrap();
+        assert_eq!(refs, &["run 3 regressed"], "{}", c["id"]);
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -4,10 +4,11 @@
 //! regressions marked in every chart and listed with their reasons, then a table of every
 //! run (number, id, time, status, verdict) that the charts' x axis refers to.
 
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{Markup, PreEscaped, html};
 
-use super::chart::{self, Chart, Series};
 use super::record::{Kind, Record, Status};
+use crate::chart::{self, Axis, Chart, RefLine, Series, Style};
+use crate::report::html::page;
 
 /// The page for `entry`'s `runs` (oldest first).
 pub fn render(entry: &str, runs: &[Record]) -> String {
@@ -18,28 +19,29 @@ pub fn render(entry: &str, runs: &[Record]) -> String {
         .enumerate()
         .map(|(i, r)| (i as f64 + 1.0, r))
         .collect();
-    let regressions: Vec<f64> = charted
+    let regressions: Vec<RefLine> = charted
         .iter()
         .filter(|(_, r)| r.verdict == "regression")
-        .map(|(x, _)| *x)
+        .map(|(x, _)| RefLine::x(*x, format!("run {x:.0} regressed")))
         .collect();
-    let n = charted.len();
     let ms = |v: u64| v as f64 / 1000.0;
-    let line = |label: &str, f: &dyn Fn(&Record) -> Option<f64>| Series {
-        label: label.to_owned(),
+    let line = |i: usize, name: &str, f: &dyn Fn(&Record) -> Option<f64>| Series {
+        name: name.to_owned(),
+        style: Style::nth(i),
+        kind: chart::Kind::Line,
         points: charted
             .iter()
             .filter_map(|(x, r)| f(r).map(|v| (*x, v)))
             .collect(),
     };
-    let chart = |title, y_desc, series| {
-        chart::draw(&Chart {
-            title,
-            x_desc: "run number (oldest first, see the table)",
-            y_desc,
+    let chart = |id, title: &str, y: &str, series| {
+        chart::render(&Chart {
+            id,
+            title: title.to_owned(),
+            x: Axis::linear("run number (oldest first, see the table)").labelled(whole),
+            y: Axis::linear(y),
             series,
-            regressions: regressions.clone(),
-            runs: n,
+            refs: regressions.clone(),
         })
     };
     let latency = |r: &Record, ttfb: bool, p99: bool| {
@@ -52,62 +54,79 @@ pub fn render(entry: &str, runs: &[Record]) -> String {
     };
     let mut charts = vec![
         chart(
+            "connect",
             "Connect latency",
             "connect latency (ms)",
             vec![
-                line("connect p50", &|r| latency(r, false, false)),
-                line("connect p99", &|r| latency(r, false, true)),
+                line(0, "connect p50", &|r| latency(r, false, false)),
+                line(1, "connect p99", &|r| latency(r, false, true)),
             ],
         ),
         chart(
+            "first-byte",
             "Time to first byte",
             "first-byte latency (ms)",
             vec![
-                line("first-byte p50", &|r| latency(r, true, false)),
-                line("first-byte p99", &|r| latency(r, true, true)),
+                line(0, "first-byte p50", &|r| latency(r, true, false)),
+                line(1, "first-byte p99", &|r| latency(r, true, true)),
             ],
         ),
         chart(
+            "outcomes",
             "Outcomes",
             "attempts (count)",
             vec![
-                line("established", &|r| {
+                line(0, "established", &|r| {
                     Some(r.figures.outcomes.established as f64)
                 }),
-                line("syn_retransmitted", &|r| {
+                line(1, "syn_retransmitted", &|r| {
                     Some(r.figures.outcomes.syn_retransmitted as f64)
                 }),
-                line("ghost", &|r| Some(r.figures.outcomes.ghost as f64)),
-                line("refused + reset", &|r| {
+                line(2, "ghost", &|r| Some(r.figures.outcomes.ghost as f64)),
+                line(3, "refused + reset", &|r| {
                     Some((r.figures.outcomes.refused + r.figures.outcomes.reset) as f64)
                 }),
-                line("timeout + pending", &|r| {
+                line(4, "timeout + pending", &|r| {
                     Some((r.figures.outcomes.timeout + r.figures.outcomes.pending) as f64)
                 }),
-                line("error", &|r| Some(r.figures.outcomes.error as f64)),
+                line(5, "error", &|r| Some(r.figures.outcomes.error as f64)),
             ],
         ),
         chart(
+            "overflows",
             "Target accept queue overflows",
             "ListenOverflows (count)",
-            vec![line("listen overflows", &|r| {
+            vec![line(0, "listen overflows", &|r| {
                 r.figures.listen_overflows.map(|v| v as f64)
             })],
         ),
     ];
     if runs.iter().any(|r| r.kind == Kind::Sweep) {
         charts.push(chart(
+            "backlog",
             "Recommended backlog (sweeps)",
             "backlog (connections)",
-            vec![line("recommended backlog", &|r| {
+            vec![line(0, "recommended backlog", &|r| {
                 r.figures.recommended_backlog.map(|v| v as f64)
             })],
         ));
     }
-    page(entry, runs, &charted, &charts).into_string()
+    page::page(
+        &format!("Capacity trend: {entry}"),
+        body(runs, &charted, &charts),
+    )
 }
 
-fn page(entry: &str, runs: &[Record], charted: &[(f64, &Record)], charts: &[String]) -> Markup {
+/// Run numbers are whole: the ticks between them stay unlabelled.
+fn whole(v: f64) -> String {
+    if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        String::new()
+    }
+}
+
+fn body(runs: &[Record], charted: &[(f64, &Record)], charts: &[Markup]) -> Markup {
     let number = |r: &Record| {
         charted
             .iter()
@@ -116,52 +135,39 @@ fn page(entry: &str, runs: &[Record], charted: &[(f64, &Record)], charts: &[Stri
     };
     let regressed: Vec<&Record> = runs.iter().filter(|r| r.verdict == "regression").collect();
     html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                title { "stampede capacity: " (entry) }
-                style { (PreEscaped(STYLE)) }
+        style { (PreEscaped(STYLE)) }
+        p { (runs.len()) " runs, " (regressed.len()) " flagged as regressions. "
+            "Latest: " (runs.last().map_or("-", |r| r.started_at.as_str())) "." }
+        @if !regressed.is_empty() {
+            h2 { "Regressions" }
+            ul class="regressions" {
+                @for r in &regressed {
+                    li { "run " (number(r)) " " code { (r.run_id) } " (" (r.started_at) "): "
+                        (r.reasons.join("; ")) }
+                }
             }
-            body {
-                h1 { "Capacity trend: " (entry) }
-                p { (runs.len()) " runs, " (regressed.len()) " flagged as regressions. "
-                    "Latest: " (runs.last().map_or("-", |r| r.started_at.as_str())) "." }
-                @if !regressed.is_empty() {
-                    h2 { "Regressions" }
-                    ul class="regressions" {
-                        @for r in &regressed {
-                            li { "run " (number(r)) " " code { (r.run_id) } " (" (r.started_at) "): "
-                                (r.reasons.join("; ")) }
-                        }
-                    }
-                }
-                @for svg in charts {
-                    div class="chart" { (PreEscaped(svg)) }
-                }
-                h2 { "Runs" }
-                table {
-                    tr { th { "#" } th { "run_id" } th { "started_at" } th { "kind" } th { "status" } th { "verdict" } th { "why" } }
-                    @for r in runs {
-                        tr class=(if r.verdict == "regression" { "regression" } else { "" }) {
-                            td { (number(r)) }
-                            td { code { (r.run_id) } }
-                            td { (r.started_at) }
-                            td { (r.kind.name()) }
-                            td { (r.status.name()) }
-                            td { (r.verdict) }
-                            td { (r.reason.clone().unwrap_or_else(|| r.reasons.join("; "))) }
-                        }
-                    }
+        }
+        @for c in charts { (c) }
+        h2 { "Runs" }
+        table {
+            tr { th { "#" } th { "run_id" } th { "started_at" } th { "kind" } th { "status" } th { "verdict" } th { "why" } }
+            @for r in runs {
+                tr class=(if r.verdict == "regression" { "regression" } else { "" }) {
+                    td { (number(r)) }
+                    td { code { (r.run_id) } }
+                    td { (r.started_at) }
+                    td { (r.kind.name()) }
+                    td { (r.status.name()) }
+                    td { (r.verdict) }
+                    td { (r.reason.clone().unwrap_or_else(|| r.reasons.join("; "))) }
                 }
             }
         }
     }
 }
 
-const STYLE: &str = "body{font-family:sans-serif;margin:2em;max-width:70em}\
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;text-align:left}\
-tr.regression td{background:#fde2e2}.chart{margin:1em 0}ul.regressions li{color:#a00}";
+/// What capacity.html adds to the shared page style.
+const STYLE: &str = "tr.regression td{background:#fde2e2}ul.regressions li{color:#a00}";
 
 #[cfg(test)]
 mod tests {
@@ -208,7 +214,15 @@ mod tests {
         );
         assert!(page.contains("Capacity trend: web &lt;burst&gt;"));
         assert!(!page.contains("<script") && !page.contains("src=") && !page.contains("href="));
-        assert_eq!(page.matches("<svg").count(), 4, "four charts for runs");
+        assert_eq!(
+            page.matches("<figure class=\"chart\"").count(),
+            4,
+            "four charts for runs"
+        );
+        assert!(
+            page.contains("run 2 regressed"),
+            "the regression is marked on the charts"
+        );
         assert!(page.contains("<tr class=\"regression\">"));
         assert!(page.contains("new ghosts: 5"));
     }

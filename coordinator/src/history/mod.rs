@@ -13,9 +13,8 @@
 //!
 //! Children: `schema` (migrations), `record` (a row and its columns; the scenario hash),
 //! `judge` (a row built from what a run produced; a batch judged), `verdict` (the regression rules), `compare` (two runs side by side), `command` (the
-//! `stampede history` subcommands), `html` and `chart` (capacity.html).
+//! `stampede history` subcommands), `html` (capacity.html, charts through `crate::chart`).
 
-pub mod chart;
 pub mod command;
 pub mod compare;
 pub mod html;
