@@ -55,6 +55,9 @@ fn every_variable_deploy_sets_is_read_by_a_binary() {
         known.extend(names(&String::from_utf8_lossy(&out.stdout)));
     }
     assert!(known.contains("STAMPEDE_COORDINATOR"), "{known:?}");
+    // Build-time variables are read by proto's build script (the image's commit for --version).
+    let build_rs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/build.rs");
+    known.extend(names(&std::fs::read_to_string(build_rs).unwrap()));
     let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy");
     let mut all = Vec::new();
     files(&deploy, &mut all);

@@ -21,38 +21,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_stampede");
 /// Its output is drained meanwhile, so a huge error line cannot block it.
 fn run_within(cmd: &mut Command, limit: Duration) -> (Output, Duration) {
     let started = Instant::now();
-    let mut child = ChildGuard::spawn(
-        cmd.env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    )
-    .unwrap();
-    let drain = |mut r: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let stdout = drain(Box::new(child.0.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.0.stderr.take().unwrap()));
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "{cmd:?} still running after {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let elapsed = started.elapsed();
-    let out = Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    };
-    (out, elapsed)
+    let out = stampede_lab::run_within(cmd, limit);
+    (out, started.elapsed())
 }
 
 fn stampede(args: &[&str]) -> Output {

@@ -15,10 +15,10 @@ mod support;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use stampede_lab::{ChildGuard, Netns, SIGTERM, kernel_tests_enabled};
+use stampede_lab::{ChildGuard, Netns, SIGTERM, kernel_tests_enabled, run_within};
 use support::sibling_bin;
 
 const BIN: &str = env!("CARGO_BIN_EXE_stampede");
@@ -74,33 +74,6 @@ fn template(dir: &Path) -> String {
          server {{\n    listen 127.0.0.1:8080 backlog={{backlog}};\n    \
          location / {{ return 200 \"ok\\n\"; }}\n  }}\n}}\n"
     )
-}
-
-/// Runs `cmd` to its end within `limit`, its output collected.
-fn run_within(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = ChildGuard::spawn(
-        cmd.env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    )
-    .unwrap();
-    let drain = |mut r: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let stdout = drain(Box::new(child.0.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.0.stderr.take().unwrap()));
-    let status = child
-        .wait_exit(limit)
-        .unwrap_or_else(|| panic!("{cmd:?} still running after {limit:?}"));
-    Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
 }
 
 /// TcpExtListenOverflows of the namespace as nstat reads it (absolute, history untouched).

@@ -6,40 +6,13 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use stampede_lab::{ChildGuard, Netns, SIGTERM, kernel_tests_enabled};
+use stampede_lab::{ChildGuard, Netns, SIGTERM, kernel_tests_enabled, run_within};
 use support::sibling_bin;
 
 const BIN: &str = env!("CARGO_BIN_EXE_stampede");
-
-/// Runs `cmd` to its end within `limit`, its output collected.
-fn run_within(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = ChildGuard::spawn(
-        cmd.env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    )
-    .unwrap();
-    let drain = |mut r: Box<dyn std::io::Read + Send>| {
-        std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            buf
-        })
-    };
-    let stdout = drain(Box::new(child.0.stdout.take().unwrap()));
-    let stderr = drain(Box::new(child.0.stderr.take().unwrap()));
-    let status = child
-        .wait_exit(limit)
-        .unwrap_or_else(|| panic!("{cmd:?} still running after {limit:?}"));
-    Output {
-        status,
-        stdout: stdout.join().unwrap(),
-        stderr: stderr.join().unwrap(),
-    }
-}
 
 #[test]
 fn a_server_that_dies_at_a_step_stops_the_sweep_saying_why() {

@@ -208,6 +208,39 @@ impl ChildGuard {
     }
 }
 
+/// Runs `cmd` to its end within `limit`, stdout and stderr collected (drained meanwhile, so a
+/// huge output cannot block it). Panics, naming the command, if it is still running then; the
+/// guard kills it.
+pub fn run_within(
+    cmd: &mut std::process::Command,
+    limit: std::time::Duration,
+) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = ChildGuard::spawn(
+        cmd.env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    )
+    .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let drain = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.0.stdout.take().expect("piped")));
+    let stderr = drain(Box::new(child.0.stderr.take().expect("piped")));
+    let status = child
+        .wait_exit(limit)
+        .unwrap_or_else(|| panic!("{cmd:?} still running after {limit:?}"));
+    std::process::Output {
+        status,
+        stdout: stdout.join().expect("the drain thread does not panic"),
+        stderr: stderr.join().expect("the drain thread does not panic"),
+    }
+}
+
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if let Ok(None) = self.0.try_wait() {
