@@ -18,6 +18,10 @@ mod fleet;
 
 use fleet::{Fleet, bin, clean, out_dir, secs};
 
+/// One fleet at a time: each test measures a fleet on this machine, not two fleets sharing
+/// its cores (a 200-agent burst beside a 40-agent ramp starved both into late Starts).
+static ONE_FLEET: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn fleet(agents: usize, per_agent: u64, pattern: &str, tag: &str) -> Fleet {
     Fleet {
         agents,
@@ -35,6 +39,7 @@ fn two_hundred_agents_run_whole_and_account_for_every_attempt() {
     if !kernel_tests_enabled("two_hundred_agents_run_whole_and_account_for_every_attempt") {
         return;
     }
+    let _one = ONE_FLEET.lock().unwrap_or_else(|e| e.into_inner());
     const AGENTS: usize = 200;
     let ns = Netns::new("fleet200").unwrap();
     let f = fleet(AGENTS, 10, "burst", "fleet200");
@@ -125,6 +130,7 @@ fn coordinator_memory_per_interval_stays_small() {
     if !kernel_tests_enabled("coordinator_memory_per_interval_stays_small") {
         return;
     }
+    let _one = ONE_FLEET.lock().unwrap_or_else(|e| e.into_inner());
     const AGENTS: usize = 40;
     let ns = Netns::new("fleetrss").unwrap();
     // 40 agents x 300 connections over 60 s: 200 connects a second.
