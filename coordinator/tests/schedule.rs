@@ -201,21 +201,20 @@ fn a_slower_target_is_flagged_as_a_regression_and_charted() {
         !page[..row].contains(&format!("<td><code>{new}")),
         "run {new} is listed once"
     );
-    let first_svg = &page[page.find("<svg").unwrap()..page.find("</svg>").unwrap()];
-    for text in ["connect latency (ms)", "connect p99", "regression"] {
-        assert!(
-            first_svg.contains(text),
-            "{text} missing from the connect chart"
-        );
+    // The connect chart: its axis title, the p99 line with a point per run, and the second
+    // run's regression labelled on the chart.
+    let start = page
+        .find("data-chart=\"connect\"")
+        .expect("a connect chart");
+    let fig = &page[start..start + page[start..].find("</figure>").unwrap()];
+    for text in ["connect latency (ms)", "connect p99", "run 2 regressed"] {
+        assert!(fig.contains(text), "{text} missing from the connect chart");
     }
-    // Two points per line, at two different x (filled circles; the rings have no fill).
-    let xs: std::collections::BTreeSet<&str> = first_svg
-        .split("<circle ")
-        .skip(1)
-        .filter(|c| !c.contains("fill=\"none\""))
-        .filter_map(|c| c.split("cx=\"").nth(1)?.split('"').next())
-        .collect();
-    assert_eq!(xs.len(), 2, "{first_svg}");
+    let p99 = fig
+        .split("<li ")
+        .find(|li| li.contains("connect p99"))
+        .expect("a legend entry for p99");
+    assert!(p99.contains("data-points=\"2\""), "{p99}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
