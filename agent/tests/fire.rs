@@ -26,7 +26,7 @@ fn fire_with(
     let armed = arm(&plan).unwrap();
     armed
         .fire(
-            Instant::now() + Duration::from_millis(2),
+            Instant::now() + Duration::from_millis(20),
             &CancellationToken::new(),
             intervals,
         )

@@ -69,7 +69,7 @@ fn relayed_burst(
         arm(&plan)
             .unwrap()
             .fire(
-                Instant::now() + Duration::from_millis(2),
+                Instant::now() + Duration::from_millis(20),
                 &CancellationToken::new(),
                 None,
             )
