@@ -275,11 +275,20 @@ fn svg(chart: &Chart) -> Result<String, Box<dyn std::error::Error>> {
             if r.vertical {
                 // Two rows above the plot, so neighbouring lines' labels do not overlap.
                 let width = 12.0 * 0.55 * r.label.chars().count() as f64;
-                let left = f64::from(px) - width / 2.0;
+                // Centred on its line, unless that would cut it at the figure's edge (a line
+                // at the last x): then it ends, or starts, at the line.
+                let (x, edge) = (f64::from(px), f64::from(root.dim_in_pixel().0));
+                let (hpos, left, right) = if x + width / 2.0 > edge {
+                    (HPos::Right, x - width, x)
+                } else if x - width / 2.0 < 0.0 {
+                    (HPos::Left, x, x + width)
+                } else {
+                    (HPos::Center, x - width / 2.0, x + width / 2.0)
+                };
                 let row = usize::from(left < last_label_end[0] + 4.0);
-                last_label_end[row] = f64::from(px) + width / 2.0;
+                last_label_end[row] = right;
                 let y = py - 4 - 14 * (1 - row as i32);
-                let style = style.pos(Pos::new(HPos::Center, VPos::Bottom));
+                let style = style.pos(Pos::new(hpos, VPos::Bottom));
                 root.draw(&Text::new(r.label.as_str(), (px, y), style))?;
             } else {
                 let style = style.pos(Pos::new(HPos::Left, VPos::Center));

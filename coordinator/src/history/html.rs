@@ -34,12 +34,13 @@ pub fn render(entry: &str, runs: &[Record]) -> String {
             .filter_map(|(x, r)| f(r).map(|v| (*x, v)))
             .collect(),
     };
-    let chart = |id, title: &str, y: &str, series| {
+    // Latencies span decades (a 300 µs p50 beside a 1 s p99): log axes for them.
+    let chart = |id, title: &str, y: Axis, series| {
         chart::render(&Chart {
             id,
             title: title.to_owned(),
             x: Axis::linear("run number (oldest first, see the table)").labelled(whole),
-            y: Axis::linear(y),
+            y,
             series,
             refs: regressions.clone(),
         })
@@ -56,7 +57,7 @@ pub fn render(entry: &str, runs: &[Record]) -> String {
         chart(
             "connect",
             "Connect latency",
-            "connect latency (ms)",
+            Axis::log("connect latency (ms), log scale"),
             vec![
                 line(0, "connect p50", &|r| latency(r, false, false)),
                 line(1, "connect p99", &|r| latency(r, false, true)),
@@ -65,7 +66,7 @@ pub fn render(entry: &str, runs: &[Record]) -> String {
         chart(
             "first-byte",
             "Time to first byte",
-            "first-byte latency (ms)",
+            Axis::log("first-byte latency (ms), log scale"),
             vec![
                 line(0, "first-byte p50", &|r| latency(r, true, false)),
                 line(1, "first-byte p99", &|r| latency(r, true, true)),
@@ -74,7 +75,7 @@ pub fn render(entry: &str, runs: &[Record]) -> String {
         chart(
             "outcomes",
             "Outcomes",
-            "attempts (count)",
+            Axis::linear("attempts (count)"),
             vec![
                 line(0, "established", &|r| {
                     Some(r.figures.outcomes.established as f64)
@@ -95,7 +96,7 @@ pub fn render(entry: &str, runs: &[Record]) -> String {
         chart(
             "overflows",
             "Target accept queue overflows",
-            "ListenOverflows (count)",
+            Axis::linear("ListenOverflows (count)"),
             vec![line(0, "listen overflows", &|r| {
                 r.figures.listen_overflows.map(|v| v as f64)
             })],
@@ -105,7 +106,7 @@ pub fn render(entry: &str, runs: &[Record]) -> String {
         charts.push(chart(
             "backlog",
             "Recommended backlog (sweeps)",
-            "backlog (connections)",
+            Axis::linear("backlog (connections)"),
             vec![line(0, "recommended backlog", &|r| {
                 r.figures.recommended_backlog.map(|v| v as f64)
             })],

@@ -113,13 +113,14 @@ fn measured(count: u64, us: u64) -> String {
 
 /// A table from a column list.
 fn table<T>(columns: &[Column<T>], rows: &[T]) -> Markup {
+    // Many columns: the table scrolls on its own rather than widening the page.
     html! {
-        table {
+        div.wide { table {
             tr { @for (name, _) in columns { th { (name) } } }
             @for row in rows {
                 tr { @for (_, cell) in columns { td { (cell(row)) } } }
             }
-        }
+        } }
     }
 }
 
@@ -128,8 +129,14 @@ pub fn render(r: &SweepReport) -> String {
     let body = html! {
         (page::verdict(&super::story::verdict(r)))
         p {
-            (r.connections) " connections per step. A recommended backlog is the smallest with \
-             no ListenOverflows and p99 connect latency under " (human_us(r.p99_max_us)) "."
+            (r.connections) " connections per step. A recommended backlog is the smallest clean \
+             one: no ListenOverflows, every attempt established at once, p99 connect latency \
+             under " (human_us(r.p99_max_us))
+            @if let Some(c) = r.recommendations.first().map(|rec| &rec.criteria) {
+                " and, where the first byte was measured, accept wait p99 under "
+                (human_us(c.accept_wait_max_us))
+            }
+            "."
         }
         @if let Some(why) = &r.stopped {
             (alert(&format!("stopped after {} steps", r.steps.len()),

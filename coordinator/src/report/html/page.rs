@@ -14,6 +14,7 @@ h1{font-size:22px;margin-bottom:4px}h2{font-size:18px;margin-top:32px;border-bot
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;vertical-align:top}\
 th:first-child,td:first-child{text-align:left}th{background:#f4f4f4}\
 td.text{text-align:left}\
+div.wide{overflow-x:auto}div.wide table{font-size:13px}\
 .verdict{font-size:16px;background:#f3f7fb;border-left:4px solid #0072b2;padding:8px 12px}\
 .alert{background:#fff4e5;border-left:4px solid #d55e00;padding:6px 12px}\
 .pass{color:#006b4f;font-weight:600}.fail{color:#b02a00;font-weight:600}\
