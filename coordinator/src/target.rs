@@ -70,6 +70,25 @@ fn is_loopback(uri: &http::Uri) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// How long a control call may take.
+const CALL_WITHIN: Duration = Duration::from_secs(10);
+/// How long Configure may take: `stampede-target supervise` restarts the real server (its
+/// graceful stop, the port freed, the new listener up: 10 s each by default).
+const CONFIGURE_WITHIN: Duration = Duration::from_secs(60);
+
+/// `call`, given up after `limit` (as DEADLINE_EXCEEDED).
+async fn within<T>(
+    limit: Duration,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<tonic::Response<T>, tonic::Status> {
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(tonic::Status::deadline_exceeded(format!(
+            "no answer within {}",
+            stampede_proto::duration::human_us(limit.as_micros() as u64)
+        )))
+    })
+}
+
 /// A connected target control client.
 #[derive(Debug, Clone)]
 pub struct TargetControl {
@@ -103,8 +122,8 @@ impl TargetControl {
         }
         let channel = endpoint
             .connect_timeout(Duration::from_secs(5))
-            // A target under test can stall or die: no request may hang a run.
-            .timeout(Duration::from_secs(10))
+            // A target under test can stall or die: no request may hang a run. Each call
+            // carries its own bound (`bounded`): Configure may restart a supervised server.
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(10))
             .connect()
@@ -147,7 +166,7 @@ impl TargetControl {
             accept_policy,
             on_accept: None,
         };
-        match self.client.configure(req).await {
+        match within(CONFIGURE_WITHIN, self.client.configure(req)).await {
             Ok(r) => Ok(r.into_inner()),
             Err(s) => Err(self.err(s)),
         }
@@ -165,7 +184,7 @@ impl TargetControl {
             accept_policy: policy.map(Into::into),
             on_accept: None,
         };
-        match self.client.configure(req).await {
+        match within(CONFIGURE_WITHIN, self.client.configure(req)).await {
             Ok(r) => Ok(r.into_inner()),
             Err(s) => Err(self.err(s)),
         }
@@ -174,11 +193,8 @@ impl TargetControl {
     /// Starts a new measurement on the target, and notes when ([`TargetControl::reset_at`]).
     pub async fn reset(&mut self) -> Result<pb::TargetStats, TargetError> {
         let sent = unix_nanos_now();
-        match self
-            .client
-            .reset_counters(pb::ResetCountersRequest {})
-            .await
-        {
+        let call = self.client.reset_counters(pb::ResetCountersRequest {});
+        match within(CALL_WITHIN, call).await {
             Ok(r) => {
                 let back = unix_nanos_now();
                 self.reset_at = Some(sent + (back - sent) / 2);
@@ -205,7 +221,8 @@ impl TargetControl {
     }
 
     async fn stats_request(&mut self, with_timeline: bool) -> Result<pb::TargetStats, TargetError> {
-        match self.client.stats(pb::StatsRequest { with_timeline }).await {
+        let req = pb::StatsRequest { with_timeline };
+        match within(CALL_WITHIN, self.client.stats(req)).await {
             Ok(r) => Ok(r.into_inner()),
             Err(s) => Err(self.err(s)),
         }
@@ -226,7 +243,16 @@ impl TargetControl {
         }
         let deadline = tokio::time::Instant::now() + within;
         let left = loop {
-            let left = self.stats().await?.accept_queue_len;
+            let left = match self.stats().await {
+                Ok(stats) => stats.accept_queue_len,
+                Err(e) => {
+                    // The policy goes back even when the queue cannot be watched.
+                    if restore.is_some() {
+                        let _ = self.configure_policy(None, restore).await;
+                    }
+                    return Err(e);
+                }
+            };
             if left == 0 || tokio::time::Instant::now() >= deadline {
                 break left;
             }

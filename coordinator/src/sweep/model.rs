@@ -63,6 +63,11 @@ pub fn accepted_during(timeline: &Timeline, issue_us: u64) -> Option<u64> {
     } else {
         points[first - 1].accepted
     };
+    // Buckets wider than the burst (the timeline widens them as it fills) would count
+    // accepts from after it: then the timeline cannot tell, and the caller falls back.
+    if timeline.bucket_us > issue_us.max(1) {
+        return None;
+    }
     let end = points[first].t_us + issue_us.max(1);
     // The last bucket that starts before the burst's end: the count at its last sample.
     let last = points[first..]
@@ -96,6 +101,18 @@ mod tests {
             }),
             ..Report::default()
         }
+    }
+
+    /// Buckets wider than the burst (a long run widened them) cannot say what was accepted
+    /// during it: no figure rather than one that counts accepts from after the burst.
+    #[test]
+    fn buckets_wider_than_the_burst_tell_nothing() {
+        let mut tl = Timeline::new(4_000, 64);
+        tl.record(0, 0, 0);
+        tl.record(10_000, 30, 10);
+        tl.record(14_000, 5, 80);
+        assert_eq!(accepted_during(&tl, 3_000), None);
+        assert_eq!(accepted_during(&tl, 4_000), Some(10));
     }
 
     /// The queue rises at 10 ms; 3 ms of burst; 40 accepted by then, 90 later.

@@ -60,15 +60,25 @@ pub(super) fn recommend(plan: &SweepPlan, rate: Option<f64>, steps: &[Step]) -> 
         target_kind: None,
     };
     let Some(s) = clean else {
-        rec.reason = no_clean_reason(&at, m, rate, plan);
+        rec.reason = no_clean_reason(&at, m, rate, plan, rec.model_backlog);
         return rec;
     };
     let confirms: Vec<&Step> = steps
         .iter()
         .filter(|c| c.accept_rate == rate && c.phase == Phase::Confirm && c.backlog == s.backlog)
         .collect();
-    rec.confirmations = confirms.len() as u32;
-    rec.confirmations_clean = confirms.iter().filter(|c| c.clean).count() as u32;
+    // Every confirmation run counts, not only each confirmation step's median (--repeat).
+    rec.confirmations = confirms.iter().map(|c| c.runs.max(1)).sum();
+    rec.confirmations_clean = confirms
+        .iter()
+        .map(|c| {
+            if c.runs == 0 {
+                u32::from(c.clean)
+            } else {
+                c.clean_runs
+            }
+        })
+        .sum();
     rec.measured_queue_peak = Some(s.accept_queue_max);
     rec.connect_p99_us = Some(s.connect_latency_us.p99);
     rec.accept_wait_p99_us = (s.ttfb_us.count > 0).then_some(s.ttfb_us.p99);
@@ -116,7 +126,13 @@ pub(super) fn recommend(plan: &SweepPlan, rate: Option<f64>, steps: &[Step]) -> 
 }
 
 /// Why no backlog is recommended at `rate`.
-fn no_clean_reason(at: &[&Step], m: u64, rate: Option<f64>, plan: &SweepPlan) -> String {
+fn no_clean_reason(
+    at: &[&Step],
+    m: u64,
+    rate: Option<f64>,
+    plan: &SweepPlan,
+    model_backlog: u64,
+) -> String {
     // A step with no overflow had a big enough queue: what went wrong there (ghosts by the
     // greeting deadline, a slow p99, a long accept wait) is the server's accept rate, and a
     // larger backlog would not help.
@@ -141,10 +157,8 @@ fn no_clean_reason(at: &[&Step], m: u64, rate: Option<f64>, plan: &SweepPlan) ->
              at once, p99 < {}); the queue model asks for a backlog of at least {}: try \
              larger backlogs",
             human_us(plan.p99_max.as_micros() as u64),
-            at.iter()
-                .map(|s| s.model_backlog)
-                .max()
-                .unwrap_or(m.saturating_sub(1))
+            // The same figure as the recommendation's `model_backlog`, never a second one.
+            model_backlog
         ),
     }
 }
@@ -184,7 +198,7 @@ pub(crate) mod tests {
             unclean: (overflows > 0 || established < 100 || p99 >= 100_000)
                 .then(|| "unclean".to_owned()),
             runs: 1,
-            clean_runs: 0,
+            clean_runs: u32::from(overflows == 0 && established == 100 && p99 < 100_000),
             run_ids: Vec::new(),
             // 100 connects, 100/s × 0.2 s = 20 accepted during the burst: 100 − 20 − 1.
             accepted_during_burst: Some(20),
@@ -259,6 +273,16 @@ pub(crate) mod tests {
             "{}",
             r.reason
         );
+        // With --repeat, every confirmation run counts, not its step's median: a step whose
+        // median run was clean but one of three was not withdraws the recommendation too.
+        steps.pop();
+        let mut mostly = step(40, 0, 900, 100);
+        mostly.phase = Phase::Confirm;
+        (mostly.runs, mostly.clean_runs) = (3, 2);
+        steps.push(mostly);
+        let r = recommend(&plan(), Some(100.0), &steps);
+        assert_eq!(r.backlog, None);
+        assert_eq!((r.confirmations, r.confirmations_clean), (4, 3));
     }
 
     #[test]

@@ -200,12 +200,17 @@ impl<'a> Stepper<'a> {
         {
             Ok(done) => done.report,
             Err(_) if self.cancel.is_cancelled() => {
+                self.restore_policy().await;
                 return Err(self.stop("interrupted".into(), None));
             }
-            Err(e) => return Err(self.stop(format!("step backlog {backlog}: {e}"), Some(e))),
+            Err(e) => {
+                self.restore_policy().await;
+                return Err(self.stop(format!("step backlog {backlog}: {e}"), Some(e)));
+            }
         };
         if self.cancel.is_cancelled() {
-            // Kept as it is: `step` records it and stops.
+            // Kept as it is (`step` records it and stops), the target as it was before.
+            self.restore_policy().await;
             return Ok(report);
         }
         // Connections the step left in the queue would fill the next step's queue.
@@ -222,6 +227,18 @@ impl<'a> Stepper<'a> {
             }
         }
         Ok(report)
+    }
+
+    /// Puts the target's accept policy back as it was before the sweep, on a way out that
+    /// skips the drain (a failed or interrupted step); a failure here is only logged, the
+    /// step's own error is the news.
+    async fn restore_policy(&mut self) {
+        let Some(original) = self.original else {
+            return;
+        };
+        if let Err(e) = self.target.configure_policy(None, Some(&original)).await {
+            tracing::warn!(cause = %e, "the target's accept policy could not be put back");
+        }
     }
 
     fn bounds(&self) -> Bounds {

@@ -113,10 +113,12 @@ impl Child {
 }
 
 impl Drop for Child {
-    /// A child is never left behind: killed with its group if still running.
+    /// A child is never left behind, nor its group: workers a server forked outlive a master
+    /// that died and would hold the port, so the group is killed even when the leader is gone
+    /// (as `stop` does).
     fn drop(&mut self) {
+        kill_group(self.pid(), libc::SIGKILL);
         if self.exited().is_none() {
-            kill_group(self.pid(), libc::SIGKILL);
             let _ = self.child.wait();
         }
     }
