@@ -33,6 +33,9 @@ const LAST_WORD_GRACE: Duration = Duration::from_secs(2);
 /// How long, after its final result, a departing agent waits for the coordinator to see its
 /// stream end (so the result is on the wire before the process exits).
 const FLUSH_GRACE: Duration = Duration::from_secs(1);
+/// The longest liveness bound a run's Prepare may ask for (a fleet's grows 2 ms per agent:
+/// 4 s at 1,000); the Welcome's bound stands if it is longer.
+const MAX_RUN_LIVENESS: Duration = Duration::from_secs(30);
 
 /// An attached session's long-lived state.
 pub(super) struct Session<'a> {
@@ -137,7 +140,10 @@ impl<'a> Session<'a> {
             let now = Instant::now();
             if now.saturating_duration_since(deadline) > OWN_STALL && !self.stall_excused {
                 self.stall_excused = true;
-                self.last_heard = now - bound / 2;
+                // Half the Welcome's bound more, not half a fleet's longer one: the agent
+                // must still give up before the coordinator judges it lost.
+                let extra = self.welcome_liveness.map_or(bound, |w| w.min(bound)) / 2;
+                self.last_heard = now.checked_sub(bound - extra).unwrap_or(now);
                 return Continue(());
             }
         }
@@ -198,14 +204,15 @@ impl<'a> Session<'a> {
     /// Validates, syncs the clock and arms; answers Ready or Rejected.
     async fn on_prepare(&mut self, p: pb::Prepare) -> Step {
         let run_id = p.run_id.clone();
-        // A fleet's run may state a longer bound; never a shorter one, and never one where
-        // the coordinator stated none.
-        self.liveness = self
-            .welcome_liveness
-            .map(|w| w.max(Duration::from_millis(p.liveness_ms)));
         if self.firing.as_ref().is_some_and(Firing::is_busy) {
             return self.send(Rejection::Busy.to_msg(run_id)).await;
         }
+        // A fleet's run may state a longer bound; never a shorter one, never one where the
+        // coordinator stated none, and never past MAX_RUN_LIVENESS (a huge value would turn
+        // "never alone" off).
+        self.liveness = self
+            .welcome_liveness
+            .map(|w| w.max(Duration::from_millis(p.liveness_ms).min(MAX_RUN_LIVENESS)));
         let prepared = prepare(self.config, &mut self.link.client, p).await;
         // Arming can take longer than the liveness bound: the coordinator's Pings wait in
         // the stream meanwhile, so silence counts from here.

@@ -203,7 +203,7 @@ impl<'a> Run<'a> {
     /// Step 2: Start, far enough ahead that every agent hears of it in time: the lead is
     /// chosen from a delivery round measured just before (`pacing::choose_lead`), and Start
     /// goes to every agent at once.
-    pub(super) async fn start(&mut self) {
+    pub(super) async fn start(&mut self) -> Result<(), RunError> {
         let max_rtt = Duration::from_nanos(
             self.agents
                 .values()
@@ -212,6 +212,10 @@ impl<'a> Run<'a> {
                 .unwrap_or(0),
         );
         let round = self.delivery_round().await;
+        // Cancelled during the round (cut short): no Start, nothing to report.
+        if self.cancel.is_cancelled() {
+            return Err(self.on_cancel_before_start().await);
+        }
         let (lead, basis) = pacing::choose_lead(self.plan.lead, round, max_rtt);
         self.lead = lead;
         self.pacing.start_lead_ms = lead.as_millis() as u64;
@@ -233,6 +237,7 @@ impl<'a> Run<'a> {
             rfc3339(self.start_at),
             self.pacing.start_lead_basis
         ));
+        Ok(())
     }
 
     /// Step 4: the report. The agents' results are in: a target that died or stalled under

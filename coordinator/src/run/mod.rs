@@ -202,7 +202,7 @@ pub async fn execute(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Finished, RunError> {
     let mut run = Run::prepare(registry, plan, cancel, progress).await?;
-    run.start().await;
+    run.start().await?;
     run.collect().await;
     run.finish().await
 }
