@@ -73,6 +73,14 @@ pub enum HistoryError {
     /// No run with this id.
     #[error("no run {0} in the history")]
     NoRun(String),
+    /// Only a complete run can be a baseline.
+    #[error("run {run} is {status}, not complete: only a complete run can be a baseline")]
+    NotComplete {
+        /// The run.
+        run: String,
+        /// Its status.
+        status: String,
+    },
     /// Any other SQLite failure.
     #[error("the history {path}: {source}")]
     Sqlite {
@@ -271,6 +279,13 @@ impl Store {
     /// Makes `run_id` the baseline of its scenario hash (replacing an earlier pin).
     pub fn pin(&mut self, run_id: &str) -> Result<Record, HistoryError> {
         let run = self.get(run_id)?;
+        // A failed, partial or skipped run has no figures to judge against.
+        if run.status != record::Status::Complete {
+            return Err(HistoryError::NotComplete {
+                run: run.run_id,
+                status: run.status.name().to_owned(),
+            });
+        }
         self.conn
             .execute(
                 "INSERT INTO pins (scenario_hash, run_id, pinned_at) VALUES (?1, ?2, ?3) \

@@ -116,7 +116,10 @@ mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(v, VERSION);
-        conn.execute("SELECT count(*) FROM pins", []).ok();
+        let pins: i64 = conn
+            .query_row("SELECT count(*) FROM pins", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pins, 0, "migration 2 made the pins table");
         // Again: nothing to do, nothing fails.
         migrate(&mut conn, &path).unwrap();
         // A newer file is refused, never written.

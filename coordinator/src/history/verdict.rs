@@ -92,17 +92,15 @@ impl Verdict {
     }
 }
 
-/// The median of each figure over `runs` (the complete runs of one batch).
+/// The median of each figure over `runs` (the complete runs of one batch): for an even
+/// count the mean of the two middle runs, so the worse of two is never taken for both. A
+/// figure some run lacks (no target stats) is unknown for the batch.
 pub fn median(runs: &[&Figures]) -> Figures {
     let med = |f: &dyn Fn(&Figures) -> u64| -> u64 {
-        let mut v: Vec<u64> = runs.iter().map(|r| f(r)).collect();
-        v.sort_unstable();
-        v.get(v.len() / 2).copied().unwrap_or(0)
+        middle(runs.iter().map(|r| f(r)).collect()).unwrap_or(0)
     };
     let med_opt = |f: &dyn Fn(&Figures) -> Option<u64>| -> Option<u64> {
-        let mut v: Vec<u64> = runs.iter().filter_map(|r| f(r)).collect();
-        v.sort_unstable();
-        v.get(v.len() / 2).copied()
+        middle(runs.iter().map(|r| f(r)).collect::<Option<Vec<u64>>>()?)
     };
     let lat = |f: &dyn Fn(&Figures) -> &Latency| Latency {
         count: med(&|r| f(r).count),
@@ -113,8 +111,10 @@ pub fn median(runs: &[&Figures]) -> Figures {
         p999: med(&|r| f(r).p999),
         max: med(&|r| f(r).max),
     };
-    let mut rec: Vec<i64> = runs.iter().filter_map(|r| r.recommended_backlog).collect();
-    rec.sort_unstable();
+    // A run that found no clean backlog counts as the worst: with repeats, "none absorbs the
+    // burst any more" is a median too. A setting is one of the runs' values, not a mean.
+    let mut rec: Vec<Option<i64>> = runs.iter().map(|r| r.recommended_backlog).collect();
+    rec.sort_unstable_by_key(|b| b.unwrap_or(i64::MAX));
     Figures {
         outcomes: Outcomes {
             established: med(&|r| r.outcomes.established),
@@ -135,22 +135,34 @@ pub fn median(runs: &[&Figures]) -> Figures {
         accepted: med_opt(&|r| r.accepted),
         backlog_effective: med_opt(&|r| r.backlog_effective),
         start_spread_us: med_opt(&|r| r.start_spread_us),
-        recommended_backlog: rec.get(rec.len() / 2).copied(),
+        recommended_backlog: rec.get(rec.len().saturating_sub(1) / 2).copied().flatten(),
     }
 }
 
-/// The counted figures a verdict watches: name, value.
-fn counts(f: &Figures) -> [(&'static str, u64); 8] {
+/// The median of `v`: the middle value, or the mean of the two middle ones.
+fn middle(mut v: Vec<u64>) -> Option<u64> {
+    v.sort_unstable();
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some(v[n / 2 - 1] / 2 + v[n / 2] / 2 + (v[n / 2 - 1] % 2 + v[n / 2] % 2) / 2),
+    }
+}
+
+/// The counted figures a verdict watches: name, value (none when the run could not tell:
+/// overflows without the target's stats).
+fn counts(f: &Figures) -> [(&'static str, Option<u64>); 8] {
     let o = &f.outcomes;
     [
-        ("ghosts", o.ghost),
-        ("overflows", f.listen_overflows.unwrap_or(0)),
-        ("refused", o.refused),
-        ("reset", o.reset),
-        ("timeouts", o.timeout),
-        ("pending (own deadline)", o.pending),
-        ("errors", o.error),
-        ("syn_retransmitted", o.syn_retransmitted),
+        ("ghosts", Some(o.ghost)),
+        ("overflows", f.listen_overflows),
+        ("refused", Some(o.refused)),
+        ("reset", Some(o.reset)),
+        ("timeouts", Some(o.timeout)),
+        ("pending (own deadline)", Some(o.pending)),
+        ("errors", Some(o.error)),
+        ("syn_retransmitted", Some(o.syn_retransmitted)),
     ]
 }
 
@@ -194,6 +206,10 @@ pub fn judge(
     }
     let attempts = new.outcomes.total().max(1) as f64;
     for ((name, a), (_, b)) in counts(old).into_iter().zip(counts(new)) {
+        // A figure one side could not tell (no target stats) is not compared.
+        let (Some(a), Some(b)) = (a, b) else {
+            continue;
+        };
         if a == 0 && b > 0 {
             reasons.push(format!("{prefix}new {name}: {b} (the baseline had none)"));
         } else if b > a && (b - a) as f64 > attempts * t.count_percent / 100.0 {
@@ -344,6 +360,42 @@ mod tests {
         assert_eq!(m.connect_us.p99, 2100);
         assert_eq!(m.outcomes.ghost, 0);
         assert_eq!(m.listen_overflows, Some(0));
+    }
+
+    /// Two runs: the median is their mean, not the worse one; a figure one run lacks is
+    /// unknown; a run that found no backlog counts as the worst.
+    #[test]
+    fn an_even_median_takes_both_middle_runs() {
+        let (a, b) = (figures(2000, 0, 0), figures(3001, 0, 0));
+        assert_eq!(median(&[&a, &b]).connect_us.p99, 2500);
+        let blind = Figures {
+            listen_overflows: None,
+            ..figures(2000, 0, 0)
+        };
+        assert_eq!(median(&[&a, &blind]).listen_overflows, None);
+        let found = Figures {
+            recommended_backlog: Some(64),
+            ..figures(2000, 0, 0)
+        };
+        let none = figures(2000, 0, 0);
+        assert_eq!(median(&[&found, &none, &none]).recommended_backlog, None);
+        assert_eq!(
+            median(&[&found, &found, &none]).recommended_backlog,
+            Some(64)
+        );
+    }
+
+    /// A baseline without target stats has no overflow count: the new run's overflows are
+    /// not "new" against it.
+    #[test]
+    fn unknown_overflows_are_not_compared() {
+        let t = Thresholds::default();
+        let old = Figures {
+            listen_overflows: None,
+            ..figures(2000, 0, 0)
+        };
+        let v = judge(&old, &figures(2000, 0, 30), &t, 1, &base());
+        assert_eq!(v.kind, VerdictKind::Pass, "{:?}", v.reasons);
     }
 
     #[test]
