@@ -71,7 +71,25 @@ fn two_hundred_agents_run_whole_and_account_for_every_attempt() {
     // result missing. An agent *process* starved past the late bound (250 ms) on a loaded
     // 2-core machine skips what fell due and says so, as it must (docs/design.md "Never
     // late, never alone"): that is the host's load, counted below, not a lost attempt.
-    assert_eq!(r["lost_agents"], serde_json::json!([]), "{}", why());
+    //
+    // A Start that reaches a starved agent process after the instant is refused, never fired
+    // late; on a loaded 2-core CI machine 2 of 200 agents did (25-73 ms late). That is the
+    // behaviour this test checks (the run stays honest: partial, every attempt accounted
+    // for); how many a fleet loses is the bench's figure (issue 15). A coordinator that
+    // paced Start badly again (hundreds refused, as with the fixed lead) still fails here.
+    let lost = r["lost_agents"].as_array().unwrap();
+    let refused_late = lost.len() as u64;
+    for agent in lost {
+        let reason = r["lost_reasons"][agent.as_str().unwrap()]
+            .as_str()
+            .unwrap_or("");
+        assert!(
+            reason.contains("refused to fire") && reason.contains("start"),
+            "{agent} lost for another reason: {reason}; {}",
+            why()
+        );
+    }
+    assert!(refused_late <= AGENTS as u64 / 20, "{}", why());
     assert_eq!(r["agents"].as_array().map(Vec::len), Some(AGENTS));
     for (agent, reason) in r["cut_reasons"].as_object().unwrap() {
         assert!(
@@ -81,7 +99,8 @@ fn two_hundred_agents_run_whole_and_account_for_every_attempt() {
         );
     }
     let skipped = r["skipped_overdue"].as_u64().unwrap();
-    assert_eq!(r["partial"], skipped > 0, "{}", why());
+    let partial = skipped > 0 || refused_late > 0;
+    assert_eq!(r["partial"], partial, "{}", why());
     let o = &r["outcomes"];
     let total: u64 = o
         .as_object()
@@ -90,9 +109,10 @@ fn two_hundred_agents_run_whole_and_account_for_every_attempt() {
         .map(|v| v.as_u64().unwrap())
         .sum();
     assert_eq!(
-        total + skipped,
+        total + skipped + 10 * refused_late,
         2_000,
-        "every attempt classified or skipped: {o}"
+        "every attempt classified, skipped, or never fired by an agent that refused a late \
+         Start: {o}"
     );
     let connected = o["established"].as_u64().unwrap() + o["syn_retransmitted"].as_u64().unwrap();
     assert_eq!(
@@ -111,7 +131,7 @@ fn two_hundred_agents_run_whole_and_account_for_every_attempt() {
         !basis.contains("did not echo"),
         "every agent echoed: {basis}"
     );
-    assert_eq!(m.exit, Some(if skipped > 0 { 1 } else { 0 }));
+    assert_eq!(m.exit, Some(if partial { 1 } else { 0 }));
     // Loose bounds for a loaded 2-core machine (the bench prints the figures).
     assert!(m.total < Duration::from_secs(90), "{:?}", m.total);
     // 30 MiB here on a loaded machine; 209 MiB when the report kept every agent's decoded
