@@ -63,9 +63,10 @@ pub fn accepted_during(timeline: &Timeline, issue_us: u64) -> Option<u64> {
     } else {
         points[first - 1].accepted
     };
-    // Buckets wider than the burst (the timeline widens them as it fills) would count
-    // accepts from after it: then the timeline cannot tell, and the caller falls back.
-    if timeline.bucket_us > issue_us.max(1) {
+    // Buckets the timeline widened past the burst (it doubles them as it fills) would count
+    // accepts from well after it: then it cannot tell, and the caller falls back. Its first
+    // width, 1 ms, is the sampler's own resolution and always counts.
+    if timeline.bucket_us > issue_us.max(1_000) {
         return None;
     }
     let end = points[first].t_us + issue_us.max(1);
