@@ -35,6 +35,29 @@ struct Side {
     achieved: f64,
     /// Attempts that ended established.
     established: u64,
+    /// CPU time of the whole process (both threads of the listener included, alike for both
+    /// sides) per second of the side's run: how much of the machine pacing took.
+    cpu: f64,
+}
+
+/// User + system CPU time of this process so far.
+fn cpu_time() -> Duration {
+    // SAFETY: `ru` is a writable rusage for the duration of the call.
+    let ru = unsafe {
+        let mut ru = std::mem::zeroed::<libc::rusage>();
+        libc::getrusage(libc::RUSAGE_SELF, &mut ru);
+        ru
+    };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1_000);
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Runs `f`, then sets the CPU share it took (process CPU time ÷ wall time).
+fn measured(f: impl FnOnce() -> Side) -> Side {
+    let (cpu0, t0) = (cpu_time(), Instant::now());
+    let mut side = f();
+    side.cpu = (cpu_time() - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64();
+    side
 }
 
 fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -163,6 +186,7 @@ fn baseline(addr: SocketAddr, rate: f64, n: usize) -> Side {
         lag: [pct(0.5), pct(0.99), lag[lag.len() - 1]],
         achieved: (n - 1) as f64 / (last_call - t0).as_secs_f64(),
         established,
+        cpu: 0.0,
     }
 }
 
@@ -198,6 +222,7 @@ fn engine(addr: SocketAddr, pattern: Pattern, n: u64) -> Side {
             f64::NAN
         },
         established: r.tally.outcomes.admitted(),
+        cpu: 0.0,
     }
 }
 
@@ -238,17 +263,19 @@ fn main() {
         // Warm-up (allocator, socket slabs), not counted.
         baseline(addr, 20_000.0, 2_000);
         engine(addr, ramp(20_000.0, 2_000), 2_000);
-        println!("\nissue lag, µs (p50 / p99 / max), achieved rate; C = the ramp.c loop, E = engine");
+        println!(
+            "\nissue lag, µs (p50 / p99 / max), achieved rate, process CPU ÷ wall time; C = the ramp.c loop, E = engine"
+        );
         for &rate in &rates {
             let (mut c99, mut e99, mut wins) = (Vec::new(), Vec::new(), 0);
             for pair in 0..pairs {
-                let c = baseline(addr, rate, n);
-                let e = engine(addr, ramp(rate, n), n as u64);
+                let c = measured(|| baseline(addr, rate, n));
+                let e = measured(|| engine(addr, ramp(rate, n), n as u64));
                 assert_eq!(e.established, n as u64, "engine: not every connect established");
                 println!(
-                    "  {rate:>6}/s pair {pair}: C {:>7.0} / {:>7.0} / {:>8.0} at {:>6.0}/s ({} est.) | E {:>7.0} / {:>7.0} / {:>8.0} at {:>6.0}/s",
-                    c.lag[0], c.lag[1], c.lag[2], c.achieved, c.established,
-                    e.lag[0], e.lag[1], e.lag[2], e.achieved,
+                    "  {rate:>6}/s pair {pair}: C {:>6.0} / {:>6.0} / {:>7.0} at {:>6.0}/s cpu {:>3.0}% ({} est.) | E {:>6.0} / {:>6.0} / {:>7.0} at {:>6.0}/s cpu {:>3.0}%",
+                    c.lag[0], c.lag[1], c.lag[2], c.achieved, c.cpu * 100.0, c.established,
+                    e.lag[0], e.lag[1], e.lag[2], e.achieved, e.cpu * 100.0,
                 );
                 wins += usize::from(e.lag[1] <= c.lag[1]);
                 c99.push(c.lag[1]);
