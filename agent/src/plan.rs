@@ -12,6 +12,10 @@ use stampede_proto::pattern::Pattern;
 
 use crate::cidr::Cidr;
 
+/// Connects per second of a ramp that one worker thread paces on its own (a little below
+/// what one thread issues and completes on a small VM: docs/kernel.md §7).
+pub const RAMP_RATE_PER_WORKER: f64 = 20_000.0;
+
 /// Default per-run connection cap (`--max-connections`).
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 100_000;
 pub use stampede_proto::plan::{CloseMode, DEFAULT_TIMEOUT, Load, LoadError};
@@ -195,13 +199,21 @@ impl Plan {
         &self.schedule
     }
 
-    /// Worker threads to use: as configured, else one per core but at least ~500 attempts
-    /// each (threads cost more than they give for small runs), never more than attempts.
+    /// Worker threads to use: as configured, else by what the pattern needs, never more
+    /// than one per core or than attempts. A burst or waves: one per core but at least ~500
+    /// attempts each (threads cost more than they give for small runs). A ramp: one per
+    /// [`RAMP_RATE_PER_WORKER`] connects per second: one thread paces a ramp more precisely
+    /// than several that share the cores with the listener and the kernel's own work, and
+    /// only a rate beyond one thread's reach needs another (docs/design.md "Pacing").
     pub fn workers(&self) -> usize {
         let n = self.config.load.connections as usize;
         let workers = self.config.workers.unwrap_or_else(|| {
             let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
-            cores.min(n.div_ceil(500))
+            let wanted = match self.config.load.pattern {
+                Pattern::Ramp { rate, .. } => (rate / RAMP_RATE_PER_WORKER).ceil() as usize,
+                Pattern::Burst | Pattern::Waves { .. } => n.div_ceil(500),
+            };
+            cores.min(wanted)
         });
         workers.clamp(1, n.max(1))
     }
@@ -281,6 +293,20 @@ mod tests {
     #[test]
     fn workers_scale_with_the_run() {
         assert_eq!(Plan::new(cfg(20)).unwrap().workers(), 1);
+        let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+        let ramp = |rate: f64| {
+            let mut c = cfg(100_000);
+            c.load.pattern = Pattern::Ramp {
+                rate,
+                duration: Duration::from_secs_f64(100_000.0 / rate),
+            };
+            Plan::new(c).unwrap().workers()
+        };
+        // A ramp gets threads by its rate, not its size: one paces 20,000/s.
+        assert_eq!(ramp(5_000.0), 1);
+        assert_eq!(ramp(20_000.0), 1);
+        assert_eq!(ramp(40_000.0), cores.min(2));
+        assert_eq!(ramp(1e6), cores);
         let mut c = cfg(3);
         c.workers = Some(8);
         assert_eq!(Plan::new(c).unwrap().workers(), 3);

@@ -44,10 +44,9 @@ impl Interval {
 pub struct RunResult {
     /// Connections in the plan.
     pub connections: u64,
-    /// Everything classified.
+    /// Everything classified, and how late each connect() left its intended time
+    /// (`tally.issue_lag`, µs).
     pub tally: Tally,
-    /// Intended send time → connect() call, µs.
-    pub issue_lag: Histogram<u64>,
     /// From the first to the last connect() call.
     pub issue_duration: Duration,
     /// Wall-clock time of the first connect() call.
@@ -117,7 +116,7 @@ impl RunResult {
             errors: self.tally.errors_by_name(),
             connect_latency_us: Latency::from(&self.tally.connect_latency),
             ttfb_us: Latency::from(&self.tally.ttfb),
-            issue_lag_us: Latency::from(&self.issue_lag),
+            issue_lag_us: Latency::from(&self.tally.issue_lag),
             issue_duration_us: self.issue_duration.as_micros() as u64,
             kernel: self.kernel.clone(),
         }
@@ -132,11 +131,7 @@ impl RunResult {
                 .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
                 .map_or(0, |d| d.as_nanos() as i64),
             issue_duration_us: self.issue_duration.as_micros() as u64,
-            issue_lag_max_us: if self.issue_lag.is_empty() {
-                0
-            } else {
-                self.issue_lag.max()
-            },
+            issue_lag_max_us: max_of(&self.tally.issue_lag),
             kernel: Some((&self.kernel).into()),
             connections: self.connections,
             cancelled: self.cancelled,
@@ -212,11 +207,7 @@ impl RunResult {
                 human_us(l.max)
             );
         }
-        let lag_max = if self.issue_lag.is_empty() {
-            0
-        } else {
-            self.issue_lag.max()
-        };
+        let lag_max = max_of(&self.tally.issue_lag);
         let _ = writeln!(
             s,
             "issue duration {} (max issue lag {}); agent TCPRetransFail {}",
@@ -229,6 +220,11 @@ impl RunResult {
 }
 
 /// `  (k=1: n, k=3: m)` after an outcome's count, or nothing when there is no breakdown.
+/// A histogram's largest value, 0 when it is empty.
+fn max_of(h: &Histogram<u64>) -> u64 {
+    if h.is_empty() { 0 } else { h.max() }
+}
+
 fn by_k(map: &BTreeMap<u32, u64>) -> String {
     if map.is_empty() {
         return String::new();
@@ -264,7 +260,6 @@ mod tests {
         let result = RunResult {
             connections: 5,
             tally,
-            issue_lag: stampede_proto::histogram::new_latency(),
             issue_duration: Duration::from_micros(3_070_000),
             first_connect: None,
             first_connect_offset: None,

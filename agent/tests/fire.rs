@@ -305,7 +305,11 @@ fn ramp_and_waves_run_on_schedule_and_stream_intervals() {
         let issue = r.issue_duration.as_secs_f64();
         assert!((2.45..2.7).contains(&issue), "ramp issued over {issue} s");
         // Open loop: each connect left near its intended time.
-        assert!(r.issue_lag.max() < 50_000, "lag {} µs", r.issue_lag.max());
+        assert!(
+            r.tally.issue_lag.max() < 50_000,
+            "lag {} µs",
+            r.tally.issue_lag.max()
+        );
         let mut seqs = Vec::new();
         let mut merged = stampede_agent::Tally::default();
         while let Ok(i) = rx.try_recv() {

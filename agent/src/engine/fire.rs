@@ -90,7 +90,6 @@ impl Armed {
         Ok(RunResult {
             connections: config.load.connections,
             tally: totals.tally,
-            issue_lag: totals.issue_lag,
             issue_duration: first_issue.map_or(Duration::ZERO, |f| ns(totals.last_issue_ns - f)),
             first_connect: first_issue.map(|f| start_wall + ns(f)),
             first_connect_offset: first_issue.map(ns),

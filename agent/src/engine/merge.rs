@@ -8,8 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use hdrhistogram::Histogram;
-use stampede_proto::histogram::{self, HistogramError};
+use stampede_proto::histogram::HistogramError;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::result::{Interval, Tally};
@@ -30,7 +29,6 @@ impl Report {
             0,
             Tally::default(),
             Box::new(WorkerSummary {
-                issue_lag: histogram::new_latency(),
                 first_issue_ns: None,
                 last_issue_ns: 0,
                 last_completion_ns: None,
@@ -44,8 +42,6 @@ impl Report {
 
 /// A worker's whole-run figures, sent once at its end. Times are ns after the start instant.
 pub(super) struct WorkerSummary {
-    /// How late each connect() left its intended time, µs.
-    pub(super) issue_lag: Histogram<u64>,
     pub(super) first_issue_ns: Option<u64>,
     pub(super) last_issue_ns: u64,
     pub(super) last_completion_ns: Option<u64>,
@@ -60,7 +56,6 @@ pub(super) struct WorkerSummary {
 /// The whole run, over every worker. Times are ns after the start instant.
 pub(super) struct Totals {
     pub(super) tally: Tally,
-    pub(super) issue_lag: Histogram<u64>,
     pub(super) first_issue_ns: Option<u64>,
     pub(super) last_issue_ns: u64,
     pub(super) last_completion_ns: Option<u64>,
@@ -93,7 +88,6 @@ impl Merge {
             next_emit: 0,
             totals: Totals {
                 tally: Tally::default(),
-                issue_lag: histogram::new_latency(),
                 first_issue_ns: None,
                 last_issue_ns: 0,
                 last_completion_ns: None,
@@ -109,7 +103,7 @@ impl Merge {
         let (seq, tally) = match report {
             Report::Interval(seq, tally) => (seq, tally),
             Report::Done(seq, tally, summary) => {
-                self.add_summary(&summary)?;
+                self.add_summary(&summary);
                 self.finished_at.push(seq);
                 (seq, tally)
             }
@@ -134,9 +128,8 @@ impl Merge {
         self.totals
     }
 
-    fn add_summary(&mut self, summary: &WorkerSummary) -> Result<(), HistogramError> {
+    fn add_summary(&mut self, summary: &WorkerSummary) {
         let totals = &mut self.totals;
-        histogram::merge(&mut totals.issue_lag, &summary.issue_lag)?;
         if let Some(f) = summary.first_issue_ns {
             totals.first_issue_ns = Some(totals.first_issue_ns.map_or(f, |x| x.min(f)));
         }
@@ -147,7 +140,6 @@ impl Merge {
         totals.unfinished += summary.unfinished;
         totals.skipped_overdue += summary.skipped_overdue;
         totals.issued_late += summary.issued_late;
-        Ok(())
     }
 
     /// Emits intervals in order while every worker has reported the next one or ended

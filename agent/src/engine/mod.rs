@@ -37,6 +37,7 @@ mod fire;
 mod lateness;
 mod merge;
 mod slot;
+mod waiting;
 mod worker;
 
 pub use fire::{FireError, LATE_START_TOLERANCE};

@@ -7,25 +7,32 @@
 //! ships the interval's tally to the firing thread. Nothing else happens between two connect()
 //! calls of a burst: completions seen meanwhile are only time-stamped, and handled once the
 //! due connects are all out.
+//!
+//! Pacing a ramp: the worker sleeps on epoll to the microsecond ([`waiting`]) until
+//! [`SPIN_BEFORE`] ahead of its next connect and spins the rest, so it neither leaves late nor
+//! keeps a core busy between connects. Events it collects are queued with the time they were
+//! seen and handled in order, but never past a connect's intended time: handling stops when a
+//! connect falls due and resumes after it, so a pile of completions cannot delay the schedule.
+//!
+//! [`waiting`]: super::waiting
 
-use std::os::fd::AsRawFd;
+use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use hdrhistogram::Histogram;
-use stampede_proto::histogram;
 use tokio_util::sync::CancellationToken;
 
 use super::context::{Cx, Ledger};
 use super::lateness::{LATE_BOUND, Lateness};
 use super::merge::{Report, WorkerSummary};
 use super::slot::{Attempt, Slot};
+use super::waiting::{self, SPIN_BEFORE};
 use crate::arm::ArmedSocket;
 
 /// Length of an interval.
 pub const INTERVAL: Duration = Duration::from_secs(1);
 /// Longest epoll sleep, so cancellation is noticed quickly.
-const MAX_SLEEP_MS: u64 = 50;
+const MAX_SLEEP_NS: u64 = 50_000_000;
 /// Events taken per epoll_wait.
 const EVENTS: usize = 1024;
 /// During a burst, completions are collected (time-stamped, not yet processed) every this
@@ -37,8 +44,6 @@ pub(super) struct Worker<'a> {
     slots: Vec<Slot>,
     cx: Cx<'a>,
     ledger: Ledger,
-    /// How late each connect() left its intended time, µs.
-    issue_lag: Histogram<u64>,
     /// Stalls: attempts cancelled as overdue, attempts issued past the late bound.
     lateness: Lateness,
     first_issue_ns: Option<u64>,
@@ -53,8 +58,12 @@ pub(super) struct Worker<'a> {
     boundary_ns: u64,
     /// epoll_wait's buffer.
     events: Vec<libc::epoll_event>,
-    /// Events collected during a burst: (slot, event bits, when seen).
-    ready: Vec<(usize, u32, u64)>,
+    /// Events collected and not yet handled, in the order seen: (slot, event bits, when
+    /// seen). At most one per slot (`queued`), so it never outgrows its first allocation.
+    ready: VecDeque<(usize, u32, u64)>,
+    /// Whether each slot has an event in `ready` (a level-triggered event is reported again
+    /// by every epoll_wait until handled).
+    queued: Vec<bool>,
 }
 
 impl<'a> Worker<'a> {
@@ -66,7 +75,6 @@ impl<'a> Worker<'a> {
             slots: sockets.into_iter().map(Slot::from).collect(),
             ledger: Ledger::for_attempts(attempts, &cx.settings),
             cx,
-            issue_lag: histogram::new_latency(),
             lateness: Lateness::new(LATE_BOUND),
             first_issue_ns: None,
             last_issue_ns: 0,
@@ -76,16 +84,19 @@ impl<'a> Worker<'a> {
             boundary_ns: interval_ns(),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS],
             // Each completion of the burst is stamped here while connects go on.
-            ready: Vec::with_capacity(attempts),
+            ready: VecDeque::with_capacity(attempts),
+            queued: vec![false; attempts],
         }
     }
 
     /// Runs every attempt to its end (or until `cancel`), shipping each interval on `tx`,
     /// then the worker's [`Report::Done`]. Returns early if the firing thread is gone.
     pub(super) fn run(mut self, cancel: &CancellationToken, tx: &mpsc::Sender<Report>) {
+        waiting::precise_timers();
         let cancelled = loop {
             self.issue_due();
             let now = self.wait();
+            self.handle_ready();
             self.expire(now);
             self.check_probes(now);
             self.end_holds(now);
@@ -130,19 +141,27 @@ impl<'a> Worker<'a> {
             // Stamp the last completions before processing (closing) the earlier ones.
             self.collect_ready();
         }
-        let mut ready = std::mem::take(&mut self.ready);
-        for &(idx, bits, seen) in &ready {
+        self.handle_ready();
+    }
+
+    /// Hands queued events to their attempts, in the order seen, until none is left or the
+    /// next connect falls due (the rest wait until it is out).
+    fn handle_ready(&mut self) {
+        let due = self.slots.get(self.next).map(|s| s.offset_ns);
+        while let Some((idx, bits, seen)) = self.ready.pop_front() {
+            self.queued[idx] = false;
             self.attempt(idx).on_event(bits, seen);
+            if due.is_some_and(|due| self.cx.now() >= due) {
+                break;
+            }
         }
-        ready.clear();
-        self.ready = ready;
     }
 
     /// Issues attempt `idx`; `t` is now (read just before, ns after start).
     fn issue(&mut self, idx: usize, t: u64) {
+        // Recorded once, in the interval's tally: it travels in the IntervalResult (the
+        // coordinator's hlog) and adds up to the run's (`RunResult::tally`).
         let lag_us = t.saturating_sub(self.slots[idx].offset_ns) / 1_000;
-        self.issue_lag.saturating_record(lag_us);
-        // The interval's share travels in its IntervalResult (the coordinator's hlog).
         self.ledger.tally.issue_lag.saturating_record(lag_us);
         self.first_issue_ns.get_or_insert(t);
         self.last_issue_ns = t;
@@ -155,35 +174,42 @@ impl<'a> Worker<'a> {
     /// attempt. The time seen goes along, so a completion or greeting that arrived while the
     /// issue loop went on is measured then, not when the loop ends.
     fn collect_ready(&mut self) {
-        let got = self.epoll_wait(0);
-        let now = self.cx.now();
-        for ev in &self.events[..got] {
-            self.ready.push((ev.u64 as usize, ev.events, now));
-        }
+        self.poll(0);
     }
 
-    /// Sleeps on epoll until the next thing due and hands each event to its attempt;
-    /// returns now.
+    /// Sleeps on epoll until the next thing is due (not at all while events wait to be
+    /// handled) and queues what came; returns now.
     fn wait(&mut self) -> u64 {
         let now = self.cx.now();
-        // Whole milliseconds only: under 1 ms to go, poll without sleeping (spin), so a
-        // ramp's connects leave on time.
-        let timeout_ms = (self.next_due().saturating_sub(now) / 1_000_000).min(MAX_SLEEP_MS);
-        let got = self.epoll_wait(timeout_ms as i32);
+        let timeout_ns = if self.ready.is_empty() {
+            self.wake_at().saturating_sub(now).min(MAX_SLEEP_NS)
+        } else {
+            0
+        };
+        self.poll(timeout_ns)
+    }
+
+    /// Waits up to `timeout_ns` for events and queues each with the time it was seen; returns
+    /// that time.
+    fn poll(&mut self, timeout_ns: u64) -> u64 {
+        let got = waiting::wait(self.cx.epoll, &mut self.events, timeout_ns);
         let now = self.cx.now();
-        for i in 0..got {
-            let ev = self.events[i];
-            self.attempt(ev.u64 as usize).on_event(ev.events, now);
+        for ev in &self.events[..got] {
+            let idx = ev.u64 as usize;
+            if !std::mem::replace(&mut self.queued[idx], true) {
+                self.ready.push_back((idx, ev.events, now));
+            }
         }
         now
     }
 
-    /// The next thing due (ns after start): the interval boundary, the next connect, the
-    /// oldest open attempt's deadline, a hold's end or a probe check.
-    fn next_due(&self) -> u64 {
+    /// When to stop sleeping (ns after start): [`SPIN_BEFORE`] ahead of the next connect (the
+    /// rest is spun, so it leaves on time), or the interval boundary, the oldest open attempt's
+    /// deadline, a hold's end or a probe check.
+    fn wake_at(&self) -> u64 {
         let mut due = self.boundary_ns;
         if let Some(slot) = self.slots.get(self.next) {
-            due = due.min(slot.offset_ns);
+            due = due.min(slot.offset_ns.saturating_sub(SPIN_BEFORE.as_nanos() as u64));
         }
         if self.cursor < self.next {
             due = due.min(self.deadline(self.cursor));
@@ -248,7 +274,6 @@ impl<'a> Worker<'a> {
             0
         };
         let summary = WorkerSummary {
-            issue_lag: std::mem::replace(&mut self.issue_lag, histogram::new_latency()),
             first_issue_ns: self.first_issue_ns,
             last_issue_ns: self.last_issue_ns,
             last_completion_ns: self.ledger.last_completion_ns,
@@ -271,21 +296,6 @@ impl<'a> Worker<'a> {
             cx: &self.cx,
             ledger: &mut self.ledger,
         }
-    }
-
-    /// Waits up to `timeout_ms` for events into the buffer; how many came.
-    fn epoll_wait(&mut self, timeout_ms: i32) -> usize {
-        // SAFETY: `events` is a writable buffer of its length that outlives the call, and
-        // epoll is an open epoll descriptor.
-        let got = unsafe {
-            libc::epoll_wait(
-                self.cx.epoll.as_raw_fd(),
-                self.events.as_mut_ptr(),
-                self.events.len() as i32,
-                timeout_ms,
-            )
-        };
-        got.max(0) as usize
     }
 }
 
