@@ -67,8 +67,10 @@ pub(super) struct Worker<'a> {
 }
 
 impl<'a> Worker<'a> {
-    /// A worker for `sockets` (in schedule order); every allocation happens here, before the
-    /// start.
+    /// A worker for `sockets` (in schedule order); everything sized by the attempts is
+    /// allocated here, before the start. What is allocated later is per interval, not per
+    /// attempt: the next interval's tally at a boundary, and a completion-time histogram at
+    /// the first completion of its class in an interval.
     pub(super) fn new(sockets: Vec<ArmedSocket>, cx: Cx<'a>) -> Worker<'a> {
         let attempts = sockets.len();
         Worker {
