@@ -219,12 +219,12 @@ impl RunResult {
     }
 }
 
-/// `  (k=1: n, k=3: m)` after an outcome's count, or nothing when there is no breakdown.
 /// A histogram's largest value, 0 when it is empty.
 fn max_of(h: &Histogram<u64>) -> u64 {
     if h.is_empty() { 0 } else { h.max() }
 }
 
+/// `  (k=1: n, k=3: m)` after an outcome's count, or nothing when there is no breakdown.
 fn by_k(map: &BTreeMap<u32, u64>) -> String {
     if map.is_empty() {
         return String::new();

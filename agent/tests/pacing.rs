@@ -34,6 +34,34 @@ fn a_ramp_sleeps_between_connects_and_keeps_time() {
     if !kernel_tests_enabled("a_ramp_sleeps_between_connects_and_keeps_time") {
         return;
     }
+    // Without epoll_pwait2 (Linux < 5.11, or refused by a seccomp filter) a worker can only
+    // sleep whole milliseconds and spins the rest: the behaviour under test does not exist.
+    let mut ev = [libc::epoll_event { events: 0, u64: 0 }];
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a fresh epoll descriptor, a one-entry buffer and a timespec that outlive the
+    // call, no signal mask; the descriptor is closed right after.
+    let pwait2 = unsafe {
+        let ep = libc::epoll_create1(0);
+        let rc = libc::syscall(
+            libc::SYS_epoll_pwait2,
+            libc::c_long::from(ep),
+            ev.as_mut_ptr(),
+            1 as libc::c_long,
+            &raw const ts,
+            std::ptr::null::<libc::sigset_t>(),
+            0usize,
+        );
+        libc::close(ep);
+        rc
+    };
+    assert!(
+        pwait2 >= 0,
+        "epoll_pwait2 unavailable here ({}): the agent's workers fall back to millisecond sleeps",
+        std::io::Error::last_os_error()
+    );
     let ns = Netns::new("agentpace").unwrap();
     ns.run(|| {
         let acceptor = Acceptor::start().unwrap();
@@ -75,7 +103,12 @@ fn a_ramp_sleeps_between_connects_and_keeps_time() {
         );
         // CPU over the samples taken while the ramp ran (from the start instant on).
         let during: Vec<_> = samples.iter().filter(|(t, _)| *t >= start).collect();
-        let (first, last) = (during.first().unwrap(), during.last().unwrap());
+        let (Some(first), Some(last)) = (during.first(), during.last()) else {
+            panic!(
+                "the worker thread was never seen running: {} samples",
+                samples.len()
+            );
+        };
         let wall = last.0 - first.0;
         assert!(
             wall > Duration::from_secs(1),

@@ -5,10 +5,12 @@
 //! listener's own softirq work) yet leave on time. `epoll_wait` counts whole milliseconds, so a
 //! worker waiting for a connect due in 0.9 ms could only spin. [`wait`] takes a timeout in
 //! nanoseconds (`epoll_pwait2`, Linux 5.11; on an older kernel it falls back to whole
-//! milliseconds, rounded down, and spins the rest), and [`precise_timers`] asks the kernel to
-//! wake the calling thread within 1 µs of the timeout instead of the default 50 µs slack. The
-//! worker then sleeps to [`SPIN_BEFORE`] ahead of a connect and spins (polling epoll without
-//! sleeping) the last stretch: the wake-up's own latency is absorbed there.
+//! milliseconds, rounded down, and spins the rest; so does a host whose seccomp filter refuses
+//! the call), and [`precise_timers`] asks the kernel to wake the calling thread within 1 µs of
+//! the timeout instead of the default 50 µs slack (epoll adds its own: a thousandth of the
+//! timeout, a two-hundredth when niced, which the worker allows for). The worker then sleeps to [`SPIN_BEFORE`] ahead of a
+//! connect and spins (polling epoll without sleeping) the last stretch: the wake-up's own
+//! latency is absorbed there.
 
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -17,14 +19,16 @@ use std::time::Duration;
 /// How long before a connect's intended time a worker stops sleeping and spins.
 pub(super) const SPIN_BEFORE: Duration = Duration::from_micros(50);
 
-/// Set once `epoll_pwait2` was found missing (ENOSYS): whole milliseconds from then on.
+/// Set once `epoll_pwait2` failed other than by a signal (ENOSYS on kernels before 5.11,
+/// EPERM under a seccomp filter that does not know it): whole milliseconds from then on.
 static NO_PWAIT2: AtomicBool = AtomicBool::new(false);
 
 /// Asks for this thread's timers to fire within 1 µs of their time (`PR_SET_TIMERSLACK`);
 /// without it a sleep may end up to 50 µs late. Best effort: a refusal keeps the default.
 pub(super) fn precise_timers() {
-    // SAFETY: PR_SET_TIMERSLACK takes an integer argument and touches no memory of ours.
-    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong, 0, 0, 0) };
+    // SAFETY: PR_SET_TIMERSLACK takes an integer (the slack in ns, for the calling thread
+    // only) and touches no memory of ours.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1_000 as libc::c_ulong, 0, 0, 0) };
 }
 
 /// Waits on `epoll` up to `timeout_ns` (0: poll without sleeping) for events into `events`;
@@ -46,9 +50,9 @@ pub(super) fn wait(
         let got = unsafe {
             libc::syscall(
                 libc::SYS_epoll_pwait2,
-                epoll.as_raw_fd(),
+                libc::c_long::from(epoll.as_raw_fd()),
                 events.as_mut_ptr(),
-                max,
+                libc::c_long::from(max),
                 &raw const ts,
                 std::ptr::null::<libc::sigset_t>(),
                 0usize,
@@ -57,7 +61,7 @@ pub(super) fn wait(
         if got >= 0 {
             return got as usize;
         }
-        if std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS) {
+        if std::io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
             return 0;
         }
         NO_PWAIT2.store(true, Ordering::Relaxed);

@@ -58,12 +58,12 @@ pub(super) struct Worker<'a> {
     boundary_ns: u64,
     /// epoll_wait's buffer.
     events: Vec<libc::epoll_event>,
-    /// Events collected and not yet handled, in the order seen: (slot, event bits, when
-    /// seen). At most one per slot (`queued`), so it never outgrows its first allocation.
-    ready: VecDeque<(usize, u32, u64)>,
-    /// Whether each slot has an event in `ready` (a level-triggered event is reported again
-    /// by every epoll_wait until handled).
-    queued: Vec<bool>,
+    /// Slots with an event collected and not yet handled, in the order seen. At most once
+    /// each (a level-triggered event is reported again by every epoll_wait until handled), so
+    /// it never outgrows its first allocation.
+    ready: VecDeque<usize>,
+    /// Each slot's event waiting in `ready`: (event bits, when seen).
+    pending: Vec<Option<(u32, u64)>>,
 }
 
 impl<'a> Worker<'a> {
@@ -87,7 +87,7 @@ impl<'a> Worker<'a> {
             events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS],
             // Each completion of the burst is stamped here while connects go on.
             ready: VecDeque::with_capacity(attempts),
-            queued: vec![false; attempts],
+            pending: vec![None; attempts],
         }
     }
 
@@ -147,15 +147,22 @@ impl<'a> Worker<'a> {
     }
 
     /// Hands queued events to their attempts, in the order seen, until none is left or the
-    /// next connect falls due (the rest wait until it is out).
+    /// next connect falls due (the rest wait until it is out). At least one is handled per
+    /// call, so a worker whose connects are always due still gets through its events.
     fn handle_ready(&mut self) {
         let due = self.slots.get(self.next).map(|s| s.offset_ns);
-        while let Some((idx, bits, seen)) = self.ready.pop_front() {
-            self.queued[idx] = false;
-            self.attempt(idx).on_event(bits, seen);
+        while let Some(idx) = self.ready.pop_front() {
+            self.handle_pending(idx);
             if due.is_some_and(|due| self.cx.now() >= due) {
                 break;
             }
+        }
+    }
+
+    /// Hands slot `idx` its waiting event, if it has one, with the time it was seen.
+    fn handle_pending(&mut self, idx: usize) {
+        if let Some((bits, seen)) = self.pending[idx].take() {
+            self.attempt(idx).on_event(bits, seen);
         }
     }
 
@@ -184,7 +191,11 @@ impl<'a> Worker<'a> {
     fn wait(&mut self) -> u64 {
         let now = self.cx.now();
         let timeout_ns = if self.ready.is_empty() {
-            self.wake_at().saturating_sub(now).min(MAX_SLEEP_NS)
+            // epoll's own slack is a thousandth of the timeout, a two-hundredth for a niced
+            // thread (a 50 ms sleep may end 50-250 µs late): wake that much earlier (then
+            // sleep again, shorter), or a slow ramp's spin margin would be used up.
+            let sleep = self.wake_at().saturating_sub(now).min(MAX_SLEEP_NS);
+            sleep - sleep / 200
         } else {
             0
         };
@@ -198,8 +209,9 @@ impl<'a> Worker<'a> {
         let now = self.cx.now();
         for ev in &self.events[..got] {
             let idx = ev.u64 as usize;
-            if !std::mem::replace(&mut self.queued[idx], true) {
-                self.ready.push_back((idx, ev.events, now));
+            if self.pending[idx].is_none() {
+                self.pending[idx] = Some((ev.events, now));
+                self.ready.push_back(idx);
             }
         }
         now
@@ -230,7 +242,12 @@ impl<'a> Worker<'a> {
                 if self.deadline(idx) > now {
                     break;
                 }
-                self.attempt(idx).expire(now);
+                // An event still queued is what happened first (a completion, a greeting):
+                // handled with the time it was seen, not decided as of the deadline.
+                self.handle_pending(idx);
+                if self.slots[idx].phase().is_open() {
+                    self.attempt(idx).expire(now);
+                }
             }
             self.cursor += 1;
         }
