@@ -13,7 +13,7 @@ use stampede_proto::target::{AcceptPolicy, TargetKind, TargetStats};
 use tokio_util::sync::CancellationToken;
 
 use super::clean::{self, Bounds};
-use super::{Phase, Step, SweepPlan, model, rate_name};
+use super::{AcceptRate, Phase, Step, SweepPlan, model, rate_name};
 use crate::report::Report;
 use crate::run::{self, RunError};
 use crate::service::Registry;
@@ -112,10 +112,10 @@ impl<'a> Stepper<'a> {
 
     /// The policy a step at `rate` runs under: the target's own, its rate replaced when one
     /// is swept (and unpaused: a paused step would measure nothing).
-    fn policy(&self, rate: Option<f64>) -> Option<AcceptPolicy> {
+    fn policy(&self, rate: Option<AcceptRate>) -> Option<AcceptPolicy> {
         match rate {
             None => self.original,
-            Some(r) => Some(AcceptPolicy {
+            Some(AcceptRate(r)) => Some(AcceptPolicy {
                 rate_per_sec: r.is_finite().then_some(r),
                 paused: false,
                 ..self.original.unwrap_or_default()
@@ -135,7 +135,7 @@ impl<'a> Stepper<'a> {
     pub(super) async fn step(
         &mut self,
         backlog: i32,
-        rate: Option<f64>,
+        rate: Option<AcceptRate>,
         phase: Phase,
         label: &str,
     ) -> Result<&Step, Stop> {
@@ -182,7 +182,7 @@ impl<'a> Stepper<'a> {
     }
 
     /// One run of a step: configure, run, drain and restore.
-    async fn run(&mut self, backlog: i32, rate: Option<f64>) -> Result<Report, Stop> {
+    async fn run(&mut self, backlog: i32, rate: Option<AcceptRate>) -> Result<Report, Stop> {
         let policy = self.policy(rate);
         if let Err(e) = self
             .target
@@ -258,14 +258,14 @@ impl<'a> Stepper<'a> {
 pub(super) fn step_of(
     plan: &SweepPlan,
     backlog: i32,
-    rate: Option<f64>,
+    rate: Option<AcceptRate>,
     phase: Phase,
     r: &Report,
     bounds: Bounds,
 ) -> Step {
     let t = r.target.clone().unwrap_or_default();
     let verdict = clean::judge(r, bounds);
-    let m = model::model(plan.run.load.connections, rate, r);
+    let m = model::model(plan.run.load.connections, rate.map(|r| r.0), r);
     Step {
         backlog,
         accept_rate: rate,
