@@ -105,9 +105,7 @@ impl Recorder {
         let mut row = entry.record(&started, &started, ran);
         row.batch = row.run_id.clone();
         if let Some(mut store) = store {
-            let judged = store
-                .insert(&row)
-                .and_then(|_| store.judge_batch(&row.batch, &history::Thresholds::default()));
+            let judged = store.insert_judged(&row, &history::Thresholds::default());
             match judged {
                 Ok(v) => {
                     tracing::info!(
