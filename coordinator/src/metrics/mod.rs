@@ -7,17 +7,14 @@
 //! target's overflows, the last verdict per entry, and seconds since each entry's last clean
 //! run (computed at each scrape).
 //!
-//! The endpoint is a small HTTP/1.1 responder on its own listener: a request is read with a
-//! size bound and a time bound; only `GET /metrics` is answered. It is read-only, and when the
-//! coordinator has a token (required off loopback) a scrape must present it as `Authorization:
-//! Bearer TOKEN` (Prometheus: `authorization: { credentials_file: ... }`).
+//! The endpoint ([`endpoint`]) is a small HTTP/1.1 responder on its own listener.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::history::{Record, Status};
 use hdrhistogram::Histogram as Hdr;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -25,11 +22,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
-use crate::auth::Token;
-use crate::history::{Record, Status};
+mod endpoint;
+
+pub use self::endpoint::{MAX_CONCURRENT, REPLY_TIMEOUT, serve};
 
 type Labels = Vec<(String, String)>;
 
@@ -39,16 +35,6 @@ const BUCKETS: [f64; 16] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.5, 3.5,
     7.5, 31.5,
 ];
-
-/// Longest request head read.
-const MAX_REQUEST: usize = 8 * 1024;
-
-/// How long a scraper may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Most scrapes answered at once; connections beyond it are closed at once (a scraper
-/// retries at its next interval), so a flood cannot take the process's file descriptors.
-const MAX_CONCURRENT: usize = 16;
 
 /// A histogram per entry, replaced by each run (the last run's distribution).
 #[derive(Debug, Default, Clone)]
@@ -265,113 +251,4 @@ fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Serves `GET /metrics` on `addr` until `shutdown`; returns the bound address. With a
-/// `token`, each scrape must present it.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    token: Option<Token>,
-    shutdown: CancellationToken,
-) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot serve metrics on {addr}: {e}"))
-    })?;
-    let bound = listener.local_addr()?;
-    tracing::info!(addr = %bound, "serving /metrics");
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(cause = %e, "metrics accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                drop(stream);
-                continue;
-            };
-            let (metrics, token) = (metrics.clone(), token.clone());
-            tokio::spawn(async move {
-                let _slot = slot;
-                if let Err(e) = answer(stream, &metrics, token.as_ref()).await {
-                    tracing::debug!(cause = %e, "metrics request failed");
-                }
-            });
-        }
-    });
-    Ok(bound)
-}
-
-/// Reads one request head (bounded in size and time) and answers it.
-async fn answer(
-    mut stream: tokio::net::TcpStream,
-    metrics: &Metrics,
-    token: Option<&Token>,
-) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let read = async {
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 || head.len() + n > MAX_REQUEST {
-                return Err(std::io::Error::other("request too large or cut short"));
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Ok(())
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, read)
-        .await
-        .map_err(|_| std::io::Error::other("request timed out"))??;
-    let text = String::from_utf8_lossy(&head);
-    let mut lines = text.split("\r\n");
-    let request = lines.next().unwrap_or_default();
-    // The token's own constant-time check, over the header as gRPC metadata.
-    let authorized = token.is_none_or(|t| {
-        let mut meta = tonic::metadata::MetadataMap::new();
-        for (k, v) in lines.filter_map(|l| l.split_once(':')) {
-            if k.trim().eq_ignore_ascii_case("authorization")
-                && let Ok(v) = v.trim().parse()
-            {
-                meta.insert("authorization", v);
-            }
-        }
-        t.check(&meta).is_ok()
-    });
-    let (status, ctype, body) = match request.split_whitespace().collect::<Vec<_>>()[..] {
-        _ if !authorized => (
-            "401 Unauthorized",
-            "text/plain",
-            "a bearer token is required\n".to_owned(),
-        ),
-        ["GET", "/metrics", _] => (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
-        ["GET", _, _] => (
-            "404 Not Found",
-            "text/plain",
-            "only /metrics is served\n".to_owned(),
-        ),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET /metrics\n".to_owned(),
-        ),
-    };
-    let reply = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(reply.as_bytes()).await?;
-    stream.shutdown().await
 }
