@@ -259,7 +259,11 @@ mod tests {
         let add = |store: &mut Store, e: &Entry, r: Report| {
             let id = r.run_id.clone();
             store
-                .insert_judged(&e.record(&id, "2026-01-01T00:00:00Z", Ran::Run(&r)), &t)
+                .insert_judged(
+                    &e.record(&id, "2026-01-01T00:00:00Z", Ran::Run(&r)),
+                    &t,
+                    None,
+                )
                 .unwrap()
         };
         let v = add(&mut store, &entry, report("a", 1000, 0));
@@ -337,12 +341,14 @@ mod tests {
             )
             .unwrap();
         let e = store
-            .insert_judged(&row, &Thresholds::default())
+            .insert_judged(&row, &Thresholds::default(), None)
             .unwrap_err();
         assert!(e.to_string().contains("verdict refused"), "{e}");
         assert!(store.list(None).unwrap().is_empty(), "no unjudged row");
         other.execute_batch("DROP TRIGGER refuse_verdict").unwrap();
-        let v = store.insert_judged(&row, &Thresholds::default()).unwrap();
+        let v = store
+            .insert_judged(&row, &Thresholds::default(), None)
+            .unwrap();
         assert_eq!(v.kind, VerdictKind::NoBaseline);
         let rows = store.list(None).unwrap();
         assert_eq!(rows.len(), 1);

@@ -12,6 +12,7 @@
 //! refused with a clear error.
 //!
 //! Children: `schema` (migrations), `record` (a row and its columns; the scenario hash),
+//! `latest` (what `/metrics` shows of each entry, for a restarted coordinator),
 //! `judge` (a row built from what a run produced; a batch judged), `verdict` (the regression rules), `compare` (two runs side by side), `command` (the
 //! `stampede history` subcommands), `html` (capacity.html, charts through `crate::chart`).
 
@@ -19,6 +20,7 @@ pub mod command;
 pub mod compare;
 pub mod html;
 mod judge;
+pub mod latest;
 pub mod record;
 mod schema;
 pub mod verdict;
@@ -26,9 +28,11 @@ pub mod verdict;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hdrhistogram::Histogram as Hdr;
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use self::judge::{Entry, Ran, fresh_id};
+pub use self::latest::{LastHistograms, Latest};
 pub use self::record::{Figures, Kind, Record, Status, scenario_hash};
 pub use self::verdict::{Thresholds, Verdict, VerdictKind};
 
@@ -159,14 +163,20 @@ impl Store {
     /// Writes one run and the verdict of its batch (judged with it under `t`, onto every row
     /// of the batch) in one transaction: a kill or a failure leaves the run either absent or
     /// judged, never written and not judged. A batch of repeats is judged again at each of
-    /// its runs: its rows hold the verdict of the runs made so far.
+    /// its runs: its rows hold the verdict of the runs made so far. `histograms` (connect,
+    /// first byte), when the run measured them, become its entry's last ones ([`latest`]).
     pub fn insert_judged(
         &mut self,
         record: &Record,
         t: &Thresholds,
+        histograms: Option<(&Hdr<u64>, &Hdr<u64>)>,
     ) -> Result<Verdict, HistoryError> {
         self.write(|s| {
-            record::insert(&s.conn, record).map_err(|e| sqlite_error(&s.path, e))?;
+            let err = |e| sqlite_error(&s.path, e);
+            record::insert(&s.conn, record).map_err(err)?;
+            if let Some(h) = histograms {
+                latest::save(&s.conn, &record.entry, &record.run_id, h).map_err(err)?;
+            }
             s.judge_in_place(&record.batch, t)
         })
     }

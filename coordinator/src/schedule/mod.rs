@@ -102,6 +102,7 @@ impl Prepared {
     ) -> Result<Outcome, ScheduleError> {
         let metrics = Arc::new(Metrics::new());
         metrics.watch(coordinator.registry.clone());
+        metrics::restore_from(&metrics, &self.store);
         if let Some(addr) = args.metrics {
             let token = self.endpoint.serve_config()?.token;
             metrics::serve(addr, metrics.clone(), token, shutdown.clone())

@@ -58,9 +58,10 @@ impl Scheduler<'_> {
             // A synchronous write on this task: it takes milliseconds, or waits out another
             // process's lock (bounded by history::BUSY_TIMEOUT) while no run is in flight.
             // The run and its batch's verdict so far are one write.
-            verdict = Some(self.store.insert_judged(&record, &entry.thresholds)?);
+            let h = hist.as_ref().map(|t| (&t.connect_latency, &t.ttfb));
+            verdict = Some(self.store.insert_judged(&record, &entry.thresholds, h)?);
             if let Some(h) = hist {
-                last_hist = Some(h);
+                last_hist = Some((record.run_id, h));
             }
         }
         let verdict = match verdict {
@@ -72,10 +73,13 @@ impl Scheduler<'_> {
             ),
         };
         let rows = self.store.batch(&batch)?;
-        for (i, r) in rows.iter().enumerate() {
-            let h = last_hist.as_ref().filter(|_| i + 1 == rows.len());
-            self.metrics
-                .record(r, h.map(|t: &Tally| (&t.connect_latency, &t.ttfb)));
+        for r in &rows {
+            // The histograms go with the run that measured them (the batch's last that did).
+            let h = last_hist.as_ref().filter(|(id, _)| *id == r.run_id);
+            self.metrics.record(
+                r,
+                h.map(|(_, t): &(String, Tally)| (&t.connect_latency, &t.ttfb)),
+            );
         }
         tracing::info!(
             entry = %entry.name,
