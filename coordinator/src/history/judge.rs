@@ -3,9 +3,11 @@
 //! run, or a `repeat = N` tick's runs so far) with its baseline, storing the verdict on every
 //! row of it in the same transaction.
 
+use rusqlite::params;
+
 use super::record::{Figures, Kind, Record, Status, now_rfc3339, scenario_diff, scenario_hash};
 use super::verdict::{self, Thresholds, Verdict, VerdictKind};
-use super::{HistoryError, Store};
+use super::{HistoryError, Store, sqlite_error};
 use crate::report::Report;
 use crate::sweep::SweepReport;
 
@@ -142,6 +144,20 @@ fn sweep_status(s: &SweepReport) -> (Status, Option<String>) {
 }
 
 impl Store {
+    /// Sets the verdict of runs already written (inside the caller's transaction).
+    fn set_verdict(&self, run_ids: &[String], verdict: &Verdict) -> Result<(), HistoryError> {
+        let reasons = serde_json::to_string(&verdict.reasons).expect("strings serialize");
+        for id in run_ids {
+            self.conn
+                .execute(
+                    "UPDATE runs SET verdict = ?1, reasons = ?2, baseline_run_id = ?3 WHERE run_id = ?4",
+                    params![verdict.kind.name(), reasons, verdict.baseline, id],
+                )
+                .map_err(|e| sqlite_error(&self.path, e))?;
+        }
+        Ok(())
+    }
+
     /// Judges `batch` and stores its verdict on its rows, inside the caller's transaction.
     pub(super) fn judge_in_place(
         &self,

@@ -200,20 +200,6 @@ impl Store {
         Ok(out)
     }
 
-    /// Sets the verdict of runs already written (inside the caller's transaction).
-    fn set_verdict(&self, run_ids: &[String], verdict: &Verdict) -> Result<(), HistoryError> {
-        let reasons = serde_json::to_string(&verdict.reasons).expect("strings serialize");
-        for id in run_ids {
-            self.conn
-                .execute(
-                    "UPDATE runs SET verdict = ?1, reasons = ?2, baseline_run_id = ?3 WHERE run_id = ?4",
-                    params![verdict.kind.name(), reasons, verdict.baseline, id],
-                )
-                .map_err(|e| sqlite_error(&self.path, e))?;
-        }
-        Ok(())
-    }
-
     /// Runs, oldest first, of one entry (or all).
     pub fn list(&self, entry: Option<&str>) -> Result<Vec<Record>, HistoryError> {
         let sql = format!(
