@@ -196,7 +196,7 @@ async fn one_run_is_exposed_exactly() {
     let f = parse(&body);
     let h = "stampede_last_run_connect_latency_seconds";
     assert_eq!(f[h].0, "histogram");
-    let web = [("entry", "web")];
+    let web = [("entry", "web"), ("run_id", "r1")];
     assert_eq!(value(&f, h, &format!("{h}_count"), &web), 100.0);
     let bucket = |le: &str| {
         value(

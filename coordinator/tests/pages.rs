@@ -174,7 +174,7 @@ fn run_page() -> String {
 fn sweep_page() -> String {
     let step = |backlog: i32, p99: u64, overflows: u64, peak: u32| Step {
         backlog,
-        accept_rate: Some(100.0),
+        accept_rate: Some(stampede::scenario::AcceptRate(100.0)),
         backlog_effective: backlog as u32,
         somaxconn: 4096,
         outcomes: Outcomes {
@@ -217,7 +217,7 @@ fn sweep_page() -> String {
             step(128, 800, 0, 52),
         ],
         recommendations: vec![Recommendation {
-            accept_rate: Some(100.0),
+            accept_rate: Some(stampede::scenario::AcceptRate(100.0)),
             backlog: Some(64),
             somaxconn: Some(64),
             model_backlog: 89,

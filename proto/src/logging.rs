@@ -2,7 +2,9 @@
 //! (clap errors become one line and exit 64, help and version exit 0), then [`init_with`]
 //! sends `tracing` logs to stderr as the shared [`LogArgs`] flags say (`--quiet`,
 //! `--log-format text|json`; every binary flattens them into its command line). Results go to
-//! stdout or files, never through the log.
+//! stdout or files, never through the log. While a live status line is drawn on the terminal
+//! ([`set_live_line`]), each log line is written inside its suspend: the live line cleared,
+//! the log line written whole, the live line drawn again, so the two never interleave.
 //!
 //! A `main` is then three steps:
 //!
@@ -19,9 +21,10 @@
 //! }
 //! ```
 
-use std::io::IsTerminal as _;
+use std::io::{IsTerminal as _, Write};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use clap::error::ErrorKind;
 use clap::{Args, ValueEnum};
@@ -121,6 +124,93 @@ pub fn quiet() -> bool {
     QUIET.load(Ordering::Relaxed)
 }
 
+/// Runs a log line's write while the live status line is out of the way (an indicatif bar's
+/// `suspend`): it must call the write it is given exactly once.
+pub type Suspend = Arc<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
+
+/// The live status line's suspend, while one is drawn.
+static LIVE_LINE: RwLock<Option<Suspend>> = RwLock::new(None);
+
+/// Says that a live status line is drawn on stderr (`Some`: log lines are written through
+/// its suspend) or no longer is (`None`).
+pub fn set_live_line(suspend: Option<Suspend>) {
+    *LIVE_LINE.write().unwrap_or_else(|p| p.into_inner()) = suspend;
+}
+
+/// Where a finished log line goes.
+type Sink = Arc<dyn Fn(&[u8]) + Send + Sync>;
+
+/// The log's writer: each event is collected whole, then written to `sink` in one piece,
+/// inside the live line's suspend when one is drawn.
+#[derive(Clone)]
+pub struct LogWriter {
+    sink: Sink,
+}
+
+impl LogWriter {
+    /// Log lines to stderr.
+    pub fn stderr() -> LogWriter {
+        LogWriter::to(|line| {
+            let _ = std::io::stderr().lock().write_all(line);
+        })
+    }
+
+    /// A writer for one log line (what the subscriber takes for each event).
+    pub fn line(&self) -> LogLine {
+        LogLine {
+            sink: self.sink.clone(),
+            line: Vec::new(),
+        }
+    }
+
+    /// Log lines to `sink` (tests: a buffer).
+    pub fn to(sink: impl Fn(&[u8]) + Send + Sync + 'static) -> LogWriter {
+        LogWriter {
+            sink: Arc::new(sink),
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogLine;
+
+    fn make_writer(&'a self) -> LogLine {
+        self.line()
+    }
+}
+
+/// One event's text, written out when the formatter is done with it (on drop).
+pub struct LogLine {
+    sink: Sink,
+    line: Vec<u8>,
+}
+
+impl Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        if self.line.is_empty() {
+            return;
+        }
+        let mut write = || (self.sink)(&self.line);
+        // Cloned out, so the lock is not held while writing.
+        let live = LIVE_LINE.read().unwrap_or_else(|p| p.into_inner()).clone();
+        match live {
+            Some(suspend) => suspend(&mut write),
+            None => write(),
+        }
+    }
+}
+
 /// [`init_with`] and no flags: text, not quiet.
 pub fn init(default_filter: &str) {
     init_with(default_filter, LogArgs::default());
@@ -139,7 +229,7 @@ pub fn init_with(default_filter: &str, args: LogArgs) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(LogWriter::stderr());
     let _ = match args.log_format {
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
@@ -239,5 +329,42 @@ mod tests {
         assert_eq!(usage_error("demo-bin", &help), ExitCode::SUCCESS);
         let bad = Cli::try_parse_from(["demo-bin"]).unwrap_err();
         assert_eq!(usage_error("demo-bin", &bad), ExitCode::from(EX_USAGE));
+    }
+
+    /// With a live line drawn, a log line is written whole inside its suspend; without
+    /// one, straight to the sink.
+    #[test]
+    fn log_lines_are_written_inside_the_live_lines_suspend() {
+        use std::sync::Mutex;
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let log = seen.clone();
+        let writer = LogWriter::to(move |line| {
+            log.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(line).into_owned());
+        });
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(writer)
+            .with_ansi(false)
+            .finish();
+        let hook = seen.clone();
+        set_live_line(Some(Arc::new(move |write: &mut dyn FnMut()| {
+            hook.lock().unwrap().push("[clear]".into());
+            write();
+            hook.lock().unwrap().push("[draw]".into());
+        })));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(n = 1, "first");
+            set_live_line(None);
+            tracing::info!("second");
+        });
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 4, "{seen:?}");
+        assert_eq!((seen[0].as_str(), seen[2].as_str()), ("[clear]", "[draw]"));
+        assert!(
+            seen[1].contains("first n=1") && seen[1].ends_with('\n'),
+            "one whole line: {seen:?}"
+        );
+        assert!(seen[3].contains("second"), "{seen:?}");
     }
 }

@@ -1,10 +1,13 @@
 //! From a finished (or failed) run to a judged row: [`Entry::record`] builds the row from
-//! whatever the run produced, [`Store::judge_batch`] compares a batch (one run, or a
-//! `repeat = N` tick's N runs) with its baseline and stores the verdict on every row of it.
+//! whatever the run produced, [`Store::insert_judged`] writes it and compares its batch (one
+//! run, or a `repeat = N` tick's runs so far) with its baseline, storing the verdict on every
+//! row of it in the same transaction.
+
+use rusqlite::params;
 
 use super::record::{Figures, Kind, Record, Status, now_rfc3339, scenario_diff, scenario_hash};
 use super::verdict::{self, Thresholds, Verdict, VerdictKind};
-use super::{HistoryError, Store};
+use super::{HistoryError, Store, sqlite_error};
 use crate::report::Report;
 use crate::sweep::SweepReport;
 
@@ -141,9 +144,26 @@ fn sweep_status(s: &SweepReport) -> (Status, Option<String>) {
 }
 
 impl Store {
-    /// Judges `batch` of `entry` against its baseline under `t`, stores the verdict on each
-    /// of its rows and returns it.
-    pub fn judge_batch(&mut self, batch: &str, t: &Thresholds) -> Result<Verdict, HistoryError> {
+    /// Sets the verdict of runs already written (inside the caller's transaction).
+    fn set_verdict(&self, run_ids: &[String], verdict: &Verdict) -> Result<(), HistoryError> {
+        let reasons = serde_json::to_string(&verdict.reasons).expect("strings serialize");
+        for id in run_ids {
+            self.conn
+                .execute(
+                    "UPDATE runs SET verdict = ?1, reasons = ?2, baseline_run_id = ?3 WHERE run_id = ?4",
+                    params![verdict.kind.name(), reasons, verdict.baseline, id],
+                )
+                .map_err(|e| sqlite_error(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Judges `batch` and stores its verdict on its rows, inside the caller's transaction.
+    pub(super) fn judge_in_place(
+        &self,
+        batch: &str,
+        t: &Thresholds,
+    ) -> Result<Verdict, HistoryError> {
         let rows = self.batch(batch)?;
         let verdict = self.verdict_of(batch, &rows, t)?;
         let ids: Vec<String> = rows.iter().map(|r| r.run_id.clone()).collect();
@@ -171,7 +191,7 @@ impl Store {
                 format!("not judged: no complete run ({why})"),
             ));
         };
-        let Some(baseline) = self.baseline(&first.scenario_hash, batch)? else {
+        let Some((baseline, pinned)) = self.baseline(&first.scenario_hash, batch)? else {
             let reason = match self.previous(&first.entry, batch)? {
                 Some(prev) if prev.scenario_hash != first.scenario_hash => format!(
                     "not compared with the entry's previous run {}: its scenario differs ({}); this run is the new baseline",
@@ -183,7 +203,6 @@ impl Store {
             return Ok(Verdict::plain(VerdictKind::NoBaseline, reason));
         };
         // A pinned run stands alone; a baseline found by its verdict brings its batch.
-        let pinned = self.pinned(&first.scenario_hash)?.is_some();
         let base_rows = if pinned {
             vec![baseline.clone()]
         } else {
@@ -256,9 +275,12 @@ mod tests {
         let add = |store: &mut Store, e: &Entry, r: Report| {
             let id = r.run_id.clone();
             store
-                .insert(&e.record(&id, "2026-01-01T00:00:00Z", Ran::Run(&r)))
-                .unwrap();
-            store.judge_batch(&id, &t).unwrap()
+                .insert_judged(
+                    &e.record(&id, "2026-01-01T00:00:00Z", Ran::Run(&r)),
+                    &t,
+                    None,
+                )
+                .unwrap()
         };
         let v = add(&mut store, &entry, report("a", 1000, 0));
         assert_eq!(v.kind, VerdictKind::NoBaseline);
@@ -307,6 +329,46 @@ mod tests {
                 .unwrap()
                 .contains("\"run_id\":\"c\"")
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A run and its verdict are one write: when storing the verdict fails (a trigger
+    /// refuses it here, as a kill between the two would stop it), the run is not left behind
+    /// unjudged; once the verdict can be stored the run is there with it.
+    #[test]
+    fn a_run_is_never_written_without_its_verdict() {
+        let dir = std::env::temp_dir().join(format!("stampede-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("h.db");
+        let _ = std::fs::remove_file(&path);
+        let mut store = Store::open(&path).unwrap();
+        let entry = Entry {
+            name: "web".into(),
+            kind: Kind::Run,
+            scenario_name: "burst".into(),
+            scenario: serde_json::json!({"connections": 100}),
+        };
+        let row = entry.record("a", "2026-01-01T00:00:00Z", Ran::Run(&report("a", 1000, 0)));
+        let other = rusqlite::Connection::open(&path).unwrap();
+        other
+            .execute_batch(
+                "CREATE TRIGGER refuse_verdict BEFORE UPDATE OF verdict ON runs \
+                 BEGIN SELECT RAISE(ABORT, 'verdict refused'); END;",
+            )
+            .unwrap();
+        let e = store
+            .insert_judged(&row, &Thresholds::default(), None)
+            .unwrap_err();
+        assert!(e.to_string().contains("verdict refused"), "{e}");
+        assert!(store.list(None).unwrap().is_empty(), "no unjudged row");
+        other.execute_batch("DROP TRIGGER refuse_verdict").unwrap();
+        let v = store
+            .insert_judged(&row, &Thresholds::default(), None)
+            .unwrap();
+        assert_eq!(v.kind, VerdictKind::NoBaseline);
+        let rows = store.list(None).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].verdict, "no-baseline");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -7,11 +7,12 @@
 //! percentiles, the target's counters, the start spread, a sweep's recommended backlog, the
 //! scenario's comparability hash, the regression verdict with its reasons, and the whole
 //! report.json. The schema is versioned with `PRAGMA user_version` and migrated forward on
-//! open (`schema`); the file runs in WAL mode, each run is written in one transaction, and a
-//! file locked by another process is waited for a bounded time, then refused with a clear
-//! error.
+//! open (`schema`); the file runs in WAL mode, each run is written with its verdict in one
+//! transaction, and a file locked by another process is waited for a bounded time, then
+//! refused with a clear error.
 //!
 //! Children: `schema` (migrations), `record` (a row and its columns; the scenario hash),
+//! `latest` (what `/metrics` shows of each entry, for a restarted coordinator),
 //! `judge` (a row built from what a run produced; a batch judged), `verdict` (the regression rules), `compare` (two runs side by side), `command` (the
 //! `stampede history` subcommands), `html` (capacity.html, charts through `crate::chart`).
 
@@ -19,6 +20,7 @@ pub mod command;
 pub mod compare;
 pub mod html;
 mod judge;
+pub mod latest;
 pub mod record;
 mod schema;
 pub mod verdict;
@@ -26,9 +28,11 @@ pub mod verdict;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use hdrhistogram::Histogram as Hdr;
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use self::judge::{Entry, Ran, fresh_id};
+pub use self::latest::{LastHistograms, Latest};
 pub use self::record::{Figures, Kind, Record, Status, scenario_hash};
 pub use self::verdict::{Thresholds, Verdict, VerdictKind};
 
@@ -148,41 +152,52 @@ impl Store {
         schema::migrate(&mut self.conn, &self.path)
     }
 
-    /// Writes one run in one transaction; returns its row number.
+    /// Writes one row in one transaction, unjudged (a skipped tick); returns its row number.
     pub fn insert(&mut self, record: &Record) -> Result<i64, HistoryError> {
-        let path = self.path.clone();
-        let err = |e| sqlite_error(&path, e);
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(err)?;
-        record::insert(&tx, record).map_err(err)?;
-        let id = tx.last_insert_rowid();
-        self.writes += 1;
-        test_hook(self.writes);
-        tx.commit().map_err(err)?;
-        Ok(id)
+        self.write(|s| {
+            record::insert(&s.conn, record).map_err(|e| sqlite_error(&s.path, e))?;
+            Ok(s.conn.last_insert_rowid())
+        })
     }
 
-    /// Sets the verdict of runs already written (a batch of repeats is judged once all
-    /// have run), in one transaction.
-    pub fn set_verdict(
+    /// Writes one run and the verdict of its batch (judged with it under `t`, onto every row
+    /// of the batch) in one transaction: a kill or a failure leaves the run either absent or
+    /// judged, never written and not judged. A batch of repeats is judged again at each of
+    /// its runs: its rows hold the verdict of the runs made so far. `histograms` (connect,
+    /// first byte), when the run measured them, become its entry's last ones ([`latest`]).
+    pub fn insert_judged(
         &mut self,
-        run_ids: &[String],
-        verdict: &Verdict,
-    ) -> Result<(), HistoryError> {
-        let path = self.path.clone();
-        let err = |e| sqlite_error(&path, e);
-        let tx = self.conn.transaction().map_err(err)?;
-        let reasons = serde_json::to_string(&verdict.reasons).expect("strings serialize");
-        for id in run_ids {
-            tx.execute(
-                "UPDATE runs SET verdict = ?1, reasons = ?2, baseline_run_id = ?3 WHERE run_id = ?4",
-                params![verdict.kind.name(), reasons, verdict.baseline, id],
-            )
-            .map_err(err)?;
-        }
-        tx.commit().map_err(err)
+        record: &Record,
+        t: &Thresholds,
+        histograms: Option<(&Hdr<u64>, &Hdr<u64>)>,
+    ) -> Result<Verdict, HistoryError> {
+        self.write(|s| {
+            let err = |e| sqlite_error(&s.path, e);
+            record::insert(&s.conn, record).map_err(err)?;
+            if let Some(h) = histograms {
+                latest::save(&s.conn, &record.entry, &record.run_id, h).map_err(err)?;
+            }
+            s.judge_in_place(&record.batch, t)
+        })
+    }
+
+    /// Runs `f` in one transaction that takes the write lock up front (waiting for another
+    /// process's at most the busy timeout); `f`'s error rolls it all back.
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&Store) -> Result<T, HistoryError>,
+    ) -> Result<T, HistoryError> {
+        self.writes += 1;
+        let write = self.writes;
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )
+        .map_err(|e| sqlite_error(&self.path, e))?;
+        let out = f(self)?;
+        test_hook(write);
+        tx.commit().map_err(|e| sqlite_error(&self.path, e))?;
+        Ok(out)
     }
 
     /// Runs, oldest first, of one entry (or all).
@@ -220,27 +235,25 @@ impl Store {
         self.query(&sql, params![batch])
     }
 
-    /// The baseline for runs of `hash`, other than `batch`: the pinned run, else the latest
-    /// clean one (complete, and not itself a regression).
-    pub fn baseline(&self, hash: &str, batch: &str) -> Result<Option<Record>, HistoryError> {
-        let pinned: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT run_id FROM pins WHERE scenario_hash = ?1",
-                params![hash],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(|e| sqlite_error(&self.path, e))?;
-        if let Some(id) = pinned {
-            return self.get(&id).map(Some);
+    /// The baseline for runs of `hash`, other than `batch`: the pinned run (then `true`),
+    /// else the latest clean one (complete, and not itself a regression).
+    pub fn baseline(
+        &self,
+        hash: &str,
+        batch: &str,
+    ) -> Result<Option<(Record, bool)>, HistoryError> {
+        if let Some(id) = self.pinned(hash)? {
+            return self.get(&id).map(|r| Some((r, true)));
         }
         let sql = format!(
             "SELECT {} FROM runs WHERE scenario_hash = ?1 AND batch != ?2 AND status = 'complete' \
              AND verdict IN ('pass', 'no-baseline') ORDER BY seq DESC LIMIT 1",
             record::COLUMNS
         );
-        Ok(self.query(&sql, params![hash, batch])?.pop())
+        Ok(self
+            .query(&sql, params![hash, batch])?
+            .pop()
+            .map(|r| (r, false)))
     }
 
     /// The latest run of `entry` before `batch` that ran some scenario (not a skipped tick).

@@ -2,7 +2,7 @@
 //! run that never produced one (failed, skipped); read back from SQLite. Also the scenario
 //! hash that decides which runs may be compared ([`scenario_hash`]).
 
-use rusqlite::{Row, Transaction, params};
+use rusqlite::{Connection, Row, params};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -317,8 +317,8 @@ pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<Record> {
     })
 }
 
-/// Writes `r` (inside the caller's transaction).
-pub(super) fn insert(tx: &Transaction<'_>, r: &Record) -> rusqlite::Result<()> {
+/// Writes `r` (inside the caller's transaction, open on `tx`).
+pub(super) fn insert(tx: &Connection, r: &Record) -> rusqlite::Result<()> {
     let f = &r.figures;
     let o = &f.outcomes;
     let i = |v: u64| v.min(i64::MAX as u64) as i64;

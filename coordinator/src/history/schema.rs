@@ -56,6 +56,14 @@ const MIGRATIONS: &[&str] = &[
         run_id TEXT NOT NULL,
         pinned_at TEXT NOT NULL
     );",
+    // 3: the merged latency histograms of each entry's last run that measured them (for
+    // /metrics after a restart), written with that run.
+    "CREATE TABLE last_histograms (
+        entry TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL,
+        connect BLOB NOT NULL,
+        ttfb BLOB NOT NULL
+    );",
 ];
 
 /// The version this binary writes.
@@ -120,6 +128,10 @@ mod tests {
             .query_row("SELECT count(*) FROM pins", [], |r| r.get(0))
             .unwrap();
         assert_eq!(pins, 0, "migration 2 made the pins table");
+        let hists: i64 = conn
+            .query_row("SELECT count(*) FROM last_histograms", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(hists, 0, "migration 3 made the last_histograms table");
         // Again: nothing to do, nothing fails.
         migrate(&mut conn, &path).unwrap();
         // A newer file is refused, never written.

@@ -102,13 +102,19 @@ impl Prepared {
     ) -> Result<Outcome, ScheduleError> {
         let metrics = Arc::new(Metrics::new());
         metrics.watch(coordinator.registry.clone());
+        metrics::restore_from(&metrics, &self.store);
         if let Some(addr) = args.metrics {
             let token = self.endpoint.serve_config()?.token;
             metrics::serve(addr, metrics.clone(), token, shutdown.clone())
                 .await
                 .map_err(anyhow::Error::from)?;
         }
-        tracing::info!(db = %args.db.display(), entries = self.capacity.entries.len(), "scheduling");
+        tracing::info!(
+            capacity = %self.capacity.path.display(),
+            db = %args.db.display(),
+            entries = self.capacity.entries.len(),
+            "scheduling"
+        );
         let scheduler = Scheduler::new(
             coordinator,
             &mut self.store,
@@ -205,6 +211,10 @@ impl<'a> Scheduler<'a> {
             self.log_missed(e, now)?;
         }
         let mut next: Vec<Option<DateTime<Utc>>> = entries.iter().map(|e| after(e, now)).collect();
+        for (e, n) in entries.iter().zip(&next) {
+            let first = n.map_or_else(|| "never".to_owned(), |t| t.to_rfc3339());
+            tracing::info!(entry = %e.name, cron = %e.cron_text, first = %first, "entry scheduled");
+        }
         loop {
             let Some(due) = next.iter().flatten().min().copied() else {
                 tracing::warn!("no entry has a future time: nothing left to schedule");

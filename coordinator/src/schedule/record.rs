@@ -58,6 +58,9 @@ impl Recorder {
             Some(addr) => {
                 let m = Arc::new(Metrics::new());
                 m.watch(coordinator.registry.clone());
+                if let Some(store) = &store {
+                    metrics::restore_from(&m, store);
+                }
                 let token = settings.serve_config()?.token;
                 metrics::serve(addr, m.clone(), token, shutdown.clone())
                     .await
@@ -105,9 +108,8 @@ impl Recorder {
         let mut row = entry.record(&started, &started, ran);
         row.batch = row.run_id.clone();
         if let Some(mut store) = store {
-            let judged = store
-                .insert(&row)
-                .and_then(|_| store.judge_batch(&row.batch, &history::Thresholds::default()));
+            let h = merged.map(|t| (&t.connect_latency, &t.ttfb));
+            let judged = store.insert_judged(&row, &history::Thresholds::default(), h);
             match judged {
                 Ok(v) => {
                     tracing::info!(

@@ -42,7 +42,7 @@ impl Scheduler<'_> {
         // --once may run an entry twice within a second: each batch id is unique.
         let batch = format!("{batch}#{}", fresh_id("b"));
         tracing::info!(entry = %entry.name, kind = entry.kind.name(), repeat = entry.repeat, "tick");
-        let mut rows = Vec::new();
+        let mut verdict = None;
         let mut last_hist = None;
         for i in 0..entry.repeat {
             if self.shutdown.is_cancelled() {
@@ -57,18 +57,29 @@ impl Scheduler<'_> {
                 .await;
             // A synchronous write on this task: it takes milliseconds, or waits out another
             // process's lock (bounded by history::BUSY_TIMEOUT) while no run is in flight.
-            self.store.insert(&record)?;
+            // The run and its batch's verdict so far are one write.
+            let h = hist.as_ref().map(|t| (&t.connect_latency, &t.ttfb));
+            verdict = Some(self.store.insert_judged(&record, &entry.thresholds, h)?);
             if let Some(h) = hist {
-                last_hist = Some(h);
+                last_hist = Some((record.run_id, h));
             }
-            rows.push(record);
         }
-        let verdict = self.store.judge_batch(&batch, &entry.thresholds)?;
+        let verdict = match verdict {
+            Some(v) => v,
+            // Interrupted before its first run: nothing written.
+            None => history::Verdict::plain(
+                history::VerdictKind::NotJudged,
+                "not judged: nothing ran (interrupted)",
+            ),
+        };
         let rows = self.store.batch(&batch)?;
-        for (i, r) in rows.iter().enumerate() {
-            let h = last_hist.as_ref().filter(|_| i + 1 == rows.len());
-            self.metrics
-                .record(r, h.map(|t: &Tally| (&t.connect_latency, &t.ttfb)));
+        for r in &rows {
+            // The histograms go with the run that measured them (the batch's last that did).
+            let h = last_hist.as_ref().filter(|(id, _)| *id == r.run_id);
+            self.metrics.record(
+                r,
+                h.map(|(_, t): &(String, Tally)| (&t.connect_latency, &t.ttfb)),
+            );
         }
         tracing::info!(
             entry = %entry.name,

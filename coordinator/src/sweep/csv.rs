@@ -5,8 +5,8 @@
 //! `run_id` and `started_at`; `ttfb_p99_us` is the accept wait (first byte) p99, and
 //! `model_backlog` (the queue model) stands beside `accept_queue_max` (the measured peak). Every column
 //! means one thing; empty: not known (`accept_rate_per_s` when the target's rate was left as
-//! configured, first-byte time when none was measured). An unlimited accept rate is `inf`,
-//! which spreadsheets, Python and pandas read as infinity.
+//! configured, first-byte time when none was measured). An unlimited accept rate is `max`, as
+//! in `sweep.json` and on the command line.
 
 use std::io;
 
@@ -81,7 +81,7 @@ fn columns() -> Vec<Column> {
             Box::new(|l| l.step.backlog_effective.to_string()),
         ),
         ("somaxconn", Box::new(|l| l.step.somaxconn.to_string())),
-        // f64's Display writes an unlimited rate as "inf".
+        // A finite rate as a number, an unlimited one as "max" (AcceptRate's Display).
         ("accept_rate_per_s", Box::new(|l| opt(l.step.accept_rate))),
         (
             "attempts",
@@ -167,8 +167,9 @@ mod tests {
     use super::*;
     use crate::report::Outcomes;
     use crate::report::csv::tests::parse;
+    use crate::scenario::AcceptRate;
 
-    fn step(backlog: i32, accept_rate: Option<f64>) -> Step {
+    fn step(backlog: i32, accept_rate: Option<AcceptRate>) -> Step {
         Step {
             backlog,
             accept_rate,
@@ -215,7 +216,7 @@ mod tests {
         }
     }
 
-    fn step_with_wait(backlog: i32, accept_rate: Option<f64>, p99: u64) -> Step {
+    fn step_with_wait(backlog: i32, accept_rate: Option<AcceptRate>, p99: u64) -> Step {
         Step {
             ttfb_us: Latency {
                 count: 5,
@@ -244,8 +245,8 @@ mod tests {
             connections: 63,
             p99_max_us: 50_000,
             steps: vec![
-                step_with_wait(8, Some(50.0), 2500),
-                step(16, Some(50.0)),
+                step_with_wait(8, Some(AcceptRate(50.0)), 2500),
+                step(16, Some(AcceptRate(50.0))),
                 step_with_wait(8, None, 7),
             ],
             recommendations: vec![],
@@ -317,15 +318,34 @@ mod tests {
         assert_eq!(rows[1]["accepted_during_burst"], "", "unknown");
     }
 
-    /// "As fast as possible" is `inf`, which reads back as infinity; an empty sweep is a
-    /// header alone.
+    /// "As fast as possible" is `max` in the CSV as in sweep.json (it was `null` there, which
+    /// read back as "as configured"), and reads back as such; a finite rate stays a number in
+    /// JSON; an empty sweep is a header alone.
     #[test]
-    fn unlimited_rate_reads_back_as_infinity() {
+    fn unlimited_rate_is_max_in_csv_and_json() {
         let mut s = sweep();
-        s.steps[0].accept_rate = Some(f64::INFINITY);
+        s.steps[0].accept_rate = Some(AcceptRate(f64::INFINITY));
+        s.recommendations = vec![super::super::Recommendation {
+            accept_rate: Some(AcceptRate(f64::INFINITY)),
+            ..Default::default()
+        }];
         let rows = parse(&render(&s));
-        let rate: f64 = rows[0]["accept_rate_per_s"].parse().unwrap();
-        assert!(rate.is_infinite());
+        assert_eq!(rows[0]["accept_rate_per_s"], "max");
+        assert_eq!(rows[1]["accept_rate_per_s"], "50");
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["steps"][0]["accept_rate"], "max");
+        assert_eq!(json["recommendations"][0]["accept_rate"], "max");
+        assert_eq!(json["steps"][1]["accept_rate"], serde_json::json!(50.0));
+        assert!(json["steps"][2]["accept_rate"].is_null(), "as configured");
+        let back: SweepReport = serde_json::from_value(json).unwrap();
+        assert_eq!(back.steps[0].accept_rate, Some(AcceptRate(f64::INFINITY)));
+        assert_eq!(
+            back.recommendations[0].accept_rate,
+            Some(AcceptRate(f64::INFINITY))
+        );
+        assert_eq!(back.steps[1].accept_rate, Some(AcceptRate(50.0)));
+        assert_eq!(back.steps[2].accept_rate, None);
+        assert_eq!(super::super::rate_name(back.steps[0].accept_rate), "max");
         s.steps.clear();
         s.reports.clear();
         let text = render(&s);

@@ -155,6 +155,7 @@ pub fn render(r: &SweepReport) -> String {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::scenario::AcceptRate;
     use crate::sweep::recommend::recommend;
     use crate::sweep::recommend::tests::{plan, step};
 
@@ -173,7 +174,7 @@ pub(crate) mod tests {
         SweepReport {
             connections: 100,
             p99_max_us: 100_000,
-            recommendations: vec![recommend(&plan(), Some(100.0), &steps)],
+            recommendations: vec![recommend(&plan(), Some(AcceptRate(100.0)), &steps)],
             steps,
             reports: Vec::new(),
             stopped: None,

@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::report::{Latency, Outcomes, Report};
 use crate::run::{RunError, RunPlan};
+use crate::scenario::AcceptRate;
 use crate::service::Registry;
 use crate::target::{TargetControl, TargetError};
 use crate::threshold::{self, Threshold};
@@ -97,8 +98,9 @@ pub enum Phase {
 pub struct Step {
     /// Backlog requested.
     pub backlog: i32,
-    /// Accept rate (None: as the target was; null in JSON also for "as fast as possible").
-    pub accept_rate: Option<f64>,
+    /// Accept rate (None, null in JSON: as the target was; `"max"`: as fast as possible).
+    #[serde(default, with = "rate_json")]
+    pub accept_rate: Option<AcceptRate>,
     /// Effective backlog the target's kernel applied.
     pub backlog_effective: u32,
     /// somaxconn of the target's namespace.
@@ -173,8 +175,10 @@ fn one() -> u32 {
 /// What to set, per accept rate.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Recommendation {
-    /// The accept rate it holds for.
-    pub accept_rate: Option<f64>,
+    /// The accept rate it holds for (None, null in JSON: as the target was; `"max"`: as
+    /// fast as possible).
+    #[serde(default, with = "rate_json")]
+    pub accept_rate: Option<AcceptRate>,
     /// Smallest clean backlog tried (and, with `--confirm`, clean at every confirmation);
     /// None: none was.
     pub backlog: Option<i32>,
@@ -281,10 +285,13 @@ pub async fn execute(
     })?;
     let target = TargetControl::connect(&url, &plan.run.target_auth).await?;
     let mut stepper = steps::Stepper::new(registry, plan, target, cancel, progress).await?;
-    let rates: Vec<Option<f64>> = if plan.accept_rates.is_empty() {
+    let rates: Vec<Option<AcceptRate>> = if plan.accept_rates.is_empty() {
         vec![None]
     } else {
-        plan.accept_rates.iter().copied().map(Some).collect()
+        plan.accept_rates
+            .iter()
+            .map(|r| Some(AcceptRate(*r)))
+            .collect()
     };
     let mut recommendations = Vec::with_capacity(rates.len());
     for (i, rate) in rates.iter().enumerate() {
@@ -321,11 +328,38 @@ pub async fn execute(
     })
 }
 
-pub(crate) fn rate_name(rate: Option<f64>) -> String {
+/// A step's accept rate in words: `as configured`, `max`, or `500/s`.
+pub(crate) fn rate_name(rate: Option<AcceptRate>) -> String {
     match rate {
         None => "as configured".into(),
-        Some(r) if r.is_infinite() => "max".into(),
-        Some(r) => format!("{r}/s"),
+        Some(r) if r.0.is_finite() => format!("{r}/s"),
+        Some(r) => r.to_string(),
+    }
+}
+
+/// `accept_rate` in `sweep.json`: a finite rate is a number (as it always was), "as fast as
+/// possible" is `"max"` (it was `null`, which read back as "as configured"), the target's
+/// own rate `null`. Reading takes a number or a string ([`AcceptRate`]'s own parsing).
+mod rate_json {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::AcceptRate;
+
+    pub(super) fn serialize<S: Serializer>(
+        rate: &Option<AcceptRate>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match rate {
+            None => s.serialize_none(),
+            Some(r) if r.0.is_finite() => s.serialize_f64(r.0),
+            Some(r) => s.collect_str(r),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<AcceptRate>, D::Error> {
+        Option::<AcceptRate>::deserialize(d)
     }
 }
 

@@ -7,10 +7,10 @@
 
 use stampede_proto::duration::human_us;
 
-use super::{Criteria, Phase, Recommendation, Step, SweepPlan, rate_name};
+use super::{AcceptRate, Criteria, Phase, Recommendation, Step, SweepPlan, rate_name};
 
 /// Steps at `rate` of the search (coarse and refine), smallest backlog first.
-fn searched(steps: &[Step], rate: Option<f64>) -> Vec<&Step> {
+fn searched(steps: &[Step], rate: Option<AcceptRate>) -> Vec<&Step> {
     let mut at: Vec<&Step> = steps
         .iter()
         .filter(|s| s.accept_rate == rate && s.phase != Phase::Confirm)
@@ -20,7 +20,7 @@ fn searched(steps: &[Step], rate: Option<f64>) -> Vec<&Step> {
 }
 
 /// The last unclean backlog below the first clean one, and that clean one, at `rate`.
-pub(super) fn bracket(steps: &[Step], rate: Option<f64>) -> Option<[i32; 2]> {
+pub(super) fn bracket(steps: &[Step], rate: Option<AcceptRate>) -> Option<[i32; 2]> {
     let at = searched(steps, rate);
     let clean = at.iter().find(|s| s.clean)?;
     let below = at
@@ -32,7 +32,11 @@ pub(super) fn bracket(steps: &[Step], rate: Option<f64>) -> Option<[i32; 2]> {
 }
 
 /// The smallest clean backlog at one accept rate, beside the queue model.
-pub(super) fn recommend(plan: &SweepPlan, rate: Option<f64>, steps: &[Step]) -> Recommendation {
+pub(super) fn recommend(
+    plan: &SweepPlan,
+    rate: Option<AcceptRate>,
+    steps: &[Step],
+) -> Recommendation {
     let at = searched(steps, rate);
     let m = plan.run.load.connections;
     let clean = at.iter().find(|s| s.clean).copied();
@@ -129,7 +133,7 @@ pub(super) fn recommend(plan: &SweepPlan, rate: Option<f64>, steps: &[Step]) -> 
 fn no_clean_reason(
     at: &[&Step],
     m: u64,
-    rate: Option<f64>,
+    rate: Option<AcceptRate>,
     plan: &SweepPlan,
     model_backlog: u64,
 ) -> String {
@@ -172,7 +176,7 @@ pub(crate) mod tests {
     pub(crate) fn step(backlog: i32, overflows: u64, p99: u64, established: u64) -> Step {
         Step {
             backlog,
-            accept_rate: Some(100.0),
+            accept_rate: Some(AcceptRate(100.0)),
             backlog_effective: backlog as u32,
             somaxconn: 4096,
             outcomes: Outcomes {
@@ -229,7 +233,7 @@ pub(crate) mod tests {
             step(64, 0, 900, 100),
             step(128, 0, 800, 100),
         ];
-        let r = recommend(&plan(), Some(100.0), &steps);
+        let r = recommend(&plan(), Some(AcceptRate(100.0)), &steps);
         assert_eq!(r.backlog, Some(64));
         assert_eq!(r.somaxconn, Some(64));
         assert_eq!(r.model_backlog, 79);
@@ -245,12 +249,12 @@ pub(crate) mod tests {
         let mut refined = step(40, 0, 900, 100);
         refined.phase = Phase::Refine;
         let mut steps = vec![step(8, 50, 1_020_000, 60), step(64, 0, 900, 100), refined];
-        let r = recommend(&plan(), Some(100.0), &steps);
+        let r = recommend(&plan(), Some(AcceptRate(100.0)), &steps);
         assert_eq!((r.backlog, r.bracket), (Some(40), Some([8, 40])));
         let mut confirm = step(40, 0, 900, 100);
         confirm.phase = Phase::Confirm;
         steps.push(confirm.clone());
-        let r = recommend(&plan(), Some(100.0), &steps);
+        let r = recommend(&plan(), Some(AcceptRate(100.0)), &steps);
         assert_eq!(
             (r.backlog, r.confirmations, r.confirmations_clean),
             (Some(40), 1, 1)
@@ -264,7 +268,7 @@ pub(crate) mod tests {
         bad.phase = Phase::Confirm;
         bad.unclean = Some("3 overflows".into());
         steps.push(bad);
-        let r = recommend(&plan(), Some(100.0), &steps);
+        let r = recommend(&plan(), Some(AcceptRate(100.0)), &steps);
         assert_eq!(r.backlog, None);
         assert_eq!((r.confirmations, r.confirmations_clean), (2, 1));
         assert!(
@@ -280,7 +284,7 @@ pub(crate) mod tests {
         mostly.phase = Phase::Confirm;
         (mostly.runs, mostly.clean_runs) = (3, 2);
         steps.push(mostly);
-        let r = recommend(&plan(), Some(100.0), &steps);
+        let r = recommend(&plan(), Some(AcceptRate(100.0)), &steps);
         assert_eq!(r.backlog, None);
         assert_eq!((r.confirmations, r.confirmations_clean), (4, 3));
     }
@@ -288,11 +292,15 @@ pub(crate) mod tests {
     #[test]
     fn no_clean_step_means_no_recommendation() {
         let steps = [step(8, 50, 1_020_000, 60), step(64, 1, 900, 99)];
-        let r = recommend(&plan(), Some(100.0), &steps);
+        let r = recommend(&plan(), Some(AcceptRate(100.0)), &steps);
         assert_eq!(r.backlog, None);
         assert!(r.reason.contains("try larger backlogs"), "{}", r.reason);
         // A slow p99 disqualifies even without overflow, and then the backlog is not to blame.
-        let r = recommend(&plan(), Some(100.0), &[step(64, 0, 150_000, 100)]);
+        let r = recommend(
+            &plan(),
+            Some(AcceptRate(100.0)),
+            &[step(64, 0, 150_000, 100)],
+        );
         assert_eq!(r.backlog, None);
         assert!(r.reason.contains("not the backlog"), "{}", r.reason);
     }
@@ -305,7 +313,11 @@ pub(crate) mod tests {
         slow.outcomes.syn_retransmitted = 0;
         slow.outcomes.ghost = 29;
         slow.clean = false;
-        let r = recommend(&plan(), Some(100.0), &[step(8, 50, 1_020_000, 60), slow]);
+        let r = recommend(
+            &plan(),
+            Some(AcceptRate(100.0)),
+            &[step(8, 50, 1_020_000, 60), slow],
+        );
         assert_eq!(r.backlog, None);
         assert!(
             r.reason

@@ -6,7 +6,7 @@
 use super::recommend::{bracket, recommend};
 use super::steps::Stepper;
 pub(super) use super::steps::Stop;
-use super::{Phase, Recommendation};
+use super::{AcceptRate, Phase, Recommendation};
 
 /// Most refine steps at one rate: bisecting a gap of 2^31 ends well before.
 const MAX_REFINE_STEPS: usize = 32;
@@ -97,7 +97,7 @@ impl<'de> serde::Deserialize<'de> for Tolerance {
 /// Every pass at `rate` (the `index`-th of `rates` rates); the recommendation at the end.
 pub(super) async fn at_rate(
     stepper: &mut Stepper<'_>,
-    rate: Option<f64>,
+    rate: Option<AcceptRate>,
     index: usize,
     rates: usize,
 ) -> Result<Recommendation, Stop> {

@@ -13,7 +13,7 @@ use stampede_proto::target::{AcceptPolicy, TargetKind, TargetStats};
 use tokio_util::sync::CancellationToken;
 
 use super::clean::{self, Bounds};
-use super::{Phase, Step, SweepPlan, model, rate_name};
+use super::{AcceptRate, Phase, Step, SweepPlan, model, rate_name};
 use crate::report::Report;
 use crate::run::{self, RunError};
 use crate::service::Registry;
@@ -112,10 +112,10 @@ impl<'a> Stepper<'a> {
 
     /// The policy a step at `rate` runs under: the target's own, its rate replaced when one
     /// is swept (and unpaused: a paused step would measure nothing).
-    fn policy(&self, rate: Option<f64>) -> Option<AcceptPolicy> {
+    fn policy(&self, rate: Option<AcceptRate>) -> Option<AcceptPolicy> {
         match rate {
             None => self.original,
-            Some(r) => Some(AcceptPolicy {
+            Some(AcceptRate(r)) => Some(AcceptPolicy {
                 rate_per_sec: r.is_finite().then_some(r),
                 paused: false,
                 ..self.original.unwrap_or_default()
@@ -135,7 +135,7 @@ impl<'a> Stepper<'a> {
     pub(super) async fn step(
         &mut self,
         backlog: i32,
-        rate: Option<f64>,
+        rate: Option<AcceptRate>,
         phase: Phase,
         label: &str,
     ) -> Result<&Step, Stop> {
@@ -159,20 +159,7 @@ impl<'a> Stepper<'a> {
         if runs.is_empty() {
             return Err(self.stop("interrupted".into(), None));
         }
-        let bounds = self.bounds();
-        let ran = runs.len() as u32;
-        let clean_runs = runs
-            .iter()
-            .filter(|r| clean::judge(r, bounds).is_ok())
-            .count() as u32;
-        let run_ids = runs.iter().map(|r| r.run_id.clone()).collect();
-        let median = clean::median(&runs, bounds);
-        let report = runs.swap_remove(median);
-        let mut step = step_of(self.plan, backlog, rate, phase, &report, bounds);
-        step.runs = ran;
-        step.clean_runs = clean_runs;
-        step.run_ids = run_ids;
-        step.repeat_reports = runs;
+        let (step, report) = step_of(self.plan, backlog, rate, phase, runs, self.bounds());
         self.done.steps.push(step);
         self.done.reports.push(report);
         if self.cancel.is_cancelled() {
@@ -182,7 +169,7 @@ impl<'a> Stepper<'a> {
     }
 
     /// One run of a step: configure, run, drain and restore.
-    async fn run(&mut self, backlog: i32, rate: Option<f64>) -> Result<Report, Stop> {
+    async fn run(&mut self, backlog: i32, rate: Option<AcceptRate>) -> Result<Report, Stop> {
         let policy = self.policy(rate);
         if let Err(e) = self
             .target
@@ -254,19 +241,28 @@ impl<'a> Stepper<'a> {
     }
 }
 
-/// A step's figures from its (median) run's report.
+/// A step from its runs (in the order run, at least one): the median run's figures
+/// ([`clean::median`]), how many runs were made and were clean, every run's id; the others'
+/// reports go in `repeat_reports`, the median's is returned beside the step.
 pub(super) fn step_of(
     plan: &SweepPlan,
     backlog: i32,
-    rate: Option<f64>,
+    rate: Option<AcceptRate>,
     phase: Phase,
-    r: &Report,
+    mut runs: Vec<Report>,
     bounds: Bounds,
-) -> Step {
+) -> (Step, Report) {
+    let ran = runs.len() as u32;
+    let clean_runs = runs
+        .iter()
+        .filter(|r| clean::judge(r, bounds).is_ok())
+        .count() as u32;
+    let run_ids = runs.iter().map(|r| r.run_id.clone()).collect();
+    let r = runs.swap_remove(clean::median(&runs, bounds));
     let t = r.target.clone().unwrap_or_default();
-    let verdict = clean::judge(r, bounds);
-    let m = model::model(plan.run.load.connections, rate, r);
-    Step {
+    let verdict = clean::judge(&r, bounds);
+    let m = model::model(plan.run.load.connections, rate.map(|r| r.0), &r);
+    let step = Step {
         backlog,
         accept_rate: rate,
         backlog_effective: t.backlog_effective,
@@ -285,14 +281,71 @@ pub(super) fn step_of(
         thresholds_passed: None,
         phase,
         clean: verdict.is_ok(),
-        clean_runs: u32::from(verdict.is_ok()),
         unclean: verdict.err(),
-        runs: 1,
-        run_ids: vec![r.run_id.clone()],
+        runs: ran,
+        clean_runs,
+        run_ids,
         accepted_during_burst: m.accepted_during_burst,
         model_backlog: m.backlog,
         model_source: m.source.to_owned(),
         server_pid: t.server_pid,
-        repeat_reports: Vec::new(),
+        repeat_reports: runs,
+    };
+    (step, r)
+}
+
+#[cfg(test)]
+mod tests {
+    use stampede_proto::target::{CounterDeltas, TargetStats};
+
+    use super::*;
+    use crate::report::{Latency, Outcomes};
+
+    fn run(id: &str, overflows: u64, p99: u64) -> Report {
+        Report {
+            run_id: id.into(),
+            outcomes: Outcomes {
+                established: 100,
+                ..Outcomes::default()
+            },
+            connect_latency_us: Latency {
+                count: 100,
+                p99,
+                ..Latency::default()
+            },
+            target: Some(TargetStats {
+                counters: CounterDeltas {
+                    listen_overflows: overflows,
+                    ..CounterDeltas::default()
+                },
+                ..TargetStats::default()
+            }),
+            ..Report::default()
+        }
+    }
+
+    /// Three runs of a step: the median's figures, every run counted and named in the order
+    /// run, the other two kept as repeat reports.
+    #[test]
+    fn a_step_is_its_median_run_and_counts_every_run() {
+        let plan = crate::sweep::recommend::tests::plan();
+        let bounds = Bounds {
+            p99_max: Duration::from_millis(100),
+            accept_wait_max: Duration::from_millis(100),
+        };
+        let runs = vec![run("a", 5, 1_000), run("b", 0, 3_000), run("c", 0, 1_000)];
+        let (step, median) = step_of(&plan, 64, None, Phase::Coarse, runs, bounds);
+        assert_eq!(median.run_id, "b", "the median by badness");
+        assert_eq!(step.connect_latency_us.p99, 3_000);
+        assert_eq!((step.runs, step.clean_runs), (3, 2));
+        assert_eq!(step.run_ids, ["a", "b", "c"]);
+        assert!(step.clean);
+        let mut others: Vec<_> = step.repeat_reports.iter().map(|r| &r.run_id).collect();
+        others.sort();
+        assert_eq!(others, ["a", "c"]);
+        let (one, _) = step_of(&plan, 64, None, Phase::Coarse, vec![run("x", 1, 1)], bounds);
+        assert_eq!((one.runs, one.clean_runs, one.clean), (1, 0, false));
+        assert_eq!(one.run_ids, ["x"]);
+        assert!(one.repeat_reports.is_empty());
     }
 }

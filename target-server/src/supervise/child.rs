@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Stderr lines kept for an error message.
@@ -24,9 +24,27 @@ const MAX_LINE: u64 = 4096;
 pub(crate) struct Child {
     child: std::process::Child,
     name: String,
-    /// The last stderr lines, newest last.
-    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// The last stderr lines, and whether the pipe is read to its end.
+    stderr_tail: Arc<Tail>,
 }
+
+/// The last stderr lines (newest last) and whether the reader reached the pipe's end; the
+/// condvar wakes a waiter when it does.
+#[derive(Debug, Default)]
+struct Tail {
+    lines: Mutex<TailLines>,
+    closed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct TailLines {
+    lines: VecDeque<String>,
+    closed: bool,
+}
+
+/// How long `death` waits for the reader to take the dead server's last lines out of the
+/// pipe (a worker of its group may hold the pipe open: then what was read by then).
+const TAIL_WAIT: Duration = Duration::from_millis(200);
 
 impl Child {
     /// Starts `program args` in a new process group, its output going to the log.
@@ -43,7 +61,7 @@ impl Child {
             .file_name()
             .map_or_else(|| program.to_owned(), |n| n.to_string_lossy().into_owned());
         let prefix = format!("{name}[{}]", child.id());
-        let stderr_tail = Arc::new(Mutex::new(VecDeque::with_capacity(KEPT_LINES)));
+        let stderr_tail = Arc::new(Tail::default());
         if let Some(out) = child.stdout.take() {
             forward(out, prefix.clone(), "stdout", None);
         }
@@ -67,20 +85,44 @@ impl Child {
         self.child.try_wait().ok().flatten()
     }
 
-    /// "nginx exited with status 1; its last stderr lines: ..." for an error message.
+    /// "nginx exited with status 1; its last stderr lines: ..." for an error message, once
+    /// the reader has taken its last lines out of the pipe (a bounded wait: blocking code
+    /// only, never on the async runtime; there, [`Child::death_now`]).
     pub(crate) fn death(&mut self, status: ExitStatus) -> String {
-        // The reader thread may still be taking the last lines out of the pipe.
-        std::thread::sleep(Duration::from_millis(50));
+        let t = &self.stderr_tail;
+        let lines = t.lines.lock().expect("stderr tail lock poisoned");
+        let (lines, _) = t
+            .closed
+            .wait_timeout_while(lines, TAIL_WAIT, |l| !l.closed)
+            .expect("stderr tail lock poisoned");
+        drop(lines);
         format!("{} {}{}", self.name, describe(status), self.tail())
+    }
+
+    /// As [`Child::death`] without waiting: the message with the lines read so far, and
+    /// whether those are all (the pipe was read to its end).
+    pub(crate) fn death_now(&mut self, status: ExitStatus) -> (String, bool) {
+        let complete = self
+            .stderr_tail
+            .lines
+            .lock()
+            .expect("stderr tail lock poisoned")
+            .closed;
+        let why = format!("{} {}{}", self.name, describe(status), self.tail());
+        (why, complete)
     }
 
     /// `; its last stderr lines: a | b` or nothing.
     pub(crate) fn tail(&self) -> String {
-        let tail = self.stderr_tail.lock().expect("stderr tail lock poisoned");
-        if tail.is_empty() {
+        let tail = self
+            .stderr_tail
+            .lines
+            .lock()
+            .expect("stderr tail lock poisoned");
+        if tail.lines.is_empty() {
             String::new()
         } else {
-            let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
+            let lines: Vec<&str> = tail.lines.iter().map(String::as_str).collect();
             format!("; its last stderr lines: {}", lines.join(" | "))
         }
     }
@@ -142,12 +184,12 @@ fn kill_group(pid: u32, signal: i32) {
 }
 
 /// Reads `pipe` line by line on a thread of its own into the log, keeping the last lines in
-/// `tail`; ends when the pipe closes.
+/// `tail` and marking it closed at the pipe's end; ends when the pipe closes.
 fn forward(
     pipe: impl Read + Send + 'static,
     prefix: String,
     stream: &'static str,
-    tail: Option<Arc<Mutex<VecDeque<String>>>>,
+    tail: Option<Arc<Tail>>,
 ) {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
@@ -155,7 +197,7 @@ fn forward(
         loop {
             buf.clear();
             match reader.by_ref().take(MAX_LINE).read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => return,
+                Ok(0) | Err(_) => break,
                 Ok(_) => {}
             }
             let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
@@ -164,12 +206,17 @@ fn forward(
             }
             tracing::info!(stream, "{prefix}: {line}");
             if let Some(tail) = &tail {
-                let mut t = tail.lock().expect("stderr tail lock poisoned");
-                if t.len() == KEPT_LINES {
-                    t.pop_front();
+                let mut t = tail.lines.lock().expect("stderr tail lock poisoned");
+                if t.lines.len() == KEPT_LINES {
+                    t.lines.pop_front();
                 }
-                t.push_back(stampede_proto::usage::cut(&line).into_owned());
+                t.lines
+                    .push_back(stampede_proto::usage::cut(&line).into_owned());
             }
+        }
+        if let Some(tail) = &tail {
+            tail.lines.lock().expect("stderr tail lock poisoned").closed = true;
+            tail.closed.notify_all();
         }
     });
 }
@@ -248,5 +295,33 @@ mod tests {
         let status = c.stop(libc::SIGTERM, Duration::from_millis(300)).unwrap();
         assert_eq!(status.signal(), Some(libc::SIGKILL));
         assert!(start.elapsed() < Duration::from_secs(10));
+    }
+
+    /// While a process of the dead server's group holds its stderr open, the death is told
+    /// at once with the lines read so far (never waiting for the pipe's end); once the
+    /// pipe closes it is complete, with every last line.
+    #[test]
+    fn death_now_never_waits_for_the_pipe() {
+        let script = "echo boom >&2; sleep 30 & exit 3";
+        let mut c = Child::spawn("sh", &["-c".into(), script.into()]).unwrap();
+        let status = c.child.wait().unwrap();
+        let (why, complete) = c.death_now(status);
+        assert!(why.starts_with("sh exited with status 3"), "{why}");
+        assert!(!complete, "sleep 30 holds the pipe: {why}");
+        // The group goes (as a stop does): the pipe closes, the tail is complete.
+        kill_group(c.pid(), libc::SIGKILL);
+        let start = Instant::now();
+        loop {
+            let (why, complete) = c.death_now(status);
+            if complete {
+                assert!(why.ends_with("its last stderr lines: boom"), "{why}");
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the pipe never closed"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }

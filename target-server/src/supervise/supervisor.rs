@@ -28,6 +28,9 @@ pub(crate) struct Supervisor {
     child: Option<Child>,
     /// somaxconn before supervise changed it (`None`: never changed).
     somaxconn_before: Option<u64>,
+    /// Why no server runs: its last restart failed, or it died (said once its output is all
+    /// read). `None` while the server started last is up.
+    down: Option<String>,
 }
 
 /// What a successful start left running.
@@ -53,21 +56,43 @@ impl Supervisor {
             templates,
             child: None,
             somaxconn_before: None,
+            down: None,
         })
     }
 
-    /// `Some(why)` when the server has died since it was started.
+    /// `Some(why)` when no server is up: it died since it was started, or the last restart
+    /// failed (the old server stopped, no new one listening). Never blocks: it runs on the
+    /// async runtime, under every Stats call.
     pub(crate) fn dead(&mut self) -> Option<String> {
+        if let Some(why) = &self.down {
+            return Some(why.clone());
+        }
         let child = self.child.as_mut()?;
         let status = child.exited()?;
-        Some(format!(
-            "the server died after it was started: {}",
-            child.death(status)
-        ))
+        let (death, complete) = child.death_now(status);
+        let why = format!("the server died after it was started: {death}");
+        // Its last stderr lines may still be on their way: kept once they are all read.
+        if complete {
+            self.down = Some(why.clone());
+        }
+        Some(why)
     }
 
-    /// Stops the server (if running) and starts it with `backlog`.
+    /// Stops the server (if running) and starts it with `backlog`. When this fails no server
+    /// runs (the old one was stopped first): [`Supervisor::dead`] says so until a restart
+    /// succeeds.
     pub(crate) fn start(&mut self, backlog: i32) -> Result<Started, Error> {
+        let started = self.restart(backlog);
+        self.down = match &started {
+            Ok(_) => None,
+            Err(e) => Some(format!(
+                "the server is down: its restart at backlog {backlog} failed: {e}"
+            )),
+        };
+        started
+    }
+
+    fn restart(&mut self, backlog: i32) -> Result<Started, Error> {
         self.stop()?;
         self.wait_port_free()?;
         for (t, text) in &self.templates {

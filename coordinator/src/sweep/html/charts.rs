@@ -5,7 +5,7 @@
 //! are labelled reference lines.
 
 use crate::chart::{Axis, Chart, Kind, RefLine, Series, Style};
-use crate::sweep::{Step, SweepReport, rate_name};
+use crate::sweep::{AcceptRate, Step, SweepReport, rate_name};
 
 /// A metric drawn against the backlog: legend name and value of a step.
 type Metric = (&'static str, fn(&Step) -> Option<f64>);
@@ -48,7 +48,7 @@ fn ms(us: u64) -> f64 {
 }
 
 /// The accept rates in the order first run.
-fn rates(r: &SweepReport) -> Vec<Option<f64>> {
+fn rates(r: &SweepReport) -> Vec<Option<AcceptRate>> {
     let mut rates = Vec::new();
     for s in &r.steps {
         if !rates.contains(&s.accept_rate) {

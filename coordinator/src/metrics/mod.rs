@@ -3,21 +3,20 @@
 //!
 //! What is served: agents attached (read from the coordinator's registry at each scrape),
 //! runs by entry and result, the last run's outcome counts, connect and first-byte latency of
-//! the last run as histograms (from its merged HdrHistograms, so no sample is lost), the
-//! target's overflows, the last verdict per entry, and seconds since each entry's last clean
-//! run (computed at each scrape).
+//! the last run that measured them as histograms (from its merged HdrHistograms, so no sample
+//! is lost; labelled with that run's id), the target's overflows, the last verdict per entry,
+//! and seconds since each entry's last clean run (computed at each scrape). With a history,
+//! all but the run counts are filled from it at start ([`Metrics::restore`]): a restarted
+//! coordinator shows them again.
 //!
-//! The endpoint is a small HTTP/1.1 responder on its own listener: a request is read with a
-//! size bound and a time bound; only `GET /metrics` is answered. It is read-only, and when the
-//! coordinator has a token (required off loopback) a scrape must present it as `Authorization:
-//! Bearer TOKEN` (Prometheus: `authorization: { credentials_file: ... }`).
+//! The endpoint ([`endpoint`]) is a small HTTP/1.1 responder on its own listener.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::history::{Latest, Record, Status};
 use hdrhistogram::Histogram as Hdr;
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -25,11 +24,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
-use crate::auth::Token;
-use crate::history::{Record, Status};
+mod endpoint;
+
+pub use self::endpoint::{MAX_CONCURRENT, REPLY_TIMEOUT, serve};
 
 type Labels = Vec<(String, String)>;
 
@@ -40,25 +38,17 @@ const BUCKETS: [f64; 16] = [
     7.5, 31.5,
 ];
 
-/// Longest request head read.
-const MAX_REQUEST: usize = 8 * 1024;
-
-/// How long a scraper may take to send its request.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Most scrapes answered at once; connections beyond it are closed at once (a scraper
-/// retries at its next interval), so a flood cannot take the process's file descriptors.
-const MAX_CONCURRENT: usize = 16;
-
-/// A histogram per entry, replaced by each run (the last run's distribution).
+/// A histogram per entry, replaced by each run that measured one (the last such run's
+/// distribution), labelled with that run's id: after a run that measured nothing (a failed
+/// one) the histogram still there says which older run it is from.
 #[derive(Debug, Default, Clone)]
-struct LastHistograms(Arc<Mutex<BTreeMap<String, Buckets>>>);
+struct LastHistograms(Arc<Mutex<BTreeMap<String, (String, Buckets)>>>);
 
 /// A histogram as encoded: sum (seconds), count, and (upper bound, count in that bucket).
 type Buckets = (f64, u64, Vec<(f64, u64)>);
 
 impl LastHistograms {
-    fn set(&self, entry: &str, h: &Hdr<u64>) {
+    fn set(&self, entry: &str, run_id: &str, h: &Hdr<u64>) {
         let mut buckets = Vec::with_capacity(BUCKETS.len() + 1);
         let mut below = 0u64;
         for b in BUCKETS {
@@ -79,7 +69,10 @@ impl LastHistograms {
             .0
             .lock()
             .expect("metrics lock: never held across a panic");
-        map.insert(entry.to_owned(), (sum, h.len(), buckets));
+        map.insert(
+            entry.to_owned(),
+            (run_id.to_owned(), (sum, h.len(), buckets)),
+        );
     }
 }
 
@@ -89,8 +82,8 @@ impl EncodeMetric for LastHistograms {
             .0
             .lock()
             .expect("metrics lock: never held across a panic");
-        for (entry, (sum, count, buckets)) in map.iter() {
-            let labels = [("entry", entry.as_str())];
+        for (entry, (run_id, (sum, count, buckets))) in map.iter() {
+            let labels = [("entry", entry.as_str()), ("run_id", run_id.as_str())];
             let mut e = encoder.encode_family(&labels)?;
             e.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?;
         }
@@ -180,12 +173,12 @@ impl Metrics {
         );
         registry.register(
             "last_run_connect_latency_seconds",
-            "Connect latency of the last run, per entry",
+            "Connect latency of the entry's last run that measured it (run_id: which run)",
             m.connect.clone(),
         );
         registry.register(
             "last_run_first_byte_latency_seconds",
-            "Time to first byte of the last run, per entry",
+            "Time to first byte of the entry's last run that measured it (run_id: which run)",
             m.ttfb.clone(),
         );
         m
@@ -205,39 +198,72 @@ impl Metrics {
     /// A run recorded: its result, outcomes, overflows, verdict, and (when it ran) its
     /// merged latency histograms.
     pub fn record(&self, r: &Record, histograms: Option<(&Hdr<u64>, &Hdr<u64>)>) {
-        let entry = r.entry.clone();
-        let l = |k: &str, v: &str| {
-            vec![
-                ("entry".to_owned(), entry.clone()),
-                (k.to_owned(), v.to_owned()),
-            ]
-        };
-        self.runs.get_or_create(&l("result", r.status.name())).inc();
+        self.runs
+            .get_or_create(&vec![
+                ("entry".to_owned(), r.entry.clone()),
+                ("result".to_owned(), r.status.name().to_owned()),
+            ])
+            .inc();
         if r.status == Status::Skipped {
             return;
         }
+        self.show_last(r);
+        if r.status == Status::Complete && (r.verdict == "pass" || r.verdict == "no-baseline") {
+            self.clean_at(&r.entry, &r.finished_at);
+        }
+        if let Some((connect, ttfb)) = histograms {
+            self.connect.set(&r.entry, &r.run_id, connect);
+            self.ttfb.set(&r.entry, &r.run_id, ttfb);
+        }
+    }
+
+    /// What the history says of each entry, shown as if its runs had just been recorded
+    /// (run counts excepted: those count this process's runs): a restarted coordinator shows
+    /// each entry's last run, last clean run and last histograms again.
+    pub fn restore(&self, latest: &Latest) {
+        for r in &latest.last {
+            self.show_last(r);
+        }
+        for (entry, finished_at) in &latest.clean {
+            self.clean_at(entry, finished_at);
+        }
+        for h in &latest.histograms {
+            self.connect.set(&h.entry, &h.run_id, &h.connect);
+            self.ttfb.set(&h.entry, &h.run_id, &h.ttfb);
+        }
+    }
+
+    /// The entry's last run: its outcomes, overflows and verdict.
+    fn show_last(&self, r: &Record) {
+        let l = |k: &str, v: &str| {
+            vec![
+                ("entry".to_owned(), r.entry.clone()),
+                (k.to_owned(), v.to_owned()),
+            ]
+        };
         for class in stampede_proto::outcome::OutcomeClass::ALL {
             let n = r.figures.outcomes.get(class);
             self.outcomes
                 .get_or_create(&l("class", class.name()))
                 .set(n as i64);
         }
-        let one = vec![("entry".to_owned(), entry.clone())];
         self.overflows
-            .get_or_create(&one)
+            .get_or_create(&vec![("entry".to_owned(), r.entry.clone())])
             .set(r.figures.listen_overflows.unwrap_or(0) as i64);
         for v in VERDICTS {
             self.verdict
                 .get_or_create(&l("verdict", v))
                 .set(i64::from(r.verdict == v));
         }
-        if r.status == Status::Complete && (r.verdict == "pass" || r.verdict == "no-baseline") {
-            self.lock().last_clean.insert(entry.clone(), unix_now());
-        }
-        if let Some((connect, ttfb)) = histograms {
-            self.connect.set(&entry, connect);
-            self.ttfb.set(&entry, ttfb);
-        }
+    }
+
+    /// The entry ran clean, finishing at `finished_at` (RFC 3339; now if unreadable).
+    fn clean_at(&self, entry: &str, finished_at: &str) {
+        let at = chrono::DateTime::parse_from_rfc3339(finished_at)
+            .map_or_else(|_| unix_now(), |t| t.timestamp_micros() as f64 / 1e6);
+        let mut state = self.lock();
+        let known = state.last_clean.entry(entry.to_owned()).or_insert(at);
+        *known = known.max(at);
     }
 
     /// The text a scrape gets (with the values computed at scrape time refreshed).
@@ -261,117 +287,17 @@ impl Metrics {
     }
 }
 
+/// Fills `metrics` from the history `store` ([`Metrics::restore`]); a history that cannot be
+/// read is said in the log, and the metrics start empty.
+pub fn restore_from(metrics: &Metrics, store: &crate::history::Store) {
+    match store.latest() {
+        Ok(latest) => metrics.restore(&latest),
+        Err(e) => tracing::warn!(cause = %e, "metrics not filled from the history"),
+    }
+}
+
 fn unix_now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Serves `GET /metrics` on `addr` until `shutdown`; returns the bound address. With a
-/// `token`, each scrape must present it.
-pub async fn serve(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    token: Option<Token>,
-    shutdown: CancellationToken,
-) -> std::io::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-        std::io::Error::new(e.kind(), format!("cannot serve metrics on {addr}: {e}"))
-    })?;
-    let bound = listener.local_addr()?;
-    tracing::info!(addr = %bound, "serving /metrics");
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT));
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        tracing::warn!(cause = %e, "metrics accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let Ok(slot) = slots.clone().try_acquire_owned() else {
-                drop(stream);
-                continue;
-            };
-            let (metrics, token) = (metrics.clone(), token.clone());
-            tokio::spawn(async move {
-                let _slot = slot;
-                if let Err(e) = answer(stream, &metrics, token.as_ref()).await {
-                    tracing::debug!(cause = %e, "metrics request failed");
-                }
-            });
-        }
-    });
-    Ok(bound)
-}
-
-/// Reads one request head (bounded in size and time) and answers it.
-async fn answer(
-    mut stream: tokio::net::TcpStream,
-    metrics: &Metrics,
-    token: Option<&Token>,
-) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(1024);
-    let read = async {
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).await?;
-            if n == 0 || head.len() + n > MAX_REQUEST {
-                return Err(std::io::Error::other("request too large or cut short"));
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        Ok(())
-    };
-    tokio::time::timeout(REQUEST_TIMEOUT, read)
-        .await
-        .map_err(|_| std::io::Error::other("request timed out"))??;
-    let text = String::from_utf8_lossy(&head);
-    let mut lines = text.split("\r\n");
-    let request = lines.next().unwrap_or_default();
-    // The token's own constant-time check, over the header as gRPC metadata.
-    let authorized = token.is_none_or(|t| {
-        let mut meta = tonic::metadata::MetadataMap::new();
-        for (k, v) in lines.filter_map(|l| l.split_once(':')) {
-            if k.trim().eq_ignore_ascii_case("authorization")
-                && let Ok(v) = v.trim().parse()
-            {
-                meta.insert("authorization", v);
-            }
-        }
-        t.check(&meta).is_ok()
-    });
-    let (status, ctype, body) = match request.split_whitespace().collect::<Vec<_>>()[..] {
-        _ if !authorized => (
-            "401 Unauthorized",
-            "text/plain",
-            "a bearer token is required\n".to_owned(),
-        ),
-        ["GET", "/metrics", _] => (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
-        ["GET", _, _] => (
-            "404 Not Found",
-            "text/plain",
-            "only /metrics is served\n".to_owned(),
-        ),
-        _ => (
-            "405 Method Not Allowed",
-            "text/plain",
-            "only GET /metrics\n".to_owned(),
-        ),
-    };
-    let reply = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(reply.as_bytes()).await?;
-    stream.shutdown().await
 }

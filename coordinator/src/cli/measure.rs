@@ -1,0 +1,139 @@
+//! The subcommands that measure: `stampede run`, `stampede sweep` and `stampede demo`, from
+//! their flags (a scenario file under them) to the report, recorded in the history when
+//! asked and saved into `--out`.
+
+use std::collections::BTreeSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio_util::sync::CancellationToken;
+
+use super::output::{deliver, out_dir, save};
+use super::{DemoArgs, Failure, Output, RunArgs, SweepArgs};
+use crate::history::{Kind, Ran};
+use crate::scenario::{ConfigError, Scenario, SweepSettings};
+use crate::schedule::record::Recorder;
+use crate::threshold;
+
+/// The scenario file (if any) with the given flags over it.
+fn settings(args: &RunArgs, explicit: &BTreeSet<String>) -> Result<Scenario, ConfigError> {
+    let file = args.scenario.as_deref().map(Scenario::load).transpose()?;
+    Ok(Scenario::layered(file, &args.settings, explicit))
+}
+
+/// Serves the coordinator endpoint these settings ask for.
+pub(super) async fn serve(
+    settings: &Scenario,
+    shutdown: &CancellationToken,
+) -> Result<crate::Coordinator, Failure> {
+    let coordinator = crate::serve(settings.serve_config()?, shutdown.clone())
+        .await
+        .map_err(anyhow::Error::from)?;
+    tracing::info!(addr = %coordinator.addr, "waiting for agents");
+    Ok(coordinator)
+}
+
+/// `stampede run`.
+pub(super) async fn run(
+    args: RunArgs,
+    explicit: &BTreeSet<String>,
+    shutdown: &CancellationToken,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Output, Failure> {
+    let settings = settings(&args, explicit)?;
+    let plan = settings.plan()?;
+    let out = out_dir(settings.out.as_deref())?;
+    let coordinator = serve(&settings, shutdown).await?;
+    let recorder = Recorder::start(
+        &args.record,
+        args.scenario.as_deref(),
+        &settings,
+        Kind::Run,
+        &coordinator,
+        shutdown,
+    )
+    .await
+    .map_err(Failure::from)?;
+    let result = crate::run::execute(&coordinator.registry, &plan, shutdown, progress).await;
+    let mut done = match result {
+        Ok(done) => done,
+        Err(e) => {
+            recorder.failed(&e);
+            return Err(anyhow::Error::from(e).into());
+        }
+    };
+    done.report.thresholds = threshold::evaluate(&settings.fail_if, &done.report);
+    recorder.finish(Ran::Run(&done.report), Some(done.merged()));
+    let saved = save(out.as_ref(), &done.report.run_id, REPORT_FILES, |dir| {
+        done.write(dir)
+    });
+    deliver(Output::Run(done.report), saved)
+}
+
+/// What a run writes, for the log.
+const REPORT_FILES: &str = "report (json, csv, html, hlog)";
+
+/// `stampede sweep`.
+pub(super) async fn sweep(
+    args: SweepArgs,
+    explicit: &BTreeSet<String>,
+    shutdown: &CancellationToken,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Output, Failure> {
+    let settings = settings(&args.run, explicit)?;
+    let sweep = SweepSettings::layered(settings.sweep.clone(), &args.sweep, explicit);
+    let plan = settings.sweep_plan(&sweep)?;
+    let out = out_dir(settings.out.as_deref())?;
+    let coordinator = serve(&settings, shutdown).await?;
+    let recorder = Recorder::start(
+        &args.run.record,
+        args.run.scenario.as_deref(),
+        &settings,
+        Kind::Sweep,
+        &coordinator,
+        shutdown,
+    )
+    .await
+    .map_err(Failure::from)?;
+    let result = crate::sweep::execute(&coordinator.registry, &plan, shutdown, progress).await;
+    let mut report = match result {
+        Ok(report) => report,
+        Err(e) => {
+            recorder.failed(&e);
+            return Err(anyhow::Error::from(e).into());
+        }
+    };
+    report.judge(&settings.fail_if);
+    recorder.finish(Ran::Sweep(&report), None);
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let name = format!("sweep-{started}");
+    let saved = save(out.as_ref(), &name, "sweep (json, html)", |dir| {
+        report.write(dir)
+    });
+    deliver(Output::Sweep(report), saved)
+}
+
+/// `stampede demo`.
+pub(super) async fn demo(
+    args: DemoArgs,
+    shutdown: &CancellationToken,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Output, Failure> {
+    let config = crate::demo::DemoConfig {
+        agents: args.agents,
+        connections: args.connections,
+        backlog: args.backlog,
+    };
+    config.validate()?;
+    crate::scenario::check_thresholds(&args.fail_if)?;
+    let out = out_dir(args.out.as_deref())?;
+    let mut done = crate::demo::run(&config, shutdown, progress)
+        .await
+        .map_err(anyhow::Error::from)?;
+    done.report.thresholds = threshold::evaluate(&args.fail_if, &done.report);
+    let saved = save(out.as_ref(), &done.report.run_id, REPORT_FILES, |dir| {
+        done.write(dir)
+    });
+    deliver(Output::Run(done.report), saved)
+}
