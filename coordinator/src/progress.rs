@@ -86,6 +86,13 @@ impl Progress {
     }
 }
 
+impl Drop for Progress {
+    /// A line dropped without `finish` (an early return, a panic) stops taking log lines too.
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 /// What a line is about (its words, numbers left out) and its first number (the count that
 /// progresses): the same key means nothing moved but the clock.
 type Key = (String, Option<u64>);

@@ -65,6 +65,17 @@ fn a_restart_on_the_same_history_shows_the_last_clean_run() {
             .insert_judged(&failed, &Thresholds::default(), None)
             .unwrap();
     }
+    // The clean run finished an hour ago: the restored figure must count from then, not from
+    // the restart (or from a run's start, or from now when a time is unreadable).
+    let hour_ago = (chrono::Utc::now() - chrono::Duration::seconds(3600))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    rusqlite::Connection::open(&path)
+        .unwrap()
+        .execute(
+            "UPDATE runs SET finished_at = ?1 WHERE run_id = 'r1'",
+            [&hour_ago],
+        )
+        .unwrap();
     let store = Store::open(&path).unwrap();
     let m = Metrics::new();
     metrics::restore_from(&m, &store);
@@ -73,7 +84,7 @@ fn a_restart_on_the_same_history_shows_the_last_clean_run() {
         &text,
         "stampede_seconds_since_last_clean_run{entry=\"web\"}",
     );
-    assert!((0.0..600.0).contains(&since), "{since}");
+    assert!((3600.0..4200.0).contains(&since), "{since}");
     // The histograms are the clean run's, and say so: the failed run measured nothing.
     let h = "stampede_last_run_connect_latency_seconds";
     let labels = "{entry=\"web\",run_id=\"r1\"}";

@@ -257,10 +257,18 @@ impl Metrics {
         }
     }
 
-    /// The entry ran clean, finishing at `finished_at` (RFC 3339; now if unreadable).
+    /// The entry ran clean, finishing at `finished_at` (RFC 3339). An unreadable time is
+    /// skipped with a warning: taking it as now would silence an alert on a stale entry.
     fn clean_at(&self, entry: &str, finished_at: &str) {
-        let at = chrono::DateTime::parse_from_rfc3339(finished_at)
-            .map_or_else(|_| unix_now(), |t| t.timestamp_micros() as f64 / 1e6);
+        let at = match chrono::DateTime::parse_from_rfc3339(finished_at) {
+            Ok(t) => t.timestamp_micros() as f64 / 1e6,
+            Err(e) => {
+                tracing::warn!(
+                    "metrics: entry {entry}: clean run's finish time {finished_at:?} unreadable ({e}); not counted"
+                );
+                return;
+            }
+        };
         let mut state = self.lock();
         let known = state.last_clean.entry(entry.to_owned()).or_insert(at);
         *known = known.max(at);

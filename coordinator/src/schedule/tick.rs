@@ -45,7 +45,9 @@ impl Scheduler<'_> {
         let mut verdict = None;
         let mut last_hist = None;
         for i in 0..entry.repeat {
-            if self.shutdown.is_cancelled() {
+            // A tick interrupted before its first run still gets its row (aborted, by the run
+            // itself): every tick that fell due is accounted for. Later repeats are not begun.
+            if i > 0 && self.shutdown.is_cancelled() {
                 break;
             }
             if entry.repeat > 1 {
@@ -66,7 +68,7 @@ impl Scheduler<'_> {
         }
         let verdict = match verdict {
             Some(v) => v,
-            // Interrupted before its first run: nothing written.
+            // No run at all (an entry always has one: defensive).
             None => history::Verdict::plain(
                 history::VerdictKind::NotJudged,
                 "not judged: nothing ran (interrupted)",
