@@ -347,11 +347,34 @@ fn deliver(output: Output, saved: Result<(), Unsaved>) -> Result<Output, Failure
     }
 }
 
+/// Raises the descriptor limit to the hard one (each agent session holds a descriptor), says
+/// so once, and refuses a fleet of `agents` that cannot fit under it before anything is
+/// served.
+fn fit_fleet(agents: usize) -> Result<(), ConfigError> {
+    let limits = crate::admission::Limits::default();
+    match stampede_proto::rlimit::raise_fd_limit() {
+        Ok(fd) => {
+            tracing::info!(
+                soft = fd.soft,
+                hard = fd.hard,
+                max_agents = limits.max_agents(fd),
+                "file descriptor limit"
+            );
+            Ok(limits.check_fleet(agents, fd)?)
+        }
+        Err(e) => {
+            tracing::warn!(cause = %e, "cannot read the file descriptor limit");
+            Ok(())
+        }
+    }
+}
+
 /// Serves the coordinator endpoint these settings ask for.
 async fn serve(
     settings: &Scenario,
     shutdown: &CancellationToken,
 ) -> Result<crate::Coordinator, Failure> {
+    fit_fleet(settings.agents)?;
     let coordinator = crate::serve(settings.serve_config()?, shutdown.clone())
         .await
         .map_err(anyhow::Error::from)?;
@@ -379,7 +402,12 @@ async fn run(
     )
     .await
     .map_err(Failure::from)?;
-    let result = crate::run::execute(&coordinator.registry, &plan, shutdown, progress).await;
+    // Written second by second into --out as the run goes (or not at all).
+    let hlog = out.as_ref().map_or(crate::run::HlogTo::Off, |o| {
+        crate::run::HlogTo::File(o.path().join("report.hlog"))
+    });
+    let result =
+        crate::run::execute_logged(&coordinator.registry, &plan, hlog, shutdown, progress).await;
     let mut done = match result {
         Ok(done) => done,
         Err(e) => {
