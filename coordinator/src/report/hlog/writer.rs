@@ -2,7 +2,9 @@
 //! fleet's histograms takes CPU that the run's event loop (liveness, each agent's bounded
 //! queue) must not wait for: the loop hands each complete second over a channel, in order,
 //! and this thread writes them in that order, one write per second. A write that fails is
-//! logged once and ends the log; what follows is dropped, not queued.
+//! logged once and ends the log; what follows is dropped, not queued. Seconds wait in the
+//! channel only while the thread is behind (a release build renders a 1,000-agent second in
+//! milliseconds; a debug build on a starved machine may lag and then catches up).
 
 use std::collections::BTreeMap;
 use std::fs::File;
