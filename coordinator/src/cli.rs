@@ -347,24 +347,18 @@ fn deliver(output: Output, saved: Result<(), Unsaved>) -> Result<Output, Failure
     }
 }
 
-/// Raises the descriptor limit to the hard one (each agent session holds a descriptor), says
-/// so once, and refuses a fleet of `agents` that cannot fit under it before anything is
-/// served.
-fn fit_fleet(agents: usize) -> Result<(), ConfigError> {
-    let limits = crate::admission::Limits::default();
+/// Raises the descriptor limit to the hard one (each agent session holds a descriptor) and
+/// refuses a fleet of `agents` that cannot fit under it, before anything is served; the
+/// limit, for the log once serving (`None`: it could not be read, said here).
+fn fit_fleet(agents: usize) -> Result<Option<stampede_proto::rlimit::FdLimit>, ConfigError> {
     match stampede_proto::rlimit::raise_fd_limit() {
         Ok(fd) => {
-            tracing::info!(
-                soft = fd.soft,
-                hard = fd.hard,
-                max_agents = limits.max_agents(fd),
-                "file descriptor limit"
-            );
-            Ok(limits.check_fleet(agents, fd)?)
+            crate::admission::Limits::default().check_fleet(agents, fd)?;
+            Ok(Some(fd))
         }
         Err(e) => {
             tracing::warn!(cause = %e, "cannot read the file descriptor limit");
-            Ok(())
+            Ok(None)
         }
     }
 }
@@ -374,10 +368,19 @@ async fn serve(
     settings: &Scenario,
     shutdown: &CancellationToken,
 ) -> Result<crate::Coordinator, Failure> {
-    fit_fleet(settings.agents)?;
-    let coordinator = crate::serve(settings.serve_config()?, shutdown.clone())
+    let config = settings.serve_config()?;
+    let fd = fit_fleet(settings.agents)?;
+    let coordinator = crate::serve(config, shutdown.clone())
         .await
         .map_err(anyhow::Error::from)?;
+    if let Some(fd) = fd {
+        tracing::info!(
+            soft = fd.soft,
+            hard = fd.hard,
+            max_agents = crate::admission::Limits::default().max_agents(fd),
+            "file descriptor limit"
+        );
+    }
     tracing::info!(addr = %coordinator.addr, "waiting for agents");
     Ok(coordinator)
 }
