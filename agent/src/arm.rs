@@ -16,6 +16,9 @@ use stampede_proto::sysctl;
 
 use crate::plan::{CloseMode, Plan};
 
+/// One copy for the agent and the coordinator: `stampede_proto::rlimit`.
+pub use stampede_proto::rlimit::{FdLimit, raise_fd_limit};
+
 /// File descriptors kept free for everything that is not an armed socket (epoll instances,
 /// stdio, the report file, a runtime's own descriptors).
 pub const FD_RESERVE: u64 = 64;
@@ -68,41 +71,6 @@ pub enum ArmError {
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ArmError {
     let what = what.into();
     move |source| ArmError::Io { what, source }
-}
-
-/// The soft and hard RLIMIT_NOFILE.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FdLimit {
-    /// Soft limit (what applies).
-    pub soft: u64,
-    /// Hard limit (how far the soft one may be raised).
-    pub hard: u64,
-}
-
-/// Raises the soft RLIMIT_NOFILE to the hard limit and returns both.
-pub fn raise_fd_limit() -> io::Result<FdLimit> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: `raised` is a valid rlimit; raising soft up to hard needs no privilege.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim = raised;
-        }
-    }
-    Ok(FdLimit {
-        soft: lim.rlim_cur,
-        hard: lim.rlim_max,
-    })
 }
 
 /// Refuses `connections` sockets if they do not fit under `limit` with the reserve.

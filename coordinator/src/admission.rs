@@ -29,6 +29,10 @@ use tokio::time::Sleep;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
+mod fleet;
+
+pub use self::fleet::{FD_RESERVE, FleetTooLarge};
+
 /// The coordinator's bounds on what agents and would-be agents may hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

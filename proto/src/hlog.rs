@@ -64,15 +64,30 @@ pub fn render(
     body: impl FnOnce(&mut Lines<'_>) -> Result<(), HistogramError>,
 ) -> Result<Vec<u8>, HistogramError> {
     let start = SystemTime::UNIX_EPOCH + Duration::from_nanos(start_at_unix_nanos.max(0) as u64);
-    let mut out = Vec::new();
-    let mut serializer = V2DeflateSerializer::new();
     let mut builder = IntervalLogWriterBuilder::new();
     for c in comments {
         builder.add_comment(c);
     }
+    builder.with_start_time(start).with_base_time(start);
+    write_with(&builder, body)
+}
+
+/// More lines of a log whose header [`render`] wrote (with an empty body): no header, so a
+/// log written as its intervals arrive appends each batch to what it wrote before.
+pub fn lines(
+    body: impl FnOnce(&mut Lines<'_>) -> Result<(), HistogramError>,
+) -> Result<Vec<u8>, HistogramError> {
+    write_with(&IntervalLogWriterBuilder::new(), body)
+}
+
+/// The header `builder` holds (none when it holds nothing), then the lines `body` writes.
+fn write_with(
+    builder: &IntervalLogWriterBuilder,
+    body: impl FnOnce(&mut Lines<'_>) -> Result<(), HistogramError>,
+) -> Result<Vec<u8>, HistogramError> {
+    let mut out = Vec::new();
+    let mut serializer = V2DeflateSerializer::new();
     let log = builder
-        .with_start_time(start)
-        .with_base_time(start)
         .begin_log_with(&mut out, &mut serializer)
         .map_err(|e| HistogramError::Encode(format!("interval log header: {e}")))?;
     let mut lines = Lines { log };
@@ -150,5 +165,16 @@ mod tests {
             vec![(None, 0, 1, 42), (Some("agent_1_b".to_owned()), 3, 1, 42)]
         );
         assert!(parse(b"0.000,1.000,1.0,not-base64!\n").is_err());
+        // A header, then lines appended later: one log.
+        let mut log = render(&["run y".into()], 1_764_000_000_000_000_000, |_| Ok(())).unwrap();
+        assert!(parse(&log).unwrap().is_empty());
+        let more = lines(|l| l.line(2, Some("t"), &h)).unwrap();
+        assert!(more.starts_with(b"Tag=t,2.000,"), "no header");
+        log.extend(more);
+        let back = parse(&log).unwrap();
+        assert_eq!(
+            (back.len(), back[0].seq, back[0].tag.as_deref()),
+            (1, 2, Some("t"))
+        );
     }
 }

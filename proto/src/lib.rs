@@ -54,6 +54,7 @@ pub mod output;
 pub mod pattern;
 pub mod plan;
 pub mod report;
+pub mod rlimit;
 pub mod signal;
 pub mod sysctl;
 pub mod tally;

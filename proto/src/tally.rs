@@ -264,43 +264,66 @@ impl Tally {
     /// Adds the tally a result message carries: an interval's deltas or a whole result.
     /// Nothing is added when any part of it is unusable.
     pub fn add_wire(&mut self, msg: &impl CarriesTally) -> Result<(), MergeError> {
+        // Decoded whole before counting anything, so a failure adds nothing.
+        let t = Tally::from_wire(msg)?;
+        self.merge(&t).map_err(|source| MergeError::Histogram {
+            what: "tally",
+            source,
+        })
+    }
+
+    /// The tally a result message carries, decoded: the one place the wire form is read
+    /// ([`Tally::add_wire`] adds it; `report.hlog` writes its histograms as they are). Every
+    /// histogram comes out with the layout of [`histogram::new_latency`], so any two tallies
+    /// merge.
+    pub fn from_wire(msg: &impl CarriesTally) -> Result<Tally, MergeError> {
         let w = msg.wire_tally();
-        // Decode every histogram before counting anything, so a failure adds nothing.
-        let mut connect = histogram::new_latency();
-        add_hist(&mut connect, w.connect_latency_hist, "connect latency")?;
-        let mut ttfb = histogram::new_latency();
-        add_hist(&mut ttfb, w.ttfb_hist, "time to first byte")?;
+        let connect_latency = decode_hist(w.connect_latency_hist, "connect latency")?;
+        let ttfb = decode_hist(w.ttfb_hist, "time to first byte")?;
         let completion_times = decode_completion_times(w.completion_times)?;
-        let mut issue_lag = histogram::new_latency();
-        add_hist(&mut issue_lag, w.issue_lag_hist, "issue lag")?;
+        let issue_lag = decode_hist(w.issue_lag_hist, "issue lag")?;
         // Two names may be one errno (`EPERM` and `errno 1`): added, saturating.
         let mut errors = BTreeMap::new();
         for (name, n) in w.errors {
             let errno: Errno = name.parse()?;
             add_counts(&mut errors, [(errno, *n)]);
         }
-        let err = |what| move |source| MergeError::Histogram { what, source };
-        histogram::merge(&mut self.connect_latency, &connect).map_err(err("connect latency"))?;
-        histogram::merge(&mut self.ttfb, &ttfb).map_err(err("time to first byte"))?;
-        add_completion_times(&mut self.completion_times, &completion_times)
-            .map_err(err("completion time"))?;
-        histogram::merge(&mut self.issue_lag, &issue_lag).map_err(err("issue lag"))?;
-        if let Some(o) = w.outcomes {
-            self.outcomes.add(&o.into());
-        }
-        let copy = |m: &HashMap<u32, u64>| m.iter().map(|(k, n)| (*k, *n)).collect::<Vec<_>>();
-        add_counts(&mut self.syn_retransmits, copy(w.syn_retransmits));
-        add_counts(
-            &mut self.ghost_syn_retransmits,
-            copy(w.ghost_syn_retransmits),
-        );
-        add_counts(
-            &mut self.pending_syn_retransmits,
-            copy(w.pending_syn_retransmits),
-        );
-        add_counts(&mut self.errors, errors);
-        Ok(())
+        let copy = |m: &HashMap<u32, u64>| {
+            let mut out = BTreeMap::new();
+            add_counts(&mut out, m.iter().map(|(k, n)| (*k, *n)));
+            out
+        };
+        Ok(Tally {
+            outcomes: w.outcomes.map(Into::into).unwrap_or_default(),
+            syn_retransmits: copy(w.syn_retransmits),
+            ghost_syn_retransmits: copy(w.ghost_syn_retransmits),
+            pending_syn_retransmits: copy(w.pending_syn_retransmits),
+            errors,
+            connect_latency,
+            ttfb,
+            completion_times,
+            issue_lag,
+        })
     }
+}
+
+/// A histogram as sent (empty bytes: an empty one), in the layout of
+/// [`histogram::new_latency`]: one in another layout is added into that layout (exact when
+/// it fits, an error when it does not).
+fn decode_hist(bytes: &[u8], what: &'static str) -> Result<Histogram<u64>, MergeError> {
+    let err = |source| MergeError::Histogram { what, source };
+    if bytes.is_empty() {
+        return Ok(histogram::new_latency());
+    }
+    let h = histogram::decode(bytes).map_err(err)?;
+    if (h.low(), h.high(), h.sigfig())
+        == (1, histogram::MAX_LATENCY_US, histogram::SIGNIFICANT_DIGITS)
+    {
+        return Ok(h);
+    }
+    let mut ours = histogram::new_latency();
+    histogram::merge(&mut ours, &h).map_err(err)?;
+    Ok(ours)
 }
 
 mod completion;

@@ -20,14 +20,40 @@ fn settings(args: &RunArgs, explicit: &BTreeSet<String>) -> Result<Scenario, Con
     Ok(Scenario::layered(file, &args.settings, explicit))
 }
 
+/// Raises the descriptor limit to the hard one (each agent session holds a descriptor) and
+/// refuses a fleet of `agents` that cannot fit under it, before anything is served; the
+/// limit, for the log once serving (`None`: it could not be read, said here).
+fn fit_fleet(agents: usize) -> Result<Option<stampede_proto::rlimit::FdLimit>, ConfigError> {
+    match stampede_proto::rlimit::raise_fd_limit() {
+        Ok(fd) => {
+            crate::admission::Limits::default().check_fleet(agents, fd)?;
+            Ok(Some(fd))
+        }
+        Err(e) => {
+            tracing::warn!(cause = %e, "cannot read the file descriptor limit");
+            Ok(None)
+        }
+    }
+}
+
 /// Serves the coordinator endpoint these settings ask for.
 pub(super) async fn serve(
     settings: &Scenario,
     shutdown: &CancellationToken,
 ) -> Result<crate::Coordinator, Failure> {
-    let coordinator = crate::serve(settings.serve_config()?, shutdown.clone())
+    let config = settings.serve_config()?;
+    let fd = fit_fleet(settings.agents)?;
+    let coordinator = crate::serve(config, shutdown.clone())
         .await
         .map_err(anyhow::Error::from)?;
+    if let Some(fd) = fd {
+        tracing::info!(
+            soft = fd.soft,
+            hard = fd.hard,
+            max_agents = crate::admission::Limits::default().max_agents(fd),
+            "file descriptor limit"
+        );
+    }
     tracing::info!(addr = %coordinator.addr, "waiting for agents");
     Ok(coordinator)
 }
@@ -53,7 +79,12 @@ pub(super) async fn run(
     )
     .await
     .map_err(Failure::from)?;
-    let result = crate::run::execute(&coordinator.registry, &plan, shutdown, progress).await;
+    // Written second by second into --out as the run goes (or not at all).
+    let hlog = out.as_ref().map_or(crate::run::HlogTo::Off, |o| {
+        crate::run::HlogTo::File(o.path().join("report.hlog"))
+    });
+    let result =
+        crate::run::execute_logged(&coordinator.registry, &plan, hlog, shutdown, progress).await;
     let mut done = match result {
         Ok(done) => done,
         Err(e) => {

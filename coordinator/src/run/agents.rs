@@ -10,6 +10,7 @@ use stampede_proto::pb::{self, agent_message::Msg as In};
 use tokio::time::Instant;
 
 use super::RunPlan;
+use crate::report::hlog::{HlogTo, IntervalLog};
 use crate::service::{AgentEvent, AgentInfo};
 
 /// Per-agent bookkeeping during a run.
@@ -23,7 +24,8 @@ pub(super) struct AgentState {
     pub(super) clock_offset_ns: i64,
     /// The round trip of its best clock probe, from its Ready.
     pub(super) clock_rtt_ns: u64,
-    /// The interval results received, as sent: a lost agent counts with their sum.
+    /// The interval results it delivered, read back from the run's spool when the run is
+    /// over, only for an agent without a final result (it counts with them).
     pub(super) intervals: Vec<pb::IntervalResult>,
     /// Attempts finished so far, by its intervals and heartbeats.
     pub(super) completed: u64,
@@ -70,11 +72,22 @@ impl AgentState {
     }
 }
 
-/// Applies an event of the collect step to `agents`: intervals, results and heartbeats of
-/// run `run_id` are recorded, and any message counts as a sign of life. Returns the agent
+/// [`note_logged`] before the interval log begins (the start's delivery round: no interval
+/// of this run can have been sent yet).
+pub(super) fn note(agents: &mut Agents, run_id: &str, event: AgentEvent) -> Option<Loss> {
+    note_logged(agents, &mut IntervalLog::new(HlogTo::Off), run_id, event)
+}
+
+/// Applies an event of the collect step to `agents`: intervals (also to `log`), results and
+/// heartbeats of run `run_id` are recorded, and any message counts as a sign of life. Returns the agent
 /// the event makes lost, and why: a result cut short, a refusal to fire, or a departure
 /// before its result.
-pub(super) fn note(agents: &mut Agents, run_id: &str, event: AgentEvent) -> Option<Loss> {
+pub(super) fn note_logged(
+    agents: &mut Agents,
+    log: &mut IntervalLog,
+    run_id: &str,
+    event: AgentEvent,
+) -> Option<Loss> {
     match event {
         AgentEvent::Message { agent, msg, .. } => {
             let st = agents.get_mut(&agent)?;
@@ -82,10 +95,11 @@ pub(super) fn note(agents: &mut Agents, run_id: &str, event: AgentEvent) -> Opti
             match *msg {
                 In::Interval(r) if r.run_id == run_id => {
                     st.completed += r.outcomes.as_ref().map_or(0, outcome_total);
-                    st.intervals.push(r);
+                    log.add(&agent, r);
                     None
                 }
                 In::Result(r) if r.run_id == run_id => {
+                    log.done(&agent);
                     let loss = r.cancelled.then(|| {
                         let mut why =
                             format!("stopped mid-run with {} attempts unfinished", r.unfinished);
@@ -99,6 +113,7 @@ pub(super) fn note(agents: &mut Agents, run_id: &str, event: AgentEvent) -> Opti
                 }
                 // E.g. the start instant had already passed when Start arrived.
                 In::Rejected(r) if r.run_id == run_id => {
+                    log.done(&agent);
                     Some((agent, format!("refused to fire: {}", r.reason)))
                 }
                 In::Heartbeat(h) if h.run_id == run_id => {
@@ -108,10 +123,13 @@ pub(super) fn note(agents: &mut Agents, run_id: &str, event: AgentEvent) -> Opti
                 _ => None,
             }
         }
-        AgentEvent::Gone { agent, reason } => agents
-            .get(&agent)
-            .is_some_and(|s| s.result.is_none())
-            .then_some((agent, reason)),
+        AgentEvent::Gone { agent, reason } => {
+            log.done(&agent);
+            agents
+                .get(&agent)
+                .is_some_and(|s| s.result.is_none())
+                .then_some((agent, reason))
+        }
     }
 }
 

@@ -4,9 +4,11 @@
 //! cancellation (Ctrl-C) aborts every agent, waits the same grace period, and makes the
 //! report partial without blaming agents whose results our own Abort cut short.
 
+use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 use std::time::Duration;
 
+use stampede_proto::clock::unix_nanos_now;
 use tokio::time::Instant;
 
 use super::agents::{self, Loss};
@@ -39,6 +41,8 @@ struct Watch {
     decided_by: Instant,
     /// When the last progress line went out.
     last_progress: Instant,
+    /// Agents that have neither delivered their result nor been declared lost.
+    pending: BTreeSet<String>,
 }
 
 /// What the collect step waits for, with the time left: while attempts can still be
@@ -94,11 +98,22 @@ impl Run<'_> {
     /// Step 3: collect until every agent has delivered its result or is lost.
     pub(super) async fn collect(&mut self) {
         let plan = self.plan;
+        // Agents lost during the start (their departure seen by the delivery round) are not
+        // waited for.
+        let pending: BTreeSet<String> = (self.agents.iter())
+            .filter(|(id, s)| s.result.is_none() && !self.lost.contains_key(*id))
+            .map(|(id, _)| id.clone())
+            .collect();
+        self.hlog
+            .begin(&self.id, self.start_at, pending.iter().cloned());
         let total = self.agents.values().map(|s| s.connections).sum();
         let liveness = pacing::liveness(self.registry.heartbeat(), self.agents.len());
         self.pacing.liveness_ms = liveness.as_millis() as u64;
-        let decided_by =
-            Instant::now() + self.lead + plan.load.pattern.duration() + plan.load.timeout;
+        // The deadlines count from the start instant itself (docs/fault-matrix.md), however
+        // long Start took to go out: its distance now, on the monotonic clock.
+        let until_start = (self.start_at - unix_nanos_now()).max(0) as u64;
+        let starts = Instant::now() + Duration::from_nanos(until_start);
+        let decided_by = starts + plan.load.pattern.duration() + plan.load.timeout;
         let end_by = decided_by + plan.load.hold + DEADLINE_SLACK;
         let started = Instant::now();
         for st in self.agents.values_mut() {
@@ -111,17 +126,16 @@ impl Run<'_> {
             end_by,
             decided_by,
             last_progress: Instant::now(),
+            pending,
         };
         let cancel = self.cancel;
-        loop {
-            let pending = self.pending();
-            if pending.is_empty() {
-                break;
-            }
+        // Bounded: every agent leaves `pending` by its result, a loss, or the run's deadline
+        // (the tick), and the registry's end stops it too.
+        while !watch.pending.is_empty() {
             let flow = tokio::select! {
-                _ = cancel.cancelled() => self.on_cancel(pending).await,
-                e = self.events.recv() => self.on_event(e),
-                _ = tick.tick() => self.on_tick(&pending, &mut watch).await,
+                _ = cancel.cancelled() => self.on_cancel(&mut watch).await,
+                e = self.events.recv() => self.on_event(e, &mut watch),
+                _ = tick.tick() => self.on_tick(&mut watch).await,
             };
             if flow.is_break() {
                 break;
@@ -133,35 +147,38 @@ impl Run<'_> {
         }
     }
 
-    /// Agents that have neither delivered their result nor been declared lost.
-    fn pending(&self) -> Vec<String> {
-        self.agents
-            .iter()
-            .filter(|(id, s)| s.result.is_none() && !self.lost.contains_key(*id))
-            .map(|(id, _)| id.clone())
-            .collect()
-    }
-
-    /// An agent's event; `None`: the registry is gone, so no more can come.
-    fn on_event(&mut self, event: Option<AgentEvent>) -> ControlFlow<()> {
+    /// An agent's event; `None`: the registry is gone, so no more can come. An agent whose
+    /// result arrived or that is lost leaves `pending` (one lookup, not a pass over the
+    /// fleet).
+    fn on_event(&mut self, event: Option<AgentEvent>, watch: &mut Watch) -> ControlFlow<()> {
         let Some(event) = event else {
             return ControlFlow::Break(());
         };
-        if let Some((agent, why)) = agents::note(&mut self.agents, &self.id, event) {
+        let agent = agent_of(&event).to_owned();
+        if let Some((agent, why)) =
+            agents::note_logged(&mut self.agents, &mut self.hlog, &self.id, event)
+        {
             self.lost.insert(agent, why);
+        }
+        let settled = self.agents.get(&agent).is_some_and(|s| s.result.is_some())
+            || self.lost.contains_key(&agent);
+        if settled {
+            watch.pending.remove(&agent);
         }
         ControlFlow::Continue(())
     }
 
     /// Declares silent agents lost, stops those past the run's deadline, reports progress.
-    async fn on_tick(&mut self, pending: &[String], watch: &mut Watch) -> ControlFlow<()> {
+    async fn on_tick(&mut self, watch: &mut Watch) -> ControlFlow<()> {
         let now = Instant::now();
         let (mut silent, mut late) = (Vec::new(), Vec::new());
-        for id in pending {
+        for id in &watch.pending {
             let st = &self.agents[id];
             if st.last_seen.is_some_and(|t| now - t > watch.liveness) {
                 let why = format!("no message for {:?}", watch.liveness);
                 self.lost.insert(id.clone(), why);
+                // Silent: the interval log waits for it no longer.
+                self.hlog.done(id);
                 silent.push(id.clone());
             } else if now > watch.end_by {
                 self.overdue = true;
@@ -169,6 +186,9 @@ impl Run<'_> {
                 self.lost.insert(id.clone(), why);
                 late.push(id.clone());
             }
+        }
+        for id in silent.iter().chain(&late) {
+            watch.pending.remove(id);
         }
         self.send_aborts(silent, "declared lost").await;
         self.send_aborts(late, "run deadline passed").await;
@@ -189,13 +209,13 @@ impl Run<'_> {
 
     /// Cancelled mid-run: every agent is told to abort and gets a moment to send what it has;
     /// the report will be partial.
-    async fn on_cancel(&mut self, pending: Vec<String>) -> ControlFlow<()> {
+    async fn on_cancel(&mut self, watch: &mut Watch) -> ControlFlow<()> {
         self.aborted = true;
         self.abort_all("aborted by the coordinator (interrupted)")
             .await;
         // Results cut short by our own Abort do not make their agents lost.
         let _cut_short = self.drain().await;
-        for id in pending {
+        for id in std::mem::take(&mut watch.pending) {
             if self.agents[&id].result.is_none() {
                 let why = "run aborted before its result arrived".to_owned();
                 self.lost.insert(id, why);
@@ -209,13 +229,31 @@ impl Run<'_> {
     async fn drain(&mut self) -> Vec<Loss> {
         let until = Instant::now() + GRACE;
         let mut losses = Vec::new();
-        while self.agents.values().any(|s| s.result.is_none()) {
-            match tokio::time::timeout_at(until, self.events.recv()).await {
-                Ok(Some(e)) => losses.extend(agents::note(&mut self.agents, &self.id, e)),
-                _ => break,
+        let mut waiting = self.agents.values().filter(|s| s.result.is_none()).count();
+        while waiting > 0 {
+            let Ok(Some(e)) = tokio::time::timeout_at(until, self.events.recv()).await else {
+                break;
+            };
+            let agent = agent_of(&e).to_owned();
+            let had = self.agents.get(&agent).is_some_and(|s| s.result.is_some());
+            losses.extend(agents::note_logged(
+                &mut self.agents,
+                &mut self.hlog,
+                &self.id,
+                e,
+            ));
+            if !had && self.agents.get(&agent).is_some_and(|s| s.result.is_some()) {
+                waiting -= 1;
             }
         }
         losses
+    }
+}
+
+/// The agent an event is about.
+fn agent_of(event: &AgentEvent) -> &str {
+    match event {
+        AgentEvent::Message { agent, .. } | AgentEvent::Gone { agent, .. } => agent,
     }
 }
 
@@ -233,6 +271,7 @@ mod tests {
             end_by: now + Duration::from_secs(25),
             decided_by: now + Duration::from_millis(7_200),
             last_progress: now,
+            pending: BTreeSet::new(),
         };
         let mut load = stampede_proto::plan::Load::burst("127.0.0.1:9".parse().unwrap(), 3_000);
         load.expect_greeting = true;

@@ -29,6 +29,7 @@ use super::pacing;
 use super::report::build_report;
 use super::{Finished, RunError, RunPlan};
 use crate::report::Pacing;
+use crate::report::hlog::{HlogTo, IntervalLog};
 use crate::service::{ActiveRun, AgentEvent, Registry};
 use crate::target::TargetControl;
 
@@ -59,6 +60,8 @@ pub(super) struct Run<'a> {
     pub(super) overdue: bool,
     /// The timeouts and lead chosen for this fleet, as the report states them.
     pub(super) pacing: Pacing,
+    /// `report.hlog`, written as the intervals arrive (begun by `collect`).
+    pub(super) hlog: IntervalLog,
 }
 
 impl<'a> Run<'a> {
@@ -66,6 +69,7 @@ impl<'a> Run<'a> {
     pub(super) async fn prepare(
         registry: &'a Registry,
         plan: &'a RunPlan,
+        hlog: HlogTo,
         cancel: &'a CancellationToken,
         progress: &'a (dyn Fn(&str) + Sync),
     ) -> Result<Run<'a>, RunError> {
@@ -95,6 +99,7 @@ impl<'a> Run<'a> {
             aborted: false,
             overdue: false,
             pacing: Pacing::default(),
+            hlog: IntervalLog::new(hlog),
         };
         run.pacing.agent_liveness_ms =
             pacing::agent_liveness(registry.liveness(), run.agents.len()).as_millis() as u64;
@@ -254,6 +259,30 @@ impl<'a> Run<'a> {
             },
             None => (None, None),
         };
+        // An agent without its final result counts with the intervals it delivered: read
+        // back from the spool for those alone.
+        let unfinished: BTreeSet<String> = (self.agents.iter())
+            .filter(|(_, s)| s.result.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        match self.hlog.delivered(&unfinished) {
+            Ok(delivered) => {
+                for (id, intervals) in delivered {
+                    if let Some(st) = self.agents.get_mut(&id) {
+                        st.intervals = intervals;
+                    }
+                }
+            }
+            Err(e) => {
+                for id in unfinished {
+                    if let Some(why) = self.lost.get_mut(&id) {
+                        why.push_str(&format!("; its intervals are not counted: {e}"));
+                    }
+                }
+            }
+        }
+        // Every second still open is written: the log is complete before the report.
+        let hlog = self.hlog.finish();
         let mut finished = build_report(
             self.id,
             self.start_at,
@@ -263,6 +292,7 @@ impl<'a> Run<'a> {
             self.aborted,
             target_stats,
         )?;
+        finished.hlog = hlog;
         finished.report.target_error = target_error;
         finished.report.target_reset_before_start_us = finished.report.target.as_ref().and(
             self.target

@@ -25,6 +25,8 @@ use self::machine::Run;
 use stampede_proto::plan::Load;
 
 use crate::report::Report;
+pub use crate::report::hlog::HlogTo;
+use crate::report::hlog::LogFile;
 use crate::service::Registry;
 use crate::target::{TargetAuth, TargetError};
 use stampede_proto::tally::{MergeError, Tally};
@@ -130,22 +132,25 @@ fn duplicates_note(ids: &[String]) -> String {
     )
 }
 
-/// A finished (or partial) run: the report, and each agent's counts and histograms as
-/// merged into it (for interval logs and for checking the merge).
+/// A finished (or partial) run: the report, each agent's counts and histograms as merged
+/// into it (for checking the merge), and its `report.hlog`, written while it ran.
 #[derive(Debug)]
 pub struct Finished {
     /// The report.
     pub report: Report,
-    /// All agents' tallies merged exactly: the histograms behind the report's percentiles.
-    pub merged: Tally,
-    /// Per agent whose data was usable: its final result as it arrived (a lost agent counts
-    /// with its `intervals`). Kept encoded: a decoded tally is ~0.5 MB, a fleet's would be
-    /// half a gigabyte ([`Finished::tally`] decodes one on demand).
-    pub results: BTreeMap<String, pb::FinalResult>,
-    /// Per agent: the interval results it sent, in arrival order (for `report.hlog`).
-    pub intervals: BTreeMap<String, Vec<pb::IntervalResult>>,
+    /// All agents' tallies merged exactly ([`Finished::merged`]).
+    merged: Tally,
+    /// Per agent whose data was usable and that sent its final result: that result as it
+    /// arrived. Kept encoded: a decoded tally is ~0.5 MB, a fleet's would be half a gigabyte
+    /// ([`Finished::tally`] decodes one on demand).
+    results: BTreeMap<String, pb::FinalResult>,
+    /// Per agent lost before its final result: the sum of the intervals it delivered, as one
+    /// encoded interval result (it counts with those).
+    delivered: BTreeMap<String, pb::IntervalResult>,
     /// The agreed start instant, coordinator time.
     pub start_at_unix_nanos: i64,
+    /// The interval log, already written (see [`execute_logged`]).
+    hlog: LogFile,
 }
 
 impl Finished {
@@ -158,21 +163,19 @@ impl Finished {
     /// delivered before it was lost (empty for an agent whose data was unusable).
     pub fn tally(&self, agent: &str) -> Tally {
         let mut tally = Tally::default();
-        let added = match self.results.get(agent) {
-            Some(r) => tally.add_wire(r),
-            None => self
-                .intervals
-                .get(agent)
-                .into_iter()
-                .flatten()
-                .try_for_each(|r| tally.add_wire(r)),
+        let added = match (self.results.get(agent), self.delivered.get(agent)) {
+            (Some(r), _) => tally.add_wire(r),
+            (None, Some(sum)) => tally.add_wire(sum),
+            (None, None) => Ok(()),
         };
         // Usable when the report was built, so usable now.
         added.expect("the report merged this agent's data");
         tally
     }
 
-    /// Writes `report.json`, `report.csv`, `report.html` and `report.hlog` into `dir`.
+    /// Writes `report.json`, `report.csv`, `report.html` and `report.hlog` into `dir`
+    /// (`report.hlog` was written during the run: copied unless it is there already; none
+    /// for a run executed with [`HlogTo::Off`]).
     pub fn write(&self, dir: &std::path::Path) -> std::io::Result<()> {
         let out = crate::report::OutDir::create(dir)?;
         out.json("report.json", &self.report)?;
@@ -181,27 +184,35 @@ impl Finished {
             "report.html",
             crate::report::html::render(&self.report, self.merged()),
         )?;
-        let hlog = crate::report::hlog::render(
-            &self.report.run_id,
-            self.start_at_unix_nanos,
-            &self.intervals,
-        )
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-        out.file("report.hlog", hlog)
+        self.hlog.save_to(out.path())
     }
 }
 
 /// Runs `plan` with the registry's agents. `progress` receives one-line status updates.
-///
-/// The steps are those of `machine::Run`: prepare (agents armed), start (one instant for all), collect
-/// (until every agent has delivered or is lost) and finish (the report).
+/// `report.hlog` goes to a temporary file that [`Finished::write`] copies
+/// ([`execute_logged`] chooses).
 pub async fn execute(
     registry: &Registry,
     plan: &RunPlan,
     cancel: &CancellationToken,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Finished, RunError> {
-    let mut run = Run::prepare(registry, plan, cancel, progress).await?;
+    execute_logged(registry, plan, HlogTo::Spool, cancel, progress).await
+}
+
+/// [`execute`], writing `report.hlog` to `hlog` second by second as the interval results
+/// arrive (none are kept for the run's length).
+///
+/// The steps are those of `machine::Run`: prepare (agents armed), start (one instant for all), collect
+/// (until every agent has delivered or is lost) and finish (the report).
+pub async fn execute_logged(
+    registry: &Registry,
+    plan: &RunPlan,
+    hlog: HlogTo,
+    cancel: &CancellationToken,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Finished, RunError> {
+    let mut run = Run::prepare(registry, plan, hlog, cancel, progress).await?;
     run.start().await?;
     run.collect().await;
     run.finish().await

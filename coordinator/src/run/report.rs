@@ -11,9 +11,10 @@ use stampede_proto::pb;
 
 use super::agents::AgentState;
 use super::{Finished, RunError, RunPlan};
-use stampede_proto::tally::Tally;
+use stampede_proto::tally::{CarriesTally as _, Tally};
 use stampede_proto::target::TargetStats;
 
+use crate::report::hlog::LogFile;
 use crate::report::{AgentReport, Latency, Report};
 
 /// Merges the agents' data into the report: a finished agent counts with its final result,
@@ -30,7 +31,7 @@ pub(super) fn build_report(
     let mut merged = Tally::default();
     let mut agents = Vec::with_capacity(states.len());
     let mut results = BTreeMap::new();
-    let mut intervals = BTreeMap::new();
+    let mut delivered = BTreeMap::new();
     let mut first_connects = Vec::new();
     let mut issue_ends = Vec::new();
     let mut kernel = None;
@@ -45,18 +46,27 @@ pub(super) fn build_report(
             None => st.intervals.iter().try_for_each(|r| tally.add_wire(r)),
         };
         // One agent's unusable data (a bug, version skew) costs that agent, not the run.
-        let usable = match added {
-            Ok(()) => true,
+        let (usable, tally) = match added {
+            Ok(()) => (true, tally),
             Err(e) => {
                 tracing::warn!(agent = %id, cause = %e, "agent data dropped");
                 lost.insert(id.clone(), format!("its results could not be merged: {e}"));
-                tally = Tally::default();
-                false
+                (false, Tally::default())
             }
         };
-        intervals.insert(id.clone(), if usable { st.intervals } else { Vec::new() });
-        if let Some(r) = st.result.as_ref().filter(|_| usable) {
-            results.insert(id.clone(), r.clone());
+        match st.result.as_ref().filter(|_| usable) {
+            Some(r) => {
+                results.insert(id.clone(), r.clone());
+            }
+            // A lost agent's sum, encoded again (the histograms decoded: it encodes).
+            None if usable => {
+                if let Ok(wire) = tally.to_wire() {
+                    let mut sum = pb::IntervalResult::default();
+                    sum.set_wire_tally(wire);
+                    delivered.insert(id.clone(), sum);
+                }
+            }
+            None => {}
         }
         merged
             .merge(&tally)
@@ -153,8 +163,9 @@ pub(super) fn build_report(
         report,
         merged,
         results,
-        intervals,
+        delivered,
         start_at_unix_nanos: start_at,
+        hlog: LogFile::None,
     })
 }
 

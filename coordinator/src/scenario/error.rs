@@ -79,6 +79,9 @@ pub enum ConfigError {
         /// What it takes.
         expected: &'static str,
     },
+    /// More agents than this coordinator's file descriptors can hold.
+    #[error(transparent)]
+    Fleet(#[from] crate::admission::FleetTooLarge),
     /// TLS files given in an unusable combination, or unreadable.
     #[error("{0}")]
     Tls(String),

@@ -1,0 +1,335 @@
+//! [`IntervalLog`]: `report.hlog` written while the run goes. The header goes out when the
+//! start instant is chosen; interval results wait, still encoded, only until every agent
+//! still running has sent (or gone past) their second, and that second is then written
+//! whole, in the log's order, and flushed. So the coordinator holds at most a few seconds of
+//! the fleet's results whatever the run's length, and a run cut short (Ctrl-C, a crash)
+//! leaves a valid log of every second written so far. Each result is also appended to a
+//! spool (`spool`), read back only for agents lost before their final result. [`LogFile`] is
+//! the finished log.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use stampede_proto::{hlog, pb};
+
+use super::spool::Spool;
+use super::writer::{Job, Writer};
+use super::{MAX_OPEN_SECONDS, Series, comments};
+
+/// Where a run writes its `report.hlog`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum HlogTo {
+    /// Nowhere: the run's reports are not written (`stampede run` without `--out`).
+    Off,
+    /// This file, as the run goes (`--out`'s `report.hlog`).
+    File(PathBuf),
+    /// A file in the temporary directory, removed with the run's result, which copies it
+    /// wherever its reports are written (for callers that choose the directory afterwards).
+    #[default]
+    Spool,
+}
+
+/// The log's state.
+#[derive(Debug)]
+enum Out {
+    /// Not begun yet, or not asked for.
+    Nowhere,
+    /// Being written to `path` by `writer`; `spool`: ours to remove.
+    Writing {
+        path: PathBuf,
+        writer: Writer,
+        spool: bool,
+    },
+    /// Writing failed; nothing more is kept.
+    Failed(String),
+}
+
+/// `report.hlog` being written as the interval results arrive (module docs).
+#[derive(Debug)]
+pub struct IntervalLog {
+    to: HlogTo,
+    out: Out,
+    /// Agents still sending, by the last second each has sent (`None`: none yet).
+    through: BTreeMap<String, Option<u32>>,
+    /// How many of those agents are at each `through`: the first key is the slowest's.
+    behind: BTreeMap<Option<u32>, usize>,
+    /// Seconds not written yet: each agent's interval results for it, as they came.
+    open: BTreeMap<u32, BTreeMap<String, Vec<pb::IntervalResult>>>,
+    /// Every second below this one has been written.
+    next: u32,
+    series: Series,
+    /// Intervals that came after their second was written.
+    late: u64,
+    /// Every interval as it came, for agents lost before their final result.
+    spool: Option<Spool>,
+}
+
+impl IntervalLog {
+    /// A log to be written to `to` once [`IntervalLog::begin`] is called.
+    pub fn new(to: HlogTo) -> IntervalLog {
+        IntervalLog {
+            to,
+            out: Out::Nowhere,
+            through: BTreeMap::new(),
+            behind: BTreeMap::new(),
+            open: BTreeMap::new(),
+            next: 0,
+            series: Series::default(),
+            late: 0,
+            spool: None,
+        }
+    }
+
+    /// Creates the file and writes the header: run `run_id`, start instant `start_at` (unix
+    /// nanoseconds, coordinator time), intervals expected from `agents`. A file that cannot
+    /// be created costs the log, not the run: the error is logged now and returned by
+    /// [`LogFile::save_to`].
+    pub fn begin(&mut self, run_id: &str, start_at: i64, agents: impl IntoIterator<Item = String>) {
+        let pid = std::process::id();
+        let temp = |ext: &str| std::env::temp_dir().join(format!("stampede-{run_id}-{pid}.{ext}"));
+        // The spool beside the log the user asked for (same disk, same cleanup), else in
+        // the temporary directory.
+        let spool = match &self.to {
+            HlogTo::File(path) => path.with_file_name(format!(".report.hlog.{pid}.intervals")),
+            HlogTo::Off | HlogTo::Spool => temp("intervals"),
+        };
+        self.spool = Some(Spool::create(spool));
+        let (path, spool) = match &self.to {
+            HlogTo::Off => return,
+            HlogTo::File(path) => (path.clone(), false),
+            HlogTo::Spool => (temp("hlog"), true),
+        };
+        self.through = agents.into_iter().map(|a| (a, None)).collect();
+        self.behind = BTreeMap::from([(None, self.through.len())]);
+        let started = hlog::render(&comments(run_id), start_at, |_| Ok(()))
+            .map_err(|e| e.to_string())
+            .and_then(|header| Writer::start(&path, &header));
+        match started {
+            Ok(writer) => {
+                self.out = Out::Writing {
+                    path,
+                    writer,
+                    spool,
+                }
+            }
+            Err(e) => {
+                tracing::error!(cause = %e, "report.hlog will be missing");
+                if spool {
+                    let _ = std::fs::remove_file(&path);
+                }
+                self.out = Out::Failed(e);
+            }
+        }
+    }
+
+    /// Records one of `agent`'s interval results, and writes every second now complete.
+    pub fn add(&mut self, agent: &str, r: pb::IntervalResult) {
+        if let Some(spool) = &mut self.spool {
+            spool.append(agent, &r);
+        }
+        if !matches!(self.out, Out::Writing { .. }) {
+            return;
+        }
+        self.series.see(&r);
+        let seq = r.seq;
+        if let Some(through) = self.through.get_mut(agent)
+            && through.is_none_or(|t| seq > t)
+        {
+            let was = through.replace(seq);
+            move_one(&mut self.behind, was, Some(Some(seq)));
+        }
+        if seq < self.next {
+            // Its second is written: this one goes out alone, so nothing is lost or counted
+            // twice.
+            self.late += 1;
+            self.write(seq, BTreeMap::from([(agent.to_owned(), vec![r])]));
+        } else {
+            let by_agent = self.open.entry(seq).or_default();
+            by_agent.entry(agent.to_owned()).or_default().push(r);
+        }
+        self.write_complete();
+    }
+
+    /// `agent` sends no more intervals (its result arrived, it left or was declared lost):
+    /// seconds no longer wait for it.
+    pub fn done(&mut self, agent: &str) {
+        if let Some(through) = self.through.remove(agent) {
+            move_one(&mut self.behind, through, None);
+            self.write_complete();
+        }
+    }
+
+    /// The interval results `agents` delivered, each agent's in the order they came (read
+    /// back from the spool: for agents lost before their final result).
+    pub fn delivered(
+        &mut self,
+        agents: &BTreeSet<String>,
+    ) -> Result<BTreeMap<String, Vec<pb::IntervalResult>>, String> {
+        match &mut self.spool {
+            Some(spool) => spool.read(agents),
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// Seconds held open now (for tests).
+    pub fn open_seconds(&self) -> usize {
+        self.open.len()
+    }
+
+    /// Writes the seconds every agent still sending has gone past, oldest first; past
+    /// [`MAX_OPEN_SECONDS`] open, the oldest regardless.
+    fn write_complete(&mut self) {
+        while let Some(&seq) = self.open.keys().next() {
+            let slowest = self.behind.keys().next().copied();
+            let complete = slowest.is_none_or(|t| t.is_some_and(|t| t >= seq));
+            if !complete && self.open.len() <= MAX_OPEN_SECONDS {
+                break;
+            }
+            let by_agent = self.open.remove(&seq).expect("the first key");
+            self.next = seq.saturating_add(1);
+            self.write(seq, by_agent);
+        }
+    }
+
+    /// Hands second `seq`'s intervals to the writer.
+    fn write(&mut self, seq: u32, by_agent: BTreeMap<String, Vec<pb::IntervalResult>>) {
+        if let Out::Writing { writer, .. } = &self.out {
+            writer.send(Job::Lines {
+                seq,
+                by_agent,
+                series: self.series,
+            });
+        }
+    }
+
+    /// Waits until every second handed over is on disk (tests).
+    #[cfg(test)]
+    pub(super) fn written(&self) {
+        if let Out::Writing { writer, .. } = &self.out {
+            writer.barrier();
+        }
+    }
+
+    /// Writes every second still open, in order, and syncs the file: the finished log.
+    pub fn finish(mut self) -> LogFile {
+        self.spool = None;
+        while let Some((seq, by_agent)) = self.open.pop_first() {
+            self.write(seq, by_agent);
+        }
+        if self.late > 0 {
+            tracing::warn!(
+                late = self.late,
+                "report.hlog: intervals written after their second, each as its own group"
+            );
+        }
+        match std::mem::replace(&mut self.out, Out::Nowhere) {
+            Out::Nowhere => LogFile::None,
+            Out::Failed(e) => LogFile::Failed(e),
+            Out::Writing {
+                path,
+                writer,
+                spool,
+            } => match writer.finish() {
+                Ok(undecodable) => {
+                    if undecodable > 0 {
+                        tracing::warn!(undecodable, "report.hlog: intervals left out");
+                    }
+                    LogFile::Written { path, spool }
+                }
+                Err(e) => {
+                    if spool {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    LogFile::Failed(e)
+                }
+            },
+        }
+    }
+}
+
+impl Drop for IntervalLog {
+    /// A log never finished (the run failed after its start) stops its writer and leaves
+    /// no spool behind.
+    fn drop(&mut self) {
+        if let Out::Writing {
+            path,
+            writer,
+            spool,
+        } = std::mem::replace(&mut self.out, Out::Nowhere)
+        {
+            let _ = writer.finish();
+            if spool {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+    }
+}
+
+/// Moves one agent from `from` to `to` in the count by second (`None`: out of it).
+fn move_one(behind: &mut BTreeMap<Option<u32>, usize>, from: Option<u32>, to: Option<Option<u32>>) {
+    if let Some(n) = behind.get_mut(&from) {
+        *n -= 1;
+        if *n == 0 {
+            behind.remove(&from);
+        }
+    }
+    if let Some(to) = to {
+        *behind.entry(to).or_default() += 1;
+    }
+}
+
+/// A run's finished `report.hlog`.
+#[derive(Debug)]
+pub enum LogFile {
+    /// None was asked for ([`HlogTo::Off`]).
+    None,
+    /// Complete at `path`; `spool`: a temporary file, removed when this is dropped.
+    Written {
+        /// Where it is.
+        path: PathBuf,
+        /// Ours to remove.
+        spool: bool,
+    },
+    /// It could not be written; why.
+    Failed(String),
+}
+
+impl LogFile {
+    /// Puts it in `dir` as `report.hlog`: nothing to do when it was written there, else an
+    /// atomic copy. Nothing when none was asked for; the error when it could not be written.
+    pub fn save_to(&self, dir: &Path) -> io::Result<()> {
+        let path = match self {
+            LogFile::None => return Ok(()),
+            LogFile::Failed(e) => return Err(io::Error::other(e.clone())),
+            LogFile::Written { path, .. } => path,
+        };
+        let dest = dir.join("report.hlog");
+        if same_file(path, &dest) {
+            return Ok(());
+        }
+        let tmp = dir.join(format!(".report.hlog.tmp.{}", std::process::id()));
+        let copied = std::fs::copy(path, &tmp).and_then(|_| std::fs::rename(&tmp, &dest));
+        if copied.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        copied.map_err(|e| io::Error::new(e.kind(), format!("writing {}: {e}", dest.display())))
+    }
+}
+
+impl Drop for LogFile {
+    fn drop(&mut self) {
+        if let LogFile::Written { path, spool: true } = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// Whether `a` and `b` name one existing file.
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt as _;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
