@@ -8,6 +8,9 @@
 //! epoll_wait that returned them came back (during a burst, one epoll_wait(0) every 32
 //! connects), and *all* = first connect() call to the last completion's stamp.
 //!
+//! The server is a listener thread that accepts and closes; every run starts once it has
+//! accepted every connection of the runs before (an idle server, whichever side ran last).
+//!
 //! Burst: N connects at once; *issue* = first to last connect() call, *all* as above; the
 //! burst.c-style baseline (socket() inside the timed loop) is printed for reference only.
 //!
@@ -25,10 +28,11 @@
 //! fd limit), `BENCH_CHURN_W` (in-flight windows, comma-separated: 1,64),
 //! `BENCH_CHURN_REPS` (3).
 
+use std::cell::Cell;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
 use stampede_lab::Netns;
@@ -37,11 +41,15 @@ use stampede_lab::Netns;
 mod support;
 use support::{engine, env_or, median, raw};
 
-/// A listener that accepts and closes (FIN) as fast as it can until dropped.
+/// A listener that accepts and closes (FIN) as fast as it can until dropped, counting what
+/// it accepted, so that each run can start once the server has drained the one before.
 struct Sink {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<u64>>,
+    accepted: Arc<AtomicU64>,
+    /// Connections the runs so far made (what `accepted` must reach to be idle).
+    made: Cell<u64>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Sink {
@@ -53,28 +61,49 @@ impl Sink {
         let l: TcpListener = s.into();
         l.set_nonblocking(true).unwrap();
         let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicU64::new(0));
         let thread = {
-            let stop = stop.clone();
+            let (stop, accepted) = (stop.clone(), accepted.clone());
             std::thread::spawn(move || {
-                let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     match l.accept() {
                         // Close with FIN: an RST from the server before the agent processed the
                         // completion would (rightly) count the attempt as `reset`.
                         Ok((c, _)) => {
                             drop(c);
-                            n += 1;
+                            accepted.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(_) => std::thread::sleep(Duration::from_micros(50)),
                     }
                 }
-                n
             })
         };
         Sink {
             addr,
             stop,
+            accepted,
+            made: Cell::new(0),
             thread: Some(thread),
+        }
+    }
+
+    /// Counts `n` more connections made, and waits (at most 10 s) until the sink accepted
+    /// every one so far: the next run then starts against an idle server, whichever side ran
+    /// before it.
+    fn settle(&self, n: u64) {
+        self.made.set(self.made.get() + n);
+        let until = Instant::now() + Duration::from_secs(10);
+        while self.accepted.load(Ordering::Relaxed) < self.made.get() {
+            if Instant::now() > until {
+                println!(
+                    "  (warning: the sink accepted {} of {} connections within 10 s)",
+                    self.accepted.load(Ordering::Relaxed),
+                    self.made.get()
+                );
+                self.made.set(self.accepted.load(Ordering::Relaxed));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
     }
 }
@@ -93,17 +122,21 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// The burst: `reps` rounds of the four contenders, medians and ratios.
-fn bursts(addr: SocketAddr, n: usize, reps: usize) {
+fn bursts(sink: &Sink, n: usize, reps: usize) {
+    let addr = sink.addr;
     // (issue, all) per contender: raw socket-in-loop, raw pre-created, engine 1 w, engine.
     let mut figs: [(Vec<f64>, Vec<f64>); 4] = Default::default();
     let mut default_workers = 0;
     let mut arms = Vec::new();
     // Warm-up round (page cache, allocator, socket slabs), not counted.
     let _ = raw::burst(addr, n, false);
+    sink.settle(n as u64);
     let _ = engine::run(stampede_agent::FireConfig::new(addr, n as u64).load, None);
+    sink.settle(n as u64);
     for _ in 0..reps {
         for (k, prearm) in [(0, false), (1, true)] {
             let o = raw::burst(addr, n, prearm);
+            sink.settle(n as u64);
             assert_eq!(o.established, n, "baseline connects failed");
             figs[k].0.push(ms(o.issue));
             figs[k].1.push(ms(o.all));
@@ -157,7 +190,8 @@ fn bursts(addr: SocketAddr, n: usize, reps: usize) {
 
 /// Churn at the same number in flight: the raw cps loop at each W, then the engine ramping
 /// at the rate that loop reached; last, the engine at twice the fastest raw rate.
-fn churn(addr: SocketAddr, n: usize, windows: &[usize], reps: usize) {
+fn churn(sink: &Sink, n: usize, windows: &[usize], reps: usize) {
+    let addr = sink.addr;
     println!(
         "\nconnect + RST close churn, {n} connections per run (medians of {reps} pairs; load {}):",
         support::load()
@@ -174,11 +208,13 @@ fn churn(addr: SocketAddr, n: usize, windows: &[usize], reps: usize) {
         let mut workers = 0;
         for _ in 0..reps {
             let o = raw::churn(addr, n, w);
+            sink.settle(n as u64);
             assert_eq!(o.established, n, "baseline connects failed");
             rr.push(o.rate());
             rf.push(o.in_flight());
             rl.push(o.mean_latency.as_secs_f64() * 1e6);
             let e = engine::run(engine::ramp(addr, n as u64, o.rate()), None);
+            sink.settle(e.established);
             assert_eq!(e.established + e.skipped, n as u64, "{}", e.summary);
             workers = e.workers;
             er.push(e.rate());
@@ -208,6 +244,7 @@ fn churn(addr: SocketAddr, n: usize, windows: &[usize], reps: usize) {
     }
     let rate = 2.0 * fastest;
     let e = engine::run(engine::ramp(addr, n as u64, rate), None);
+    sink.settle(e.established);
     assert_eq!(e.established + e.skipped, n as u64, "{}", e.summary);
     println!(
         "  {:<36} {:>9.0} {:>10.1} {:>8.0}µs {:>8}µs / {}   (asked {rate:.0}/s)",
@@ -254,8 +291,8 @@ fn main() {
     );
     ns.run(|| {
         let sink = Sink::start("127.0.0.1:9200".parse().unwrap());
-        bursts(sink.addr, n, reps);
-        churn(sink.addr, churn_n, &windows, churn_reps);
+        bursts(&sink, n, reps);
+        churn(&sink, churn_n, &windows, churn_reps);
         drop(sink);
     });
 }
