@@ -182,6 +182,8 @@ struct Samples {
     mean: Vec<f64>,
     lag: Vec<f64>,
     kernel: Vec<f64>,
+    /// Attempts cancelled as overdue, over all pairs (stampede only).
+    skipped: u64,
 }
 
 fn active_opens(ns: &Netns) -> u64 {
@@ -286,6 +288,7 @@ fn main() {
             s.mean.push(e.mean_latency.as_secs_f64() * 1e6);
             s.lag.push(e.lag_p99_us as f64);
             s.kernel.push(opened as f64 / e.all.as_secs_f64().max(1e-9));
+            s.skipped += e.skipped;
         }
         let rate = median(w.rate);
         best = best.max(rate);
@@ -301,7 +304,7 @@ fn main() {
             median(w.kernel)
         );
         println!(
-            "  {:<30} {:>8.0} {:>9.2} {:>8.0} / {:>5.0}µs {:>8.0}µs {:>8.0}µs {:>9.0}",
+            "  {:<30} {:>8.0} {:>9.2} {:>8.0} / {:>5.0}µs {:>8.0}µs {:>8.0}µs {:>9.0}   skipped {} in {reps} runs",
             "stampede ramp at that rate",
             median(s.rate),
             median(s.in_flight),
@@ -309,9 +312,12 @@ fn main() {
             median(s.p99),
             median(s.mean),
             median(s.lag),
-            median(s.kernel)
+            median(s.kernel),
+            s.skipped
         );
-        if !errors.is_empty() {
+        if errors.is_empty() {
+            println!("    wrk reported no socket errors and no non-2xx replies");
+        } else {
             println!("    wrk reported: {errors}");
         }
     }
