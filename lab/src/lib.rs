@@ -38,6 +38,7 @@ use stampede_proto::netstat::{Counters, Netstat};
 mod acceptor;
 mod capture;
 pub mod chromium;
+pub mod cpu;
 pub mod gate;
 mod hosts;
 mod relay;
