@@ -3,7 +3,7 @@
 //! sched_getaffinity(2) on the calling thread). A thread the pinned thread creates
 //! afterwards inherits its mask (clone(2) copies it), so pinning a runtime's threads as they
 //! start pins the threads they spawn too: an agent's firing workers, for one. Pinning does
-//! not keep other processes off that CPU; [`fifo_current_thread`] (real-time class) does.
+//! not keep other processes off that CPU (`chrt -f` does, in the real-time class).
 
 use std::io;
 use std::mem::{size_of, zeroed};
@@ -26,22 +26,6 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
         libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
     };
     if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Puts the calling thread in the real-time class `SCHED_FIFO` at `priority` (1-99): on its
-/// CPU it runs before every ordinary thread, as if the core were its own (the kernel's RT
-/// throttling still leaves ordinary threads 5 % of each second). Threads it creates
-/// afterwards inherit the class.
-pub fn fifo_current_thread(priority: i32) -> io::Result<()> {
-    let param = libc::sched_param {
-        sched_priority: priority,
-    };
-    // SAFETY: sched_setscheduler(0, ..) reads one sched_param for the calling thread.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } == 0 {
         Ok(())
     } else {
         Err(io::Error::last_os_error())

@@ -5,8 +5,10 @@
 //! (the kernel's `CLOCK_REALTIME` stamp). Used by `tests/capture.rs` (the two agree) and
 //! `benches/capture.rs` (the spread, against issue 15's goal of 50 µs).
 //!
-//! Lab (stampede-lab): host 0 runs the coordinator, hosts 1 and 2 an agent each, host 3 the
-//! target, all in this one process as threads that entered their host's namespace. On one
+//! Lab (stampede-lab): host 0 runs the coordinator and host 3 the target, in this process
+//! (threads that entered their host's namespace); hosts 1 and 2 run an agent each, as a
+//! `stampede-agent` process of its own under `taskset -c CPU` (all its threads, the firing
+//! thread included, on that one CPU; checked in `/proc`), with `chrt -f 1` on request. On one
 //! machine the coordinator's clock, the agents' and the capture's are the same
 //! `CLOCK_REALTIME`: the report's first connect of an agent differs from its first SYN by
 //! the time from its connect() call to the SYN reaching its port (~5 µs) plus the error of
@@ -15,13 +17,14 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use stampede::auth::Token;
 use stampede::report::Report;
 use stampede::run::RunPlan;
-use stampede_agent::session::{self, SessionConfig};
-use stampede_lab::{Capture, Captured, Lab, Syn, cpu};
+use stampede_lab::{Capture, Captured, ChildGuard, Lab, Syn, cpu};
 use stampede_proto::plan::Load;
 use stampede_target::Target;
 use stampede_target::config::{Config as TargetConfig, OnAccept};
@@ -102,21 +105,12 @@ impl RunFigures {
     }
 }
 
-fn runtime(pin: Option<usize>, realtime: bool) -> tokio::runtime::Runtime {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    b.worker_threads(2).enable_all();
-    // Every thread of this runtime, blocking pool included, is set up as it starts; the
-    // agent's firing threads are started from its blocking pool and inherit the mask and
-    // the scheduling class.
-    b.on_thread_start(move || {
-        if let Some(cpu) = pin {
-            cpu::pin_current_thread(cpu).unwrap_or_else(|e| panic!("pinning to CPU {cpu}: {e}"));
-        }
-        if realtime {
-            cpu::fifo_current_thread(1).unwrap_or_else(|e| panic!("SCHED_FIFO: {e}"));
-        }
-    });
-    b.build().expect("runtime")
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
 }
 
 /// report.json's `started_at` (RFC 3339, µs) as ns since the epoch.
@@ -142,14 +136,18 @@ pub fn run(
     // Agent i (1-based) on the process's CPU i-1, when there is one for each.
     let pin_of = |i: usize| (options.pin && cpus.len() >= AGENTS).then(|| cpus[i - 1]);
     let stop = CancellationToken::new();
-    let token = || Token::new("capture");
-    std::thread::scope(|s| {
+    let token = || Token::new(TOKEN);
+    let dir = std::env::temp_dir().join(format!("stampede-capture-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    std::fs::write(dir.join("token"), TOKEN).expect("writing the token file");
+    let out = std::thread::scope(|s| {
         let _stop_on_exit = stop.clone().drop_guard();
         {
             let (ns, stop) = (lab.host(TARGET), stop.clone());
             s.spawn(move || {
                 ns.enter_current_thread().unwrap();
-                runtime(None, false).block_on(async {
+                runtime().block_on(async {
                     let target = Target::bind(&TargetConfig {
                         listen: target_addr.into(),
                         backlog: 8192,
@@ -162,42 +160,16 @@ pub fn run(
                 });
             });
         }
-        for i in 1..=AGENTS {
-            let (ns, stop, pin) = (lab.host(i), stop.clone(), pin_of(i));
-            s.spawn(move || {
-                ns.enter_current_thread().unwrap();
-                let rt = runtime(pin, options.realtime);
-                // The pinning holds where the agent fires: on a thread started from a
-                // blocking-pool thread, as the session starts its workers.
-                let seen = rt.block_on(async {
-                    tokio::task::spawn_blocking(|| {
-                        std::thread::spawn(|| cpu::current_affinity().unwrap())
-                            .join()
-                            .unwrap()
-                    })
-                    .await
-                    .unwrap()
-                });
-                if let Some(cpu) = pin {
-                    assert_eq!(seen, vec![cpu], "agent-{i}'s firing threads are not pinned");
-                }
-                rt.block_on(async {
-                    let config = SessionConfig {
-                        coordinator: format!("http://{coord_addr}"),
-                        token: token(),
-                        id: format!("agent-{i}"),
-                        allow: vec!["198.18.0.0/24".parse().unwrap()],
-                        ..SessionConfig::loopback()
-                    };
-                    let _ = session::run(config, stop).await;
-                });
-            });
-        }
+        // The agents: processes of their own (nothing shared with each other or with this
+        // one: no allocator, no address-space lock), each under taskset (and chrt).
+        let agents: Vec<ChildGuard> = (1..=AGENTS)
+            .map(|i| spawn_agent(&lab, i, pin_of(i), options.realtime, coord_addr, &dir))
+            .collect();
         let (ns, hub) = (lab.host(COORD), lab.hub());
         let ports: Vec<String> = (1..=AGENTS).map(|i| lab.port(i)).collect();
-        let lab = &lab;
+        let (lab, dir) = (&lab, &dir);
         ns.run(|| {
-            runtime(None, false).block_on(async move {
+            runtime().block_on(async move {
                 let c = stampede::serve(
                     stampede::ServeConfig::new(coord_addr, token()),
                     stop.clone(),
@@ -231,7 +203,10 @@ pub fn run(
                         .collect();
                     let done = stampede::run::execute(&c.registry, &plan, &stop, &|_| {})
                         .await
-                        .map_err(|e| format!("run {n} failed: {e}"))?;
+                        .map_err(|e| format!("run {n} failed: {e}{}", logs(dir)))?;
+                    if n == 0 {
+                        check_pinning(&agents, &pin_of)?;
+                    }
                     let mut captured = Captured::default();
                     for cap in captures {
                         let got = cap.drain().expect("draining a capture");
@@ -248,7 +223,113 @@ pub fn run(
                 Ok(out)
             })
         })
-    })
+    });
+    if out.is_ok() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    out
+}
+
+const TOKEN: &str = "capture-token";
+
+/// Agent `i` as a process on its host: `ip netns exec HOST [chrt -f 1] [taskset -c CPU]
+/// stampede-agent ...` (each execs the next: the pid is the agent's), its log in `dir`.
+fn spawn_agent(
+    lab: &Lab,
+    i: usize,
+    pin: Option<usize>,
+    realtime: bool,
+    coordinator: SocketAddr,
+    dir: &Path,
+) -> ChildGuard {
+    let mut words: Vec<std::ffi::OsString> = Vec::new();
+    if realtime {
+        words.extend(["chrt", "-f", "1"].map(Into::into));
+    }
+    if let Some(cpu) = pin {
+        words.extend(["taskset".into(), "-c".into(), cpu.to_string().into()]);
+    }
+    words.push(agent_bin().into());
+    let mut cmd = lab.host(i).command(&words[0]);
+    let log = std::fs::File::create(dir.join(format!("agent-{i}.log"))).expect("an agent log");
+    cmd.args(&words[1..])
+        .args(["--coordinator", &format!("http://{coordinator}")])
+        .arg("--token-file")
+        .arg(dir.join("token"))
+        .args([
+            "--allow-target",
+            "198.18.0.0/24",
+            "--id",
+            &format!("agent-{i}"),
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log);
+    ChildGuard::spawn(&mut cmd).unwrap_or_else(|e| panic!("starting agent-{i}: {e}"))
+}
+
+/// The stampede-agent binary beside this test or bench binary (same profile), built when
+/// missing (`cargo test -p stampede` alone may not have built it).
+fn agent_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("this binary's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a target directory");
+    let path = dir.join("stampede-agent");
+    if !path.exists() {
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-p", "stampede-agent", "--bins"]);
+        if dir.ends_with("release") {
+            build.arg("--release");
+        }
+        assert!(
+            build.status().is_ok_and(|s| s.success()),
+            "building stampede-agent"
+        );
+    }
+    assert!(path.exists(), "{} is missing", path.display());
+    path
+}
+
+/// Every thread of every pinned agent may run on its CPU only (`Cpus_allowed_list`).
+fn check_pinning(
+    agents: &[ChildGuard],
+    pin_of: &dyn Fn(usize) -> Option<usize>,
+) -> Result<(), String> {
+    for (i, agent) in (1..).zip(agents) {
+        let Some(cpu) = pin_of(i) else { continue };
+        let pid = agent.0.id();
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .map_err(|e| format!("agent-{i}: {e}"))?;
+        for task in tasks.flatten() {
+            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+            let allowed = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+                .map(str::trim);
+            if allowed != Some(cpu.to_string().as_str()) {
+                return Err(format!(
+                    "agent-{i}'s thread {:?} may run on {allowed:?}, not CPU {cpu}",
+                    task.file_name()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The agents' logs' last lines, for a failure's message.
+fn logs(dir: &Path) -> String {
+    (1..=AGENTS)
+        .map(|i| {
+            let log =
+                std::fs::read_to_string(dir.join(format!("agent-{i}.log"))).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            format!("\nagent-{i}: {}", tail.join(" | "))
+        })
+        .collect()
 }
 
 fn figures(
