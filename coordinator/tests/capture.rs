@@ -3,7 +3,8 @@
 //! capture on the agents' bridge ports (`tests/support/capture.rs`). Each agent's first
 //! connect() as report.json states it (`started_at` + `start_error_us`, coordinator time)
 //! must match its first SYN on the wire, and so the report's `start_spread_us` the wire's:
-//! the report must not invent a spread, nor hide one. A kernel test (root, namespaces).
+//! the report must neither invent a spread nor hide one, beyond what a connect() call and a
+//! clock sync may honestly put between them. A kernel test (root, namespaces).
 
 use stampede_lab::kernel_tests_enabled;
 
