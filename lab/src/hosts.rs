@@ -17,6 +17,9 @@ pub struct Lab {
 }
 
 impl Lab {
+    /// The bridge's name in the hub namespace.
+    pub const BRIDGE: &'static str = "br0";
+
     /// Creates `n` hosts (at most 250) and the hub, all uniquely named after `tag`.
     pub fn new(tag: &str, n: usize) -> io::Result<Lab> {
         if n == 0 || n > 250 {
@@ -31,11 +34,11 @@ impl Lab {
             hub,
         };
         let hub = lab.hub.name().to_owned();
-        run_ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"])?;
-        run_ip(&["-n", &hub, "link", "set", "br0", "up"])?;
+        run_ip(&["-n", &hub, "link", "add", Lab::BRIDGE, "type", "bridge"])?;
+        run_ip(&["-n", &hub, "link", "set", Lab::BRIDGE, "up"])?;
         for i in 0..n {
             let host = Netns::new(&format!("{tag}h{i}"))?;
-            let port = format!("vh{i}");
+            let port = format!("vh{i}"); // Lab::port
             // Both ends are created in the hub and the peer is moved straight into the host
             // namespace: interface names only need to be unique per namespace.
             run_ip(&[
@@ -52,7 +55,16 @@ impl Lab {
                 "netns",
                 host.name(),
             ])?;
-            run_ip(&["-n", &hub, "link", "set", &port, "master", "br0", "up"])?;
+            run_ip(&[
+                "-n",
+                &hub,
+                "link",
+                "set",
+                &port,
+                "master",
+                Lab::BRIDGE,
+                "up",
+            ])?;
             let addr = format!("{}/24", Lab::addr_of(i));
             run_ip(&["-n", host.name(), "addr", "add", &addr, "dev", "eth0"])?;
             run_ip(&["-n", host.name(), "link", "set", "eth0", "up"])?;
@@ -68,6 +80,24 @@ impl Lab {
     /// Host `i`'s namespace.
     pub fn host(&self, i: usize) -> &Netns {
         &self.hosts[i]
+    }
+
+    /// The hub: the namespace that holds the bridge ([`Lab::BRIDGE`]) and one port per host
+    /// (`vh{i}`, the other end of host `i`'s `eth0`). A capture on the bridge sees every
+    /// frame between hosts (`Capture`).
+    pub fn hub(&self) -> &Netns {
+        &self.hub
+    }
+
+    /// Host `i`'s port on the bridge, in the hub: its frames arrive there the moment the host
+    /// sends them.
+    pub fn port(&self, i: usize) -> String {
+        assert!(
+            i < self.hosts.len(),
+            "no host {i} in a lab of {}",
+            self.hosts.len()
+        );
+        format!("vh{i}")
     }
 
     /// Host `i`'s address.

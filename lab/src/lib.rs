@@ -20,6 +20,9 @@
 //! `STAMPEDE_SKIP_KERNEL_TESTS=1` (refused in CI) is it skipped, and every skip is printed and
 //! counted where `cargo test` shows it. A kernel test is never reported as passed unrun.
 //!
+//! [`Capture`] records when TCP SYNs crossed an interface (an `AF_PACKET` socket with the
+//! kernel's timestamps): the independent observer of when agents really started.
+//!
 //! [`chromium`] loads the HTML pages stampede writes in headless Chromium for browser tests,
 //! under the same rule: missing in CI fails, missing elsewhere is a loud skip.
 
@@ -33,11 +36,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use stampede_proto::netstat::{Counters, Netstat};
 
 mod acceptor;
+mod capture;
 pub mod chromium;
+pub mod cpu;
 pub mod gate;
 mod hosts;
 mod relay;
 pub use acceptor::Acceptor;
+pub use capture::{Capture, Captured, Syn, parse_syn};
 pub use gate::kernel_tests_enabled;
 pub use hosts::Lab;
 /// The signals tests send with [`ChildGuard::signal`], so a test needs no libc of its own.
