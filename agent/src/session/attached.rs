@@ -9,9 +9,9 @@
 //! at least) every heartbeat; hearing nothing for that long means it is gone or cut off,
 //! and an agent firing with nobody watching is what must never happen: the run is
 //! aborted and the session ends (then attaches again). A fleet's run may state a longer
-//! bound (`Prepare.liveness_ms`); it holds from the run's Ready until the run is over
-//! (or dropped unfired), then the Welcome's bound is back, counted from no earlier than the
-//! run's end ([`Session::silence_deadline`]).
+//! bound (`Prepare.liveness_ms`); it holds from the run's Ready until the run is over (or
+//! dropped unfired) and the coordinator has been heard since: then the Welcome's bound is
+//! back ([`Session::liveness`]).
 
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::time::Duration;
@@ -55,7 +55,7 @@ pub(super) struct Session<'a> {
     welcome_liveness: Option<Duration>,
     /// The bound of the run armed or firing (its Prepare's when longer than the Welcome's).
     run_liveness: Option<Duration>,
-    /// When the last run was over: the Welcome's bound counts from no earlier than this.
+    /// When the last run was over: its bound holds until the coordinator is heard after it.
     run_ended: Option<Instant>,
     /// This session's own stall has bought the coordinator time until then since it was
     /// last heard (once, so a dead coordinator is still found).
@@ -135,33 +135,26 @@ impl<'a> Session<'a> {
         .await;
     }
 
-    /// The liveness bound that applies now: the run's while one is armed or firing, else
-    /// the Welcome's.
+    /// The liveness bound that applies now: the run's while one is armed or firing, and
+    /// after it until the coordinator is heard again (it is busiest collecting results, and
+    /// leaving then could lose ours); else the Welcome's.
     fn liveness(&self) -> Option<Duration> {
         let in_run = self.armed.is_some() || self.firing.as_ref().is_some_and(Firing::is_busy);
+        let unheard_since = self.run_ended.is_some_and(|ended| self.last_heard <= ended);
         match self.run_liveness {
-            Some(run) if in_run => Some(run),
+            Some(run) if in_run || unheard_since => Some(run),
             _ => self.welcome_liveness,
         }
     }
 
-    /// When the coordinator's silence ends the session (`None`: never). In a run, its
-    /// bound from the last word heard. After one, the Welcome's bound from the last word or
-    /// the run's end, whichever came later, yet never later than the run's bound would have
-    /// allowed: a coordinator silent since before the run ended is not given a new bound in
-    /// full, and one silent after it is found within the Welcome's.
+    /// When the coordinator's silence ends the session (`None`: never): the bound that
+    /// applies from the last word heard, or later if this process's own stall was excused.
     fn silence_deadline(&self) -> Option<Instant> {
-        let bound = self.liveness()?;
-        let mut deadline = self.last_heard + bound;
-        if let (Some(ended), Some(run)) = (self.run_ended, self.run_liveness)
-            && bound < run
-        {
-            deadline = (self.last_heard.max(ended) + bound).min(self.last_heard + run);
-        }
+        let deadline = self.last_heard + self.liveness()?;
         Some(deadline.max(self.stall_excused.unwrap_or(deadline)))
     }
 
-    /// The run is over: the Welcome's bound is back (`silence_deadline`).
+    /// The run is over: the Welcome's bound is back once the coordinator is heard again.
     fn on_run_over(&mut self) -> Step {
         self.run_ended = Some(Instant::now());
         Continue(())
