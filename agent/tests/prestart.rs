@@ -156,8 +156,7 @@ fn start(run_id: &str, in_ms: i64) -> In {
 
 #[test]
 fn the_runs_threads_wait_from_prepare_and_the_runs_bound_ends_with_it() {
-    if !kernel_tests_enabled("the_runs_threads_wait_from_prepare_and_the_runs_bound_ends_with_it")
-    {
+    if !kernel_tests_enabled("the_runs_threads_wait_from_prepare_and_the_runs_bound_ends_with_it") {
         return;
     }
     let ns = Netns::new("prestart").unwrap();
@@ -200,9 +199,11 @@ fn the_runs_threads_wait_from_prepare_and_the_runs_bound_ends_with_it() {
             reason: "test".into(),
         });
         a.out.send(Ok(msg(abort))).await.unwrap();
-        eventually("the aborted run's thread ends", Duration::from_secs(5), || {
-            firing_threads(pid) == 0
-        })
+        eventually(
+            "the aborted run's thread ends",
+            Duration::from_secs(5),
+            || firing_threads(pid) == 0,
+        )
         .await;
         a.out.send(Ok(msg(start("r1", 300)))).await.unwrap();
         let refused = until(&mut a, |m| match m {

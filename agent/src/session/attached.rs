@@ -136,8 +136,8 @@ impl<'a> Session<'a> {
     }
 
     /// The liveness bound that applies now: the run's while one is armed or firing, and
-    /// after it until the coordinator is heard again (it is busiest collecting results, and
-    /// leaving then could lose ours); else the Welcome's.
+    /// after it until the coordinator is heard again (it is busiest reading results then,
+    /// ours among them); else the Welcome's.
     fn liveness(&self) -> Option<Duration> {
         let in_run = self.armed.is_some() || self.firing.as_ref().is_some_and(Firing::is_busy);
         let unheard_since = self.run_ended.is_some_and(|ended| self.last_heard <= ended);
