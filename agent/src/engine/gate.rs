@@ -12,8 +12,10 @@
 //!   never started, the sockets close;
 //! - a gate nobody opens within its bound closes itself, so no thread waits forever.
 //!
-//! Until the instant is near, threads sleep on a condition variable: no periodic wake-ups
-//! while 1,000 agents wait out a lead on two cores. The last [`SPIN`] is spun.
+//! While the gate is shut, threads sleep on a condition variable with no periodic wake-up
+//! (a fleet's agents wait there from Prepare to Start); once it opens, they sleep towards
+//! the instant looking at the run's cancellation token every [`CANCEL_POLL`], and spin the
+//! last [`SPIN`].
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
