@@ -125,6 +125,11 @@ fn main() {
             let kept = log.with_extension(format!("run{run}.log"));
             let _ = std::fs::rename(&log, &kept);
             println!("  agents' logs kept in {}", kept.display());
+            let report = f.out.join("report.json");
+            let kept = log.with_extension(format!("run{run}.json"));
+            if std::fs::copy(&report, &kept).is_ok() {
+                println!("  report kept in {}", kept.display());
+            }
         }
         clean(&f.out);
     }

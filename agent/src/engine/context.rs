@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 use std::os::fd::BorrowedFd;
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use socket2::SockAddr;
@@ -50,16 +51,17 @@ pub(super) struct Cx<'a> {
     pub(super) target: &'a SockAddr,
     /// The run's settings.
     pub(super) settings: Settings,
-    /// The start instant; times are ns after it.
-    pub(super) start: Instant,
+    /// The start instant, set once the worker (built before it is known) learns it; times
+    /// are ns after it.
+    pub(super) start: &'a OnceLock<Instant>,
 }
 
 impl Cx<'_> {
-    /// Now, in ns after the start instant.
+    /// Now, in ns after the start instant (0 before the instant is known).
     pub(super) fn now(&self) -> u64 {
-        Instant::now()
-            .saturating_duration_since(self.start)
-            .as_nanos() as u64
+        self.start.get().map_or(0, |start| {
+            Instant::now().saturating_duration_since(*start).as_nanos() as u64
+        })
     }
 }
 

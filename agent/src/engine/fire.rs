@@ -1,14 +1,17 @@
-//! Firing an armed plan: [`Armed::fire`].
+//! Firing an armed plan: [`Armed::fire`], or [`Armed::fire_at`] behind a [`StartGate`].
 //!
-//! It refuses a start instant already past ([`LATE_START_TOLERANCE`]) before waiting for
-//! it; a stall during or after the wait is the workers' to catch ([`LATE_BOUND`]: what fell
-//! due meanwhile is cancelled and counted, and the run is partial). It starts one thread per
-//! worker share (each builds its [`Worker`] before the start, waits for the start instant,
-//! then runs), merges their reports on the calling thread as they come ([`Merge`]), joins
-//! them, and puts the [`RunResult`] together with the kernel's own counters of the run.
+//! The run's threads start at once: one per worker share, each builds its [`Worker`] (every
+//! allocation of the run) and waits at the gate for the start instant, then sleeps until it
+//! and spins the last ~200 µs. The calling thread reports that every worker waits (`ready`),
+//! reads the kernel's counters, learns the instant from the gate too, merges the workers'
+//! reports as they come ([`Merge`]), joins them, and puts the [`RunResult`] together with the
+//! kernel's own counters of the run. A start instant already past is refused when the gate
+//! is opened ([`LATE_START_TOLERANCE`]); a stall during or after the wait is the workers' to
+//! catch ([`LATE_BOUND`]: what fell due meanwhile is cancelled and counted, and the run is
+//! partial).
 
 use std::os::fd::AsFd;
-use std::sync::mpsc;
+use std::sync::{OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use socket2::SockAddr;
@@ -18,6 +21,7 @@ use stampede_proto::report::Admission;
 use tokio_util::sync::CancellationToken;
 
 use super::context::{Cx, Settings};
+use super::gate::{StartGate, StartWait};
 use super::lateness::LATE_BOUND;
 use super::merge::{Merge, Report, Totals};
 use super::worker::Worker;
@@ -42,6 +46,13 @@ pub enum FireError {
     /// A worker thread panicked.
     #[error("worker thread panicked: {0}")]
     WorkerPanicked(String),
+    /// The gate was opened twice, or closed (an Abort, the session's end, no Start within
+    /// its bound) before it was opened.
+    #[error("the run's threads no longer wait for a start (aborted, or no Start in time)")]
+    NotWaiting,
+    /// The gate closed before it opened: nothing fired.
+    #[error("the run was called off before its start: nothing fired")]
+    NeverStarted,
 }
 
 impl Armed {
@@ -55,10 +66,22 @@ impl Armed {
         cancel: &CancellationToken,
         intervals: Option<tokio::sync::mpsc::UnboundedSender<Interval>>,
     ) -> Result<RunResult, FireError> {
-        let late = Instant::now().saturating_duration_since(start);
-        if late > LATE_START_TOLERANCE {
-            return Err(FireError::StartPassed { late });
-        }
+        let gate = StartGate::new(Duration::MAX);
+        gate.open(start)?;
+        self.fire_at(gate.waiter(), cancel, intervals, || {})
+    }
+
+    /// Starts the run's threads now; each builds its worker and waits for `gate` to open,
+    /// and `ready` is called once every one waits. Then as [`Armed::fire`], from the
+    /// instant the gate gives; [`FireError::NeverStarted`] (nothing fired, every socket
+    /// closed) if it closes first. Blocks: call it from a blocking context.
+    pub fn fire_at(
+        self,
+        gate: StartWait,
+        cancel: &CancellationToken,
+        intervals: Option<tokio::sync::mpsc::UnboundedSender<Interval>>,
+        ready: impl FnOnce(),
+    ) -> Result<RunResult, FireError> {
         let Armed {
             plan,
             workers,
@@ -68,14 +91,23 @@ impl Armed {
         } = self;
         let config = plan.config();
         let settings = Settings::of(config);
-        let counters_before = netstat.as_mut().and_then(|n| n.read().ok());
-        // Wall-clock time of `start`, for the first-SYN timestamp.
-        let start_wall = SystemTime::now() + start.saturating_duration_since(Instant::now())
-            - Instant::now().saturating_duration_since(start);
-
-        let totals = run_workers(workers, &target, settings, start, cancel, intervals)?;
+        let merge = Merge::new(workers.len(), intervals);
+        let threads = Threads {
+            target: &target,
+            settings,
+            gate: &gate,
+            cancel,
+        };
+        let mut counters_before = None;
+        let (start, totals) = threads.run(workers, merge, || {
+            // Read while the run waits, so that taking in the instant costs nothing more.
+            counters_before = netstat.as_mut().and_then(|n| n.read().ok());
+            ready();
+        })?;
 
         let elapsed = Instant::now().saturating_duration_since(start);
+        // Wall-clock time of `start`, for the first-SYN timestamp.
+        let start_wall = SystemTime::now() - elapsed;
         if let (Some(before), Some(after)) = (
             counters_before,
             netstat.as_mut().and_then(|n| n.read().ok()),
@@ -117,94 +149,97 @@ fn stall_reason(skipped_overdue: u64, issued_late: u64) -> Option<String> {
     ))
 }
 
-/// Runs one thread per worker share and merges their reports until every one has ended.
-fn run_workers(
-    workers: Vec<WorkerArms>,
-    target: &SockAddr,
+/// What every worker thread of a run shares.
+#[derive(Clone, Copy)]
+struct Threads<'a> {
+    target: &'a SockAddr,
     settings: Settings,
-    start: Instant,
-    cancel: &CancellationToken,
-    intervals: Option<tokio::sync::mpsc::UnboundedSender<Interval>>,
-) -> Result<Totals, FireError> {
-    let (tx, rx) = mpsc::channel::<Report>();
-    let mut merge = Merge::new(workers.len(), intervals);
-    let (totals, panicked) = std::thread::scope(|scope| -> Result<_, FireError> {
-        let mut handles = Vec::with_capacity(workers.len());
-        for (w, arms) in workers.into_iter().enumerate() {
-            let tx = tx.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("stampede-w{w}"))
-                .spawn_scoped(scope, move || {
-                    work(arms, target, settings, start, cancel, &tx);
-                })
-                .map_err(|e| FireError::WorkerPanicked(format!("spawning worker {w}: {e}")))?;
-            handles.push(handle);
-        }
-        drop(tx);
-        for report in rx.iter() {
-            merge.add(report)?;
-        }
-        let totals = merge.finish();
-        let mut panicked = None;
-        for h in handles {
-            if let Err(p) = h.join() {
-                panicked = Some(
-                    p.downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| p.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into()),
-                );
+    gate: &'a StartWait,
+    cancel: &'a CancellationToken,
+}
+
+impl Threads<'_> {
+    /// Runs one thread per worker share; once every one has built its worker and waits at
+    /// the gate, calls `ready`; then learns the start instant and merges their reports until
+    /// every one has ended.
+    fn run(
+        self,
+        workers: Vec<WorkerArms>,
+        mut merge: Merge,
+        ready: impl FnOnce(),
+    ) -> Result<(Instant, Totals), FireError> {
+        let (tx, rx) = mpsc::channel::<Report>();
+        let (built_tx, built) = mpsc::channel::<()>();
+        let (started, panicked) = std::thread::scope(|scope| -> Result<_, FireError> {
+            let mut handles = Vec::with_capacity(workers.len());
+            for (w, arms) in workers.into_iter().enumerate() {
+                let (tx, built_tx) = (tx.clone(), built_tx.clone());
+                let spawned = std::thread::Builder::new()
+                    .name(format!("stampede-w{w}"))
+                    .spawn_scoped(scope, move || self.work(arms, &tx, built_tx));
+                match spawned {
+                    Ok(handle) => handles.push(handle),
+                    Err(e) => {
+                        // The others must not wait for a run that cannot fire whole.
+                        self.gate.close();
+                        return Err(FireError::WorkerPanicked(format!(
+                            "spawning worker {w}: {e}"
+                        )));
+                    }
+                }
             }
+            drop((tx, built_tx));
+            // Ends once every worker has built its worker (or died): each drops its sender.
+            built.iter().for_each(drop);
+            ready();
+            let started = self.gate.opened();
+            for report in rx.iter() {
+                merge.add(report)?;
+            }
+            let mut panicked = None;
+            for h in handles {
+                if let Err(p) = h.join() {
+                    panicked = Some(
+                        p.downcast_ref::<&str>()
+                            .map(|s| s.to_string())
+                            .or_else(|| p.downcast_ref::<String>().cloned())
+                            .unwrap_or_else(|| "unknown panic".into()),
+                    );
+                }
+            }
+            Ok((started, panicked))
+        })?;
+        if let Some(p) = panicked {
+            return Err(FireError::WorkerPanicked(p));
         }
-        Ok((totals, panicked))
-    })?;
-    match panicked {
-        Some(p) => Err(FireError::WorkerPanicked(p)),
-        None => Ok(totals),
+        let start = started.ok_or(FireError::NeverStarted)?;
+        Ok((start, merge.finish()))
     }
-}
 
-/// One worker thread: its slots are built before the start; it runs from the start instant,
-/// or reports every attempt unfinished if the run is cancelled first.
-fn work(
-    arms: WorkerArms,
-    target: &SockAddr,
-    settings: Settings,
-    start: Instant,
-    cancel: &CancellationToken,
-    tx: &mpsc::Sender<Report>,
-) {
-    let WorkerArms { sockets, epoll } = arms;
-    let attempts = sockets.len();
-    let cx = Cx {
-        epoll: epoll.as_fd(),
-        target,
-        settings,
-        start,
-    };
-    let worker = Worker::new(sockets, cx);
-    if wait_for_start(start, cancel) {
-        worker.run(cancel, tx);
-    } else {
-        let _ = tx.send(Report::never_started(attempts));
-    }
-}
-
-/// Waits until `start` (sleeping, then spinning the last ~200 µs), or cancellation.
-fn wait_for_start(start: Instant, cancel: &CancellationToken) -> bool {
-    loop {
-        let now = Instant::now();
-        if now >= start {
-            return true;
-        }
-        if cancel.is_cancelled() {
-            return false;
-        }
-        let left = start - now;
-        if left > Duration::from_micros(300) {
-            std::thread::sleep((left - Duration::from_micros(200)).min(Duration::from_millis(20)));
+    /// One worker thread: builds its worker and says so on `built`, waits at the gate, then
+    /// runs from the start instant; or reports every attempt unfinished if the gate closes
+    /// or the run is cancelled first.
+    fn work(self, arms: WorkerArms, tx: &mpsc::Sender<Report>, built: mpsc::Sender<()>) {
+        let WorkerArms { sockets, epoll } = arms;
+        let attempts = sockets.len();
+        let start_at = OnceLock::new();
+        let cx = Cx {
+            epoll: epoll.as_fd(),
+            target: self.target,
+            settings: self.settings,
+            start: &start_at,
+        };
+        let worker = Worker::new(sockets, cx);
+        let _ = built.send(());
+        drop(built);
+        let go = self.gate.opened().is_some_and(|start| {
+            let _ = start_at.set(start);
+            self.gate.until(start, self.cancel)
+        });
+        if go {
+            worker.run(self.cancel, tx);
         } else {
-            std::hint::spin_loop();
+            let _ = tx.send(Report::never_started(attempts));
         }
     }
 }

@@ -22,7 +22,9 @@
 //!   for the run;
 //! - `lateness`: the late bound ([`LATE_BOUND`]): what a stalled worker missed is cancelled
 //!   and counted, never fired late in a catch-up burst;
-//! - `fire`: [`Armed::fire`]: the late-start refusal, the threads, the start wait, the
+//! - `gate`: [`StartGate`]: how threads started before the Start learn its instant (or
+//!   are sent home), the late-start refusal;
+//! - `fire`: [`Armed::fire`] and [`Armed::fire_at`]: the threads, the start wait, the
 //!   result.
 //!
 //! [`Schedule`]: crate::plan::Schedule
@@ -34,6 +36,7 @@
 
 mod context;
 mod fire;
+mod gate;
 mod lateness;
 mod merge;
 mod slot;
@@ -41,5 +44,6 @@ mod waiting;
 mod worker;
 
 pub use fire::{FireError, LATE_START_TOLERANCE};
+pub use gate::{StartGate, StartWait};
 pub use lateness::LATE_BOUND;
 pub use worker::INTERVAL;

@@ -8,7 +8,10 @@
 //! Liveness: a coordinator that states `liveness_ms` in its Welcome sends something (a Ping
 //! at least) every heartbeat; hearing nothing for that long means it is gone or cut off,
 //! and an agent firing with nobody watching is what must never happen: the run is
-//! aborted and the session ends (then attaches again).
+//! aborted and the session ends (then attaches again). A fleet's run may state a longer
+//! bound (`Prepare.liveness_ms`); it holds from the run's Ready until the run is over (or
+//! dropped unfired) and the coordinator has been heard since: then the Welcome's bound is
+//! back ([`Session::liveness`]).
 
 use std::ops::ControlFlow::{self, Break, Continue};
 use std::time::Duration;
@@ -47,15 +50,16 @@ pub(super) struct Session<'a> {
     armed: Option<ArmedRun>,
     /// The last run started; busy until its token is cancelled.
     firing: Option<Firing>,
-    /// Silence from the coordinator after which the run is aborted and the session ends
-    /// (Welcome.liveness_ms, or the last Prepare's when larger; `None`: 0, a coordinator
-    /// that sends no Ping).
-    liveness: Option<Duration>,
-    /// Welcome.liveness_ms, the bound outside a fleet's run.
+    /// Silence from the coordinator after which the session ends (and a run in flight is
+    /// aborted): Welcome.liveness_ms (`None`: 0, a coordinator that sends no Ping).
     welcome_liveness: Option<Duration>,
-    /// This session's own stall has already bought the coordinator extra time since it was
+    /// The bound of the run armed or firing (its Prepare's when longer than the Welcome's).
+    run_liveness: Option<Duration>,
+    /// When the last run was over: its bound holds until the coordinator is heard after it.
+    run_ended: Option<Instant>,
+    /// This session's own stall has bought the coordinator time until then since it was
     /// last heard (once, so a dead coordinator is still found).
-    stall_excused: bool,
+    stall_excused: Option<Instant>,
     /// When the coordinator was last heard from.
     last_heard: Instant,
 }
@@ -76,9 +80,10 @@ impl<'a> Session<'a> {
             tick,
             armed: None,
             firing: None,
-            liveness,
             welcome_liveness: liveness,
-            stall_excused: false,
+            run_liveness: None,
+            run_ended: None,
+            stall_excused: None,
             last_heard: Instant::now(),
         }
     }
@@ -86,13 +91,15 @@ impl<'a> Session<'a> {
     /// Obeys the coordinator until the stream ends or `shutdown`.
     pub(super) async fn run(mut self, shutdown: &CancellationToken) -> Ended {
         let ended = loop {
+            let deadline = self.silence_deadline();
             // Biased: whatever the coordinator sent is read before its silence is judged.
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => Break(Ended::Shutdown),
                 _ = self.tick.tick() => self.on_heartbeat_tick().await,
                 m = self.link.inbound.message() => self.on_inbound(m).await,
-                _ = silence(self.liveness, self.last_heard) => self.on_silence(),
+                _ = silence(deadline) => self.on_silence(),
+                _ = Firing::over(self.firing.as_ref().filter(|f| f.is_busy())) => self.on_run_over(),
             };
             if let Break(ended) = step {
                 break ended;
@@ -128,6 +135,31 @@ impl<'a> Session<'a> {
         .await;
     }
 
+    /// The liveness bound that applies now: the run's while one is armed or firing, and
+    /// after it until the coordinator is heard again (it is busiest reading results then,
+    /// ours among them); else the Welcome's.
+    fn liveness(&self) -> Option<Duration> {
+        let in_run = self.armed.is_some() || self.firing.as_ref().is_some_and(Firing::is_busy);
+        let unheard_since = self.run_ended.is_some_and(|ended| self.last_heard <= ended);
+        match self.run_liveness {
+            Some(run) if in_run || unheard_since => Some(run),
+            _ => self.welcome_liveness,
+        }
+    }
+
+    /// When the coordinator's silence ends the session (`None`: never): the bound that
+    /// applies from the last word heard, or later if this process's own stall was excused.
+    fn silence_deadline(&self) -> Option<Instant> {
+        let deadline = self.last_heard + self.liveness()?;
+        Some(deadline.max(self.stall_excused.unwrap_or(deadline)))
+    }
+
+    /// The run is over: the Welcome's bound is back once the coordinator is heard again.
+    fn on_run_over(&mut self) -> Step {
+        self.run_ended = Some(Instant::now());
+        Continue(())
+    }
+
     /// Nothing from the coordinator for the liveness bound: it is gone or cut off, so
     /// nobody watches this run; stop firing and attach again.
     ///
@@ -135,19 +167,17 @@ impl<'a> Session<'a> {
     /// (SIGSTOP, a starved CPU): the coordinator's Pings may be waiting unread in the socket.
     /// It then gets half a bound more to be heard before it is judged gone.
     fn on_silence(&mut self) -> Step {
-        if let Some(bound) = self.liveness {
-            let deadline = self.last_heard + bound;
+        if let (Some(bound), Some(deadline)) = (self.liveness(), self.silence_deadline()) {
             let now = Instant::now();
-            if now.saturating_duration_since(deadline) > OWN_STALL && !self.stall_excused {
-                self.stall_excused = true;
+            if now.saturating_duration_since(deadline) > OWN_STALL && self.stall_excused.is_none() {
                 // Half the Welcome's bound more, not half a fleet's longer one: the agent
                 // must still give up before the coordinator judges it lost.
                 let extra = self.welcome_liveness.map_or(bound, |w| w.min(bound)) / 2;
-                self.last_heard = now.checked_sub(bound - extra).unwrap_or(now);
+                self.stall_excused = Some(now + extra);
                 return Continue(());
             }
         }
-        let ms = self.liveness.map_or(0, |l| l.as_millis());
+        let ms = self.liveness().map_or(0, |l| l.as_millis());
         Break(Ended::Broken(format!(
             "no word from the coordinator for {ms} ms (its liveness bound)"
         )))
@@ -160,7 +190,7 @@ impl<'a> Session<'a> {
     ) -> Step {
         if let Ok(Some(_)) = &m {
             self.last_heard = Instant::now();
-            self.stall_excused = false;
+            self.stall_excused = None;
         }
         match m {
             Ok(Some(pb::CoordinatorMessage { msg: Some(msg) })) => match msg {
@@ -209,10 +239,12 @@ impl<'a> Session<'a> {
         }
         // A fleet's run may state a longer bound; never a shorter one, never one where the
         // coordinator stated none, and never past MAX_RUN_LIVENESS (a huge value would turn
-        // "never alone" off).
-        self.liveness = self
+        // "never alone" off). It holds only for a run this agent accepts.
+        let run_liveness = self
             .welcome_liveness
             .map(|w| w.max(Duration::from_millis(p.liveness_ms).min(MAX_RUN_LIVENESS)));
+        // A run armed before is replaced: dropping it sends its threads home.
+        self.armed = None;
         let prepared = prepare(self.config, &mut self.link.client, p).await;
         // Arming can take longer than the liveness bound: the coordinator's Pings wait in
         // the stream meanwhile, so silence counts from here.
@@ -221,6 +253,8 @@ impl<'a> Session<'a> {
             Ok(run) => {
                 let ready = run.ready();
                 self.armed = Some(run);
+                self.run_liveness = run_liveness;
+                self.run_ended = None;
                 Out::Ready(ready)
             }
             Err(rejection) => {
@@ -249,7 +283,13 @@ impl<'a> Session<'a> {
             return self.reject(s.run_id, late).await;
         }
         let deadline = std::time::Instant::now() + Duration::from_nanos(ahead_ns as u64);
-        self.firing = Some(Firing::start(run, deadline, self.link.out.clone()));
+        match Firing::start(run, deadline, self.link.out.clone()) {
+            Ok(firing) => self.firing = Some(firing),
+            Err(refused) => {
+                tracing::warn!(run_id = %s.run_id, reason = %refused, "start refused");
+                return self.reject(s.run_id, refused).await;
+            }
+        }
         Continue(())
     }
 
@@ -300,11 +340,10 @@ impl<'a> Session<'a> {
 /// than about the coordinator.
 const OWN_STALL: Duration = Duration::from_millis(100);
 
-/// Completes once the coordinator has been silent for `liveness` since `last_heard`; never
-/// without a bound.
-async fn silence(liveness: Option<Duration>, last_heard: Instant) {
-    match liveness {
-        Some(bound) => tokio::time::sleep_until(last_heard + bound).await,
+/// Completes at `deadline`; never without one.
+async fn silence(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
     }
 }

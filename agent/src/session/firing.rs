@@ -1,6 +1,6 @@
-//! The Start step carried out: an armed run fires on a blocking thread at its deadline, its
-//! intervals go out on the stream as they come, and its final result (or the [`Rejection`]
-//! saying why there is none) after the last of them.
+//! The Start step carried out: an armed run's threads, already waiting, are given the
+//! instant; its intervals go out on the stream as they come, and its final result (or the
+//! [`Rejection`] saying why there is none) after the last of them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::prepare::ArmedRun;
 use super::rejection::Rejection;
+use crate::engine::StartGate;
 use crate::{FireError, Interval, RunResult};
 
 /// A run being fired; its token is cancelled to abort it, and by the run itself when it
@@ -27,36 +28,42 @@ pub(super) struct Firing {
     cut_reason: Arc<OnceLock<String>>,
     /// Sends the final message once the run is over.
     last_word: tokio::task::JoinHandle<()>,
+    /// The run's gate, closed on an abort before the instant.
+    gate: StartGate,
 }
 
 impl Firing {
-    /// Fires on a blocking thread at `deadline`; intervals and the final result go out on
+    /// Lets the armed run's waiting threads go at `deadline` (or refuses, when it passed
+    /// more than the engine's tolerance ago); intervals and the final result go out on
     /// `out` as they come.
     pub(super) fn start(
         run: ArmedRun,
         deadline: std::time::Instant,
         out: mpsc::Sender<pb::AgentMessage>,
-    ) -> Firing {
-        let cancel = CancellationToken::new();
+    ) -> Result<Firing, Rejection> {
+        let ArmedRun {
+            run_id,
+            gate,
+            cancel,
+            fired,
+            intervals,
+            ..
+        } = run;
+        gate.open(deadline).map_err(Rejection::from)?;
         let completed = Arc::new(AtomicU64::new(0));
-        let (itx, irx) = mpsc::unbounded_channel::<Interval>();
         let forwarder = tokio::spawn(forward_intervals(
-            irx,
-            run.run_id.clone(),
+            intervals,
+            run_id.clone(),
             completed.clone(),
             out.clone(),
         ));
-        let fire_cancel = cancel.clone();
-        let armed = run.armed;
-        let firing =
-            tokio::task::spawn_blocking(move || armed.fire(deadline, &fire_cancel, Some(itx)));
         let cut_reason: Arc<OnceLock<String>> = Arc::new(OnceLock::new());
         let last_word = {
-            let run_id = run.run_id.clone();
+            let run_id = run_id.clone();
             let finished = cancel.clone();
             let cut_reason = cut_reason.clone();
             tokio::spawn(async move {
-                let mut result = firing.await;
+                let mut result = fired.await;
                 if let (Ok(Ok(r)), Some(why)) = (&mut result, cut_reason.get()) {
                     r.cut_short(why);
                 }
@@ -69,13 +76,14 @@ impl Firing {
                 let _ = out.send(final_message(run_id, result)).await;
             })
         };
-        Firing {
-            run_id: run.run_id,
+        Ok(Firing {
+            run_id,
             cancel,
             completed,
             cut_reason,
             last_word,
-        }
+            gate,
+        })
     }
 
     /// Cuts the run short for `why` (its final result says so), if it still fires.
@@ -83,6 +91,8 @@ impl Firing {
         if self.is_busy() {
             let _ = self.cut_reason.set(why.to_owned());
             self.cancel.cancel();
+            // Threads still waiting for the instant wake and fire nothing.
+            self.gate.close();
         }
     }
 
@@ -100,6 +110,15 @@ impl Firing {
     /// True until the run is over or aborted.
     pub(super) fn is_busy(&self) -> bool {
         !self.cancel.is_cancelled()
+    }
+
+    /// Completes once the run is over (at once if it is); pending for ever when there is
+    /// no run, so it can sit in a `select!`.
+    pub(super) async fn over(firing: Option<&Firing>) {
+        match firing {
+            Some(f) => f.cancel.cancelled().await,
+            None => std::future::pending().await,
+        }
     }
 
     /// The heartbeat while this run fires: its id and the attempts classified so far.

@@ -1,25 +1,49 @@
 //! The Prepare step: a coordinator's plan checked against this agent's limits, the clock
-//! synced, every socket armed. What comes out is an [`ArmedRun`] waiting for its Start, or
-//! the [`Rejection`] to send back.
+//! synced, every socket armed, and the run's threads started, waiting for the instant. What
+//! comes out is an [`ArmedRun`] waiting for its Start, or the [`Rejection`] to send back.
+//!
+//! The threads start here, not on Start, so that a Start only hands them an instant (a
+//! fleet's agents sharing a host would otherwise pay for threads and allocations one after
+//! another within the lead). Dropping the [`ArmedRun`] (an Abort, a new Prepare, the
+//! session's end) closes its gate: its threads end, nothing fires, its sockets close.
+
+use std::time::Duration;
 
 use stampede_proto::clock::ClockEstimate;
 use stampede_proto::pb;
 use stampede_proto::plan::Load;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use super::SessionConfig;
 use super::link::{Client, sync_clock};
 use super::rejection::Rejection;
+use crate::engine::StartGate;
 use crate::plan::{FireConfig, Plan};
-use crate::{Armed, arm};
+use crate::{Armed, FireError, Interval, RunResult, arm};
 
-/// A plan armed for a run, waiting for its Start.
+/// How long an armed run's threads wait for its Start before they give up (and a Start
+/// after that is refused): far beyond what a coordinator takes between Ready and Start
+/// (its prepare timeout is 30 s + 30 ms per agent), so only a forgotten run hits it.
+const ARMED_MAX_WAIT: Duration = Duration::from_secs(600);
+
+/// A plan armed for a run, its threads waiting for its Start.
 pub(super) struct ArmedRun {
     /// The coordinator's name for the run.
     pub(super) run_id: String,
-    /// Every socket, created and configured.
-    pub(super) armed: Armed,
+    /// Sockets armed.
+    sockets: u64,
     /// The coordinator's clock as seen from here, to place the start instant.
     pub(super) clock: ClockEstimate,
+    /// Lets the run's threads go at the instant; closed when this is dropped.
+    pub(super) gate: StartGate,
+    /// Aborts the run once it fires.
+    pub(super) cancel: CancellationToken,
+    /// The run's outcome, once it has fired (or never started).
+    pub(super) fired: JoinHandle<Result<RunResult, FireError>>,
+    /// Its intervals, as the engine completes them.
+    pub(super) intervals: mpsc::UnboundedReceiver<Interval>,
 }
 
 impl ArmedRun {
@@ -27,7 +51,7 @@ impl ArmedRun {
     pub(super) fn ready(&self) -> pb::Ready {
         pb::Ready {
             run_id: self.run_id.clone(),
-            armed: self.armed.sockets(),
+            armed: self.sockets,
             clock_offset_ns: self.clock.offset_ns,
             clock_rtt_ns: self.clock.rtt_ns,
         }
@@ -47,11 +71,48 @@ pub(super) async fn prepare(
     let armed = tokio::task::spawn_blocking(move || arm(&plan))
         .await
         .map_err(Rejection::ArmPanicked)??;
-    tracing::info!(run_id = %p.run_id, sockets = armed.sockets(), offset_ns = clock.offset_ns, rtt_ns = clock.rtt_ns, "armed");
+    let sockets = armed.sockets();
+    let run = prestart(p.run_id, armed, clock).await?;
+    tracing::info!(run_id = %run.run_id, sockets, offset_ns = clock.offset_ns, rtt_ns = clock.rtt_ns, "armed, waiting for the start");
+    Ok(run)
+}
+
+/// Starts the run's threads and returns once every one waits at its gate.
+async fn prestart(
+    run_id: String,
+    armed: Armed,
+    clock: ClockEstimate,
+) -> Result<ArmedRun, Rejection> {
+    let sockets = armed.sockets();
+    let gate = StartGate::new(ARMED_MAX_WAIT);
+    let waiter = gate.waiter();
+    let cancel = CancellationToken::new();
+    let (itx, intervals) = mpsc::unbounded_channel();
+    let (ready_tx, ready) = oneshot::channel();
+    let fired = {
+        let cancel = cancel.clone();
+        tokio::task::spawn_blocking(move || {
+            armed.fire_at(waiter, &cancel, Some(itx), move || {
+                let _ = ready_tx.send(());
+            })
+        })
+    };
+    if ready.await.is_err() {
+        // The threads ended before they all waited: starting one failed.
+        return Err(match fired.await {
+            Ok(Err(e)) => Rejection::Fire(e),
+            Ok(Ok(_)) => Rejection::Fire(FireError::NeverStarted),
+            Err(e) => Rejection::FirePanicked(e),
+        });
+    }
     Ok(ArmedRun {
-        run_id: p.run_id,
-        armed,
+        run_id,
+        sockets,
         clock,
+        gate,
+        cancel,
+        fired,
+        intervals,
     })
 }
 

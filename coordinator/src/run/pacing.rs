@@ -7,11 +7,10 @@
 //! naming the run goes to every agent at once, each armed agent echoes it at once, and the
 //! time until the last echo is how long the coordinator, the network and every agent's
 //! process take to pass a message there and back under this fleet's load. Start follows the
-//! same path one way, but costs each agent more than an echo: it starts its firing threads
-//! and allocates their histograms, and on one host a fleet's agents pay that one after
-//! another (1,000 agents on a 2-vCPU VM took ~1.5 s to take in a Start that a 156 ms round
-//! had preceded). The lead is therefore twice the round, plus the clock uncertainty, plus
-//! [`START_COST_PER_AGENT`] per agent (docs/design.md "Fleets").
+//! same path one way and costs an agent no more than an echo: its firing threads were
+//! started at Prepare and wait, so taking in a Start only hands them the instant. The lead is
+//! twice the round (the round trip the round measured, once more, as margin for the load
+//! to change) plus the clock uncertainty on both sides (docs/design.md "Fleets").
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -23,10 +22,6 @@ use tokio::time::Instant;
 use super::agents;
 use super::machine::Run;
 use crate::service::AgentEvent;
-
-/// What taking in a Start costs one agent's host beyond an echo (threads, histograms), as
-/// measured with 1,000 agents on one 2-vCPU VM (~1.5 ms each), with headroom.
-pub(super) const START_COST_PER_AGENT: Duration = Duration::from_millis(2);
 
 /// The shortest lead between Start and the start instant, whatever was measured.
 pub(super) const MIN_LEAD: Duration = Duration::from_millis(50);
@@ -63,34 +58,41 @@ fn round_bound(agents: usize) -> Duration {
 pub(super) struct Round {
     /// From sending the Pings to the last echo (or the round's bound if some never came).
     pub(super) took: Duration,
-    /// Agents that did not echo within the bound.
+    /// From sending the Pings to the first echo: the round's spread across agents is
+    /// `took - first`.
+    pub(super) first: Duration,
+    /// Agents that neither echoed within the bound nor were lost.
     pub(super) unanswered: usize,
+    /// Agents lost during the round (they left, went silent, or were refused a message).
+    pub(super) lost: usize,
     /// Agents asked.
     pub(super) agents: usize,
 }
 
 /// The lead between Start and the start instant, and what it was chosen from: twice the
-/// delivery round plus the worst clock uncertainty (half the worst best-probe RTT, on each
-/// side) plus [`START_COST_PER_AGENT`] per agent, at least 5 × that RTT, the plan's lead and
-/// [`MIN_LEAD`].
+/// delivery round plus the worst clock uncertainty (half the worst best-probe RTT on the
+/// agent's side and as much on the coordinator's: the whole RTT is added), at least 5 ×
+/// that RTT, the plan's lead and [`MIN_LEAD`].
 pub(super) fn choose_lead(
     plan_lead: Duration,
     round: Round,
     max_rtt: Duration,
 ) -> (Duration, String) {
-    let start_cost = START_COST_PER_AGENT * round.agents as u32;
-    let measured = round.took * 2 + max_rtt + start_cost;
+    let measured = round.took * 2 + max_rtt;
     let lead = measured.max(max_rtt * 5).max(plan_lead).max(MIN_LEAD);
     let mut basis = format!(
-        "delivery round {} ms to {} agents (x2), clock uncertainty up to {} ms, Start cost {} ms \
-         ({} ms per agent), plan lead {} ms",
+        "delivery round {} ms to {} agents (x2; echoes spread over {} ms), clock uncertainty \
+         up to {:.1} ms on each side ({:.1} ms added), plan lead {} ms",
         round.took.as_millis(),
         round.agents,
-        (max_rtt / 2).as_millis(),
-        start_cost.as_millis(),
-        START_COST_PER_AGENT.as_millis(),
+        round.took.saturating_sub(round.first).as_millis(),
+        ms(max_rtt / 2),
+        ms(max_rtt),
         plan_lead.as_millis()
     );
+    if round.lost > 0 {
+        basis += &format!("; {} agents were lost during the round", round.lost);
+    }
     if round.unanswered > 0 {
         basis += &format!(
             "; {} agents did not echo the round (older agents?)",
@@ -98,6 +100,11 @@ pub(super) fn choose_lead(
         );
     }
     (lead, basis)
+}
+
+/// Milliseconds with a fraction.
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 impl Run<'_> {
@@ -115,9 +122,12 @@ impl Run<'_> {
             .keys()
             .map(|id| (id.clone(), Out::Ping(ping.clone())));
         let gone = self.registry.send_each(msgs.collect::<Vec<_>>()).await;
+        // Agents whose stream is gone are lost: the collect step finds them so (their
+        // departure is queued); the round only counts them.
+        let mut lost = gone.len();
         let mut settled: BTreeSet<String> = gone.into_iter().collect();
         let deadline = began + round_bound(self.agents.len());
-        let mut answered = 0;
+        let (mut answered, mut first) = (0, None);
         while settled.len() < self.agents.len() {
             let event = tokio::select! {
                 _ = self.cancel.cancelled() => break,
@@ -127,17 +137,23 @@ impl Run<'_> {
             if let Some(agent) = echo_of(&event, sent) {
                 if self.agents.contains_key(agent) && settled.insert(agent.to_owned()) {
                     answered += 1;
+                    first.get_or_insert_with(|| began.elapsed());
                 }
                 continue;
             }
             if let Some((agent, why)) = agents::note(&mut self.agents, &self.id, event) {
-                settled.insert(agent.clone());
+                if settled.insert(agent.clone()) {
+                    lost += 1;
+                }
                 self.lost.insert(agent, why);
             }
         }
+        let took = began.elapsed();
         Round {
-            took: began.elapsed(),
-            unanswered: self.agents.len() - answered,
+            took,
+            first: first.unwrap_or(took),
+            unanswered: self.agents.len().saturating_sub(answered + lost),
+            lost,
             agents: self.agents.len(),
         }
     }
@@ -158,36 +174,50 @@ fn echo_of(event: &AgentEvent, sent: i64) -> Option<&str> {
 mod tests {
     use super::*;
 
-    /// The lead grows with what was measured, never below the plan's lead or the floor.
+    /// The lead grows with what was measured, never below the plan's lead or the floor;
+    /// the basis says what was added, and tells lost agents from silent ones.
     #[test]
     fn the_lead_follows_the_measured_round() {
-        let round = |ms, unanswered, agents| Round {
+        let round = |ms, unanswered, lost, agents| Round {
             took: Duration::from_millis(ms),
+            first: Duration::from_millis(ms / 4),
             unanswered,
+            lost,
             agents,
         };
         let plan = Duration::from_millis(500);
         let rtt = Duration::from_millis(4);
-        assert_eq!(choose_lead(plan, round(10, 0, 3), rtt).0, plan);
-        // 2 x 700 ms + 4 ms + 1,000 x 2 ms.
-        let (lead, basis) = choose_lead(plan, round(700, 0, 1_000), rtt);
-        assert_eq!(lead, Duration::from_millis(3_404));
+        assert_eq!(choose_lead(plan, round(10, 0, 0, 3), rtt).0, plan);
+        // 2 x 700 ms + 4 ms: nothing per agent, a Start costs what an echo does.
+        let (lead, basis) = choose_lead(plan, round(700, 0, 0, 1_000), rtt);
+        assert_eq!(lead, Duration::from_millis(1_404));
         assert!(
-            basis.contains("delivery round 700 ms to 1000 agents"),
+            basis.contains("delivery round 700 ms to 1000 agents (x2; echoes spread over 525 ms)"),
             "{basis}"
         );
-        assert!(basis.contains("Start cost 2000 ms"), "{basis}");
+        assert!(
+            basis.contains("clock uncertainty up to 2.0 ms on each side (4.0 ms added)"),
+            "the RTT is what is added, half of it each side: {basis}"
+        );
         assert!(!basis.contains("did not echo"), "{basis}");
-        let (_, basis) = choose_lead(plan, round(2_000, 3, 10), rtt);
+        assert!(!basis.contains("lost"), "{basis}");
+        let (_, basis) = choose_lead(plan, round(2_000, 3, 0, 10), rtt);
         assert!(basis.contains("3 agents did not echo"), "{basis}");
+        assert!(!basis.contains("lost"), "{basis}");
+        let (_, basis) = choose_lead(plan, round(300, 0, 2, 10), rtt);
+        assert!(
+            basis.contains("2 agents were lost during the round"),
+            "{basis}"
+        );
+        assert!(!basis.contains("did not echo"), "lost, not silent: {basis}");
         assert_eq!(
-            choose_lead(Duration::ZERO, round(1, 0, 0), Duration::ZERO).0,
+            choose_lead(Duration::ZERO, round(1, 0, 0, 0), Duration::ZERO).0,
             MIN_LEAD
         );
         // A jittery clock path: 5 x the worst RTT wins over a fast round.
         let slow = Duration::from_millis(200);
         assert_eq!(
-            choose_lead(Duration::ZERO, round(1, 0, 1), slow).0,
+            choose_lead(Duration::ZERO, round(1, 0, 0, 1), slow).0,
             slow * 5
         );
     }

@@ -107,10 +107,25 @@ pub fn run(ns: &Netns, fleet: &Fleet) -> Measured {
     let agent_wait = format!("{}s", 60 + fleet.agents / 10);
     // Processes inherit the spawning thread's network namespace: spawned from inside it,
     // without an `ip netns exec` per process.
+    // `STAMPEDE_FLEET_LEAD=DUR`: the plan's lead (a floor under the measured one).
+    let lead: Vec<String> = std::env::var("STAMPEDE_FLEET_LEAD")
+        .map(|l| vec!["--lead".into(), l])
+        .unwrap_or_default();
+    // `STAMPEDE_FLEET_NICE=N`: the coordinator runs under `nice -n N` (e.g. -10: a host of
+    // its own, as deployments give it, rather than one slice among 1,000 agents').
+    let mut command = match std::env::var("STAMPEDE_FLEET_NICE") {
+        Ok(n) => {
+            let mut c = Command::new("nice");
+            c.args(["-n", &n]).arg(&fleet.stampede);
+            c
+        }
+        Err(_) => Command::new(&fleet.stampede),
+    };
     let mut coordinator = ns.run(|| {
         ChildGuard::spawn(
-            Command::new(&fleet.stampede)
+            command
                 .args(["run", "--listen", "127.0.0.1:7700"])
+                .args(&lead)
                 .args(["--agents", &fleet.agents.to_string()])
                 .args(["--agent-wait", &agent_wait])
                 .args(["--target", &acceptor.addr.to_string()])
@@ -161,7 +176,7 @@ pub fn run(ns: &Netns, fleet: &Fleet) -> Measured {
     });
     let spawn = spawned_at.elapsed();
 
-    let all_attached = format!("{0}/{0} attached", fleet.agents);
+    let all_attached = format!("{0} of {0} attached", fleet.agents);
     let (mut attached, mut started) = (None, None);
     let mut start_line = String::new();
     let mut rss = Vec::new();
