@@ -99,10 +99,10 @@ impl Armed {
             cancel,
         };
         let mut counters_before = None;
-        let (start, totals) = threads.run(workers, merge, || {
-            // Read while the run waits, so that taking in the instant costs nothing more.
+        // Read on this thread once the gate opens (the workers wait for the instant): the
+        // counters cover the lead and the run, not the wait for every agent's Ready.
+        let (start, totals) = threads.run(workers, merge, ready, || {
             counters_before = netstat.as_mut().and_then(|n| n.read().ok());
-            ready();
         })?;
 
         let elapsed = Instant::now().saturating_duration_since(start);
@@ -167,6 +167,7 @@ impl Threads<'_> {
         workers: Vec<WorkerArms>,
         mut merge: Merge,
         ready: impl FnOnce(),
+        opened: impl FnOnce(),
     ) -> Result<(Instant, Totals), FireError> {
         let (tx, rx) = mpsc::channel::<Report>();
         let (built_tx, built) = mpsc::channel::<()>();
@@ -190,9 +191,16 @@ impl Threads<'_> {
             }
             drop((tx, built_tx));
             // Ends once every worker has built its worker (or died): each drops its sender.
-            built.iter().for_each(drop);
-            ready();
-            let started = self.gate.opened();
+            // A worker that died building means the run cannot fire whole: no Ready, the
+            // others go home (the join below reports the panic).
+            if built.iter().count() == handles.len() {
+                ready();
+                if self.gate.opened().is_some() {
+                    opened();
+                }
+            } else {
+                self.gate.close();
+            }
             for report in rx.iter() {
                 merge.add(report)?;
             }
@@ -207,7 +215,9 @@ impl Threads<'_> {
                     );
                 }
             }
-            Ok((started, panicked))
+            // Opened even if a close came after: workers may have gone at it, and what they
+            // did is reported (attempts not begun are unfinished), never dropped.
+            Ok((self.gate.opened_at(), panicked))
         })?;
         if let Some(p) = panicked {
             return Err(FireError::WorkerPanicked(p));

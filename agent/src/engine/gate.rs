@@ -47,6 +47,9 @@ enum State {
 #[derive(Debug)]
 struct Inner {
     state: Mutex<State>,
+    /// The instant the gate was opened with, kept when it closes later: threads may have
+    /// gone at it before a close reached them.
+    opened_at: std::sync::OnceLock<Instant>,
     changed: Condvar,
     /// When a gate nobody opened closes itself (`None`: a bound too far to matter).
     expires: Option<Instant>,
@@ -86,6 +89,7 @@ impl StartGate {
         StartGate {
             inner: Arc::new(Inner {
                 state: Mutex::new(State::Waiting),
+                opened_at: std::sync::OnceLock::new(),
                 changed: Condvar::new(),
                 expires: Instant::now().checked_add(max_wait),
             }),
@@ -114,6 +118,7 @@ impl StartGate {
             return Err(FireError::StartPassed { late });
         }
         *state = State::Open(start);
+        let _ = self.inner.opened_at.set(start);
         self.inner.changed.notify_all();
         Ok(())
     }
@@ -163,6 +168,11 @@ impl StartWait {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// The instant the gate was opened with, if it ever was (even if it closed since).
+    pub(super) fn opened_at(&self) -> Option<Instant> {
+        self.inner.opened_at.get().copied()
     }
 
     /// After the gate opened: waits until `start` (asleep until the last [`SPIN`], then

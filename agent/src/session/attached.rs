@@ -91,6 +91,7 @@ impl<'a> Session<'a> {
     /// Obeys the coordinator until the stream ends or `shutdown`.
     pub(super) async fn run(mut self, shutdown: &CancellationToken) -> Ended {
         let ended = loop {
+            self.note_run_over();
             let deadline = self.silence_deadline();
             // Biased: whatever the coordinator sent is read before its silence is judged.
             let step = tokio::select! {
@@ -99,7 +100,7 @@ impl<'a> Session<'a> {
                 _ = self.tick.tick() => self.on_heartbeat_tick().await,
                 m = self.link.inbound.message() => self.on_inbound(m).await,
                 _ = silence(deadline) => self.on_silence(),
-                _ = Firing::over(self.firing.as_ref().filter(|f| f.is_busy())) => self.on_run_over(),
+                _ = Firing::over(self.firing.as_ref().filter(|f| f.is_busy())) => Continue(()),
             };
             if let Break(ended) = step {
                 break ended;
@@ -154,10 +155,14 @@ impl<'a> Session<'a> {
         Some(deadline.max(self.stall_excused.unwrap_or(deadline)))
     }
 
-    /// The run is over: the Welcome's bound is back once the coordinator is heard again.
-    fn on_run_over(&mut self) -> Step {
-        self.run_ended = Some(Instant::now());
-        Continue(())
+    /// Notes, once per run, that the run is over (its token cancelled: done, aborted or cut
+    /// short), however that was seen: the Welcome's bound is back once the coordinator is
+    /// heard again. Checked on every pass, so an end that another branch won the race
+    /// against (or an Abort, which cancels inside its handler) is not missed.
+    fn note_run_over(&mut self) {
+        if self.run_ended.is_none() && self.firing.as_ref().is_some_and(|f| !f.is_busy()) {
+            self.run_ended = Some(Instant::now());
+        }
     }
 
     /// Nothing from the coordinator for the liveness bound: it is gone or cut off, so
@@ -284,7 +289,10 @@ impl<'a> Session<'a> {
         }
         let deadline = std::time::Instant::now() + Duration::from_nanos(ahead_ns as u64);
         match Firing::start(run, deadline, self.link.out.clone()) {
-            Ok(firing) => self.firing = Some(firing),
+            Ok(firing) => {
+                self.firing = Some(firing);
+                self.run_ended = None;
+            }
             Err(refused) => {
                 tracing::warn!(run_id = %s.run_id, reason = %refused, "start refused");
                 return self.reject(s.run_id, refused).await;
