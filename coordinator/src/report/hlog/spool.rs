@@ -27,7 +27,7 @@ pub(super) struct Spool {
 impl Spool {
     /// Creates the file at `path` (an error is kept for [`Spool::read`] and logged).
     pub(super) fn create(path: PathBuf) -> Spool {
-        let (file, error) = match File::create(&path) {
+        let (file, error) = match super::writer::create_new(&path) {
             Ok(f) => (Some(BufWriter::new(f)), None),
             Err(e) => (None, Some(format!("creating {}: {e}", path.display()))),
         };
@@ -88,6 +88,9 @@ impl Spool {
     }
 }
 
+/// Longest part read back: 64 MiB.
+const MAX_PART: usize = 64 << 20;
+
 /// One length-prefixed part; `None` at the end of the file.
 fn read_part(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
@@ -96,7 +99,15 @@ fn read_part(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let mut part = vec![0u8; u32::from_le_bytes(len) as usize];
+    // Bounded: a part is an agent id or one IntervalResult (under the gRPC message limit).
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_PART {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a record of {len} bytes (at most {MAX_PART}): not a spool of ours"),
+        ));
+    }
+    let mut part = vec![0u8; len];
     reader.read_exact(&mut part)?;
     Ok(Some(part))
 }

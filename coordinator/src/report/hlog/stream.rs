@@ -104,7 +104,7 @@ impl IntervalLog {
         self.behind = BTreeMap::from([(None, self.through.len())]);
         let started = hlog::render(&comments(run_id), start_at, |_| Ok(()))
             .map_err(|e| e.to_string())
-            .and_then(|header| Writer::start(&path, &header));
+            .and_then(|header| Writer::start(&path, &header, spool));
         match started {
             Ok(writer) => {
                 self.out = Out::Writing {

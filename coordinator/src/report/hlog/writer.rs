@@ -38,10 +38,16 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Creates `path`, writes `header` and starts the thread.
-    pub(super) fn start(path: &Path, header: &[u8]) -> Result<Writer, String> {
+    /// Creates `path` (`temporary`: a new file of ours, never through an existing name; else
+    /// the user's, replaced), writes `header` and starts the thread.
+    pub(super) fn start(path: &Path, header: &[u8], temporary: bool) -> Result<Writer, String> {
         let fail = |e: std::io::Error| format!("writing {}: {e}", path.display());
-        let mut file = File::create(path).map_err(fail)?;
+        let file = if temporary {
+            create_new(path)
+        } else {
+            File::create(path)
+        };
+        let mut file = file.map_err(fail)?;
         file.write_all(header).map_err(fail)?;
         let (tx, rx) = mpsc::channel();
         let owned = path.to_owned();
@@ -110,4 +116,17 @@ fn write_all(rx: &mpsc::Receiver<Job>, mut file: File, path: &Path) -> Result<u6
         failed = Some(format!("writing {}: {e}", path.display()));
     }
     failed.map_or(Ok(undecodable), Err)
+}
+
+/// Creates `path` for writing, owner-only, failing if anything (a file, a symlink) is there
+/// already: temporary files have predictable names, so an existing one is never followed or
+/// truncated.
+pub(super) fn create_new(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
