@@ -97,7 +97,9 @@ impl IntervalLog {
         self.spool = Some(Spool::create(spool));
         let (path, spool) = match &self.to {
             HlogTo::Off => return,
-            HlogTo::File(path) => (path.clone(), false),
+            // Beside it under another name until the report is saved (`LogFile::save_to`
+            // renames it): a reused --out keeps the earlier run's log with its report.json.
+            HlogTo::File(path) => (partial_of(path), false),
             HlogTo::Spool => (temp("hlog"), true),
         };
         self.through = agents.into_iter().map(|a| (a, None)).collect();
@@ -308,6 +310,10 @@ impl LogFile {
         if same_file(path, &dest) {
             return Ok(());
         }
+        // Written in this directory under its partial name: renamed into place.
+        if *path == partial_of(&dest) && std::fs::rename(path, &dest).is_ok() {
+            return Ok(());
+        }
         let tmp = dir.join(format!(".report.hlog.tmp.{}", std::process::id()));
         let copied = std::fs::copy(path, &tmp).and_then(|_| std::fs::rename(&tmp, &dest));
         if copied.is_err() {
@@ -323,6 +329,12 @@ impl Drop for LogFile {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// Where a log bound for `path` is written until it is saved: `.NAME.partial` beside it.
+pub(super) fn partial_of(path: &Path) -> PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    path.with_file_name(format!(".{name}.partial"))
 }
 
 /// Whether `a` and `b` name one existing file.

@@ -7,6 +7,11 @@ fn path(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("stampede-hlog-{name}-{}", std::process::id()))
 }
 
+/// Where a log bound for `p` is while it is written.
+fn live(p: &Path) -> PathBuf {
+    super::stream::partial_of(p)
+}
+
 fn interval(seq: u32, samples: &[u64]) -> pb::IntervalResult {
     let mut h = histogram::new_latency();
     for s in samples {
@@ -49,7 +54,7 @@ fn lines_per_second_merge_agents_and_tag_each() {
     log.done("b");
     log.done("a 1");
     let file = log.finish();
-    let text = String::from_utf8(std::fs::read(&p).unwrap()).unwrap();
+    let text = String::from_utf8(std::fs::read(live(&p)).unwrap()).unwrap();
     assert!(text.starts_with("#stampede run r1\n"), "{text}");
     assert!(text.contains("#[StartTime: 1764000000.123"), "{text}");
     assert!(text.contains("#[BaseTime: 1764000000.123"), "{text}");
@@ -57,7 +62,7 @@ fn lines_per_second_merge_agents_and_tag_each() {
     let mut big = histogram::new_latency();
     big.record(1_030_000).unwrap();
     assert_eq!(
-        lines_of(&p),
+        lines_of(&live(&p)),
         vec![
             (Some("agent.a_1".to_owned()), 0, 3, 30),
             (Some("agent.b".to_owned()), 0, 1, 40),
@@ -68,8 +73,8 @@ fn lines_per_second_merge_agents_and_tag_each() {
     );
     // Written where asked, and not a spool: it stays.
     drop(file);
-    assert!(p.exists(), "a --out log is not ours to remove");
-    std::fs::remove_file(&p).unwrap();
+    assert!(live(&p).exists(), "a --out log is not ours to remove");
+    std::fs::remove_file(live(&p)).unwrap();
 }
 
 /// Issue lag gets a merged `Tag=issue_lag` line per second holding every agent's samples
@@ -92,7 +97,7 @@ fn issue_lag_is_merged_per_second_under_its_tag() {
     log.add("a", with_lag(1, &[900]));
     log.add("b", with_lag(0, &[2_000]));
     drop(log.finish());
-    let lag: Vec<(u32, u64, u64)> = lines_of(&p)
+    let lag: Vec<(u32, u64, u64)> = lines_of(&live(&p))
         .into_iter()
         .filter(|l| l.0.as_deref() == Some("issue_lag"))
         .map(|l| (l.1, l.2, l.3))
@@ -100,9 +105,9 @@ fn issue_lag_is_merged_per_second_under_its_tag() {
     let mut two_ms = histogram::new_latency();
     two_ms.record(2_000).unwrap();
     assert_eq!(lag, vec![(0, 3, two_ms.max()), (1, 1, 900)]);
-    let text = String::from_utf8(std::fs::read(&p).unwrap()).unwrap();
+    let text = String::from_utf8(std::fs::read(live(&p)).unwrap()).unwrap();
     assert!(text.contains("issue_lag: connect() call minus"), "{text}");
-    std::fs::remove_file(&p).unwrap();
+    std::fs::remove_file(live(&p)).unwrap();
 }
 
 /// A second is on disk as soon as every agent still sending has sent it, and not before;
@@ -112,11 +117,14 @@ fn seconds_are_written_as_soon_as_every_agent_sent_them() {
     let p = path("stream");
     let mut log = log_at(&p, &["a", "b", "c"]);
     log.written();
-    assert!(lines_of(&p).is_empty(), "the header alone is a valid log");
+    assert!(
+        lines_of(&live(&p)).is_empty(),
+        "the header alone is a valid log"
+    );
     log.add("a", interval(0, &[1]));
     log.add("b", interval(0, &[2]));
     log.written();
-    assert!(lines_of(&p).is_empty(), "c has not sent second 0");
+    assert!(lines_of(&live(&p)).is_empty(), "c has not sent second 0");
     log.add("c", interval(0, &[3]));
     log.written();
     let seconds = |p: &Path| {
@@ -124,29 +132,33 @@ fn seconds_are_written_as_soon_as_every_agent_sent_them() {
         s.dedup();
         s
     };
-    assert_eq!(seconds(&p), vec![0]);
-    assert_eq!(lines_of(&p).last().unwrap().2, 3, "merged line of second 0");
+    assert_eq!(seconds(&live(&p)), vec![0]);
+    assert_eq!(
+        lines_of(&live(&p)).last().unwrap().2,
+        3,
+        "merged line of second 0"
+    );
     log.add("a", interval(1, &[4]));
     log.add("a", interval(2, &[5]));
     log.add("b", interval(2, &[6])); // b had nothing in second 1: it is past it
     log.written();
-    assert_eq!(seconds(&p), vec![0], "c still owes seconds 1 and 2");
+    assert_eq!(seconds(&live(&p)), vec![0], "c still owes seconds 1 and 2");
     log.done("c");
     log.written();
-    assert_eq!(seconds(&p), vec![0, 1, 2]);
+    assert_eq!(seconds(&live(&p)), vec![0, 1, 2]);
     assert_eq!(log.open_seconds(), 0);
     // An interval for a second already written (c sent it after it was declared lost)
     // goes out at once as its own group: its samples are in the log once.
     log.add("c", interval(1, &[7, 8]));
     drop(log.finish());
-    let all = lines_of(&p);
+    let all = lines_of(&live(&p));
     let untagged: u64 = all.iter().filter(|l| l.0.is_none()).map(|l| l.2).sum();
     assert_eq!(untagged, 8, "{all:?}");
     assert_eq!(
         all[all.len() - 2..],
         [(Some("agent.c".to_owned()), 1, 2, 8), (None, 1, 2, 8)]
     );
-    std::fs::remove_file(&p).unwrap();
+    std::fs::remove_file(live(&p)).unwrap();
 }
 
 /// An agent that stops sending holds at most `MAX_OPEN_SECONDS` seconds open: the oldest
@@ -162,7 +174,7 @@ fn a_silent_agent_holds_only_a_bounded_window() {
     }
     log.add("slow", interval(0, &[20]));
     drop(log.finish());
-    let all = lines_of(&p);
+    let all = lines_of(&live(&p));
     let untagged: u64 = all.iter().filter(|l| l.0.is_none()).map(|l| l.2).sum();
     assert_eq!(untagged, u64::from(seconds) + 1);
     // Time order per tag, but for the late group.
@@ -171,7 +183,7 @@ fn a_silent_agent_holds_only_a_bounded_window() {
         .map(|l| l.1)
         .collect();
     assert_eq!(fast, (0..seconds).collect::<Vec<_>>());
-    std::fs::remove_file(&p).unwrap();
+    std::fs::remove_file(live(&p)).unwrap();
 }
 
 /// A spooled log is copied where the reports go and removed with the run's result; one that
@@ -198,10 +210,37 @@ fn spooled_logs_are_copied_then_removed_and_failures_named() {
     log.begin("r", 0, ["a".to_owned()]);
     log.add("a", interval(0, &[1]));
     let e = log.finish().save_to(&std::env::temp_dir()).unwrap_err();
-    assert!(e.to_string().contains("/proc/no-such/report.hlog"), "{e}");
+    assert!(
+        e.to_string().contains("/proc/no-such/.report.hlog.partial"),
+        "{e}"
+    );
 
     let mut log = IntervalLog::new(HlogTo::Off);
     log.begin("r", 0, ["a".to_owned()]);
     log.add("a", interval(0, &[1]));
     assert!(matches!(log.finish(), LogFile::None));
+}
+
+/// A reused --out keeps the earlier run's report.hlog until this run's report is saved: a run
+/// that fails never leaves a new log beside the old report.json.
+#[test]
+fn a_reused_out_keeps_its_log_until_the_report_is_saved() {
+    let dir = path("reused");
+    std::fs::create_dir_all(&dir).unwrap();
+    let dest = dir.join("report.hlog");
+    std::fs::write(&dest, "#earlier run\n").unwrap();
+    let mut log = log_at(&dest, &["a"]);
+    log.add("a", interval(0, &[5]));
+    log.done("a");
+    let file = log.finish();
+    assert_eq!(std::fs::read_to_string(&dest).unwrap(), "#earlier run\n");
+    assert_eq!(
+        lines_of(&live(&dest)).len(),
+        2,
+        "the agent's line and the merged one"
+    );
+    file.save_to(&dir).unwrap();
+    assert!(!live(&dest).exists(), "renamed into place");
+    assert_eq!(lines_of(&dest).first().map(|l| l.1), Some(0));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
