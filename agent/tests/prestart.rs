@@ -19,73 +19,16 @@ use stampede_proto::clock::unix_nanos_now;
 use stampede_proto::pb::{self, agent_message::Msg as Out, coordinator_message::Msg as In};
 use tokio_util::sync::CancellationToken;
 
+#[path = "support/fake_coordinator.rs"]
+mod fake_coordinator;
+use fake_coordinator::{Attached, Fake, msg, until};
+
 const AGENT: &str = env!("CARGO_BIN_EXE_stampede-agent");
 
 /// The Welcome's liveness bound.
 const WELCOME_LIVENESS: Duration = Duration::from_secs(2);
 /// The bound the last run's Prepare asks for.
 const RUN_LIVENESS: Duration = Duration::from_secs(10);
-
-/// A coordinator the test scripts: Welcome (stating its liveness bound), clock replies, and
-/// each attached stream handed to the test.
-struct Fake {
-    attached: tokio::sync::mpsc::UnboundedSender<Attached>,
-}
-
-/// One agent's stream, as the fake coordinator holds it.
-struct Attached {
-    inbound: tonic::Streaming<pb::AgentMessage>,
-    out: tokio::sync::mpsc::Sender<Result<pb::CoordinatorMessage, tonic::Status>>,
-}
-
-#[tonic::async_trait]
-impl pb::coordinator_server::Coordinator for Fake {
-    type AttachStream =
-        tokio_stream::wrappers::ReceiverStream<Result<pb::CoordinatorMessage, tonic::Status>>;
-
-    async fn attach(
-        &self,
-        req: tonic::Request<tonic::Streaming<pb::AgentMessage>>,
-    ) -> Result<tonic::Response<Self::AttachStream>, tonic::Status> {
-        let mut inbound = req.into_inner();
-        match inbound.message().await? {
-            Some(pb::AgentMessage {
-                msg: Some(Out::Hello(_)),
-            }) => {}
-            other => return Err(tonic::Status::invalid_argument(format!("{other:?}"))),
-        }
-        let (out, rx) = tokio::sync::mpsc::channel(64);
-        let welcome = In::Welcome(pb::Welcome {
-            protocol_version: stampede_proto::PROTOCOL_VERSION,
-            heartbeat_interval_ms: 100,
-            liveness_ms: WELCOME_LIVENESS.as_millis() as u64,
-        });
-        let _ = out.send(Ok(msg(welcome))).await;
-        let _ = self.attached.send(Attached {
-            inbound,
-            out: out.clone(),
-        });
-        Ok(tonic::Response::new(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        ))
-    }
-
-    async fn clock(
-        &self,
-        req: tonic::Request<pb::ClockProbe>,
-    ) -> Result<tonic::Response<pb::ClockReply>, tonic::Status> {
-        let now = unix_nanos_now();
-        Ok(tonic::Response::new(pb::ClockReply {
-            t0_unix_nanos: req.into_inner().t0_unix_nanos,
-            t1_unix_nanos: now,
-            t2_unix_nanos: now,
-        }))
-    }
-}
-
-fn msg(m: In) -> pb::CoordinatorMessage {
-    pb::CoordinatorMessage { msg: Some(m) }
-}
 
 /// The agent's firing threads (`stampede-wN`), counted in `/proc/PID/task`.
 fn firing_threads(pid: u32) -> usize {
@@ -106,26 +49,6 @@ async fn eventually(what: &str, within: Duration, cond: impl Fn() -> bool) {
         assert!(Instant::now() < until, "not within {within:?}: {what}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-/// Reads the agent's messages until `pick` takes one (10 s at most).
-async fn until<T>(a: &mut Attached, mut pick: impl FnMut(Out) -> Option<T>) -> T {
-    let read = async {
-        loop {
-            match a.inbound.message().await {
-                Ok(Some(pb::AgentMessage { msg: Some(m) })) => {
-                    if let Some(t) = pick(m) {
-                        return t;
-                    }
-                }
-                Ok(Some(_)) => {}
-                other => panic!("the agent's stream ended: {other:?}"),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .expect("the agent said what was expected within 10 s")
 }
 
 /// The next stream the agent attaches (15 s at most).
@@ -170,6 +93,7 @@ fn the_runs_threads_wait_from_prepare_and_the_runs_bound_ends_with_it() {
             tonic::transport::Server::builder()
                 .add_service(pb::coordinator_server::CoordinatorServer::new(Fake {
                     attached: tx,
+                    liveness_ms: WELCOME_LIVENESS.as_millis() as u64,
                 }))
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
