@@ -315,7 +315,11 @@ impl LogFile {
             return Ok(());
         }
         let tmp = dir.join(format!(".report.hlog.tmp.{}", std::process::id()));
-        let copied = std::fs::copy(path, &tmp).and_then(|_| std::fs::rename(&tmp, &dest));
+        // Copied into a file created as the report's others are (a temporary log is
+        // owner-only; fs::copy would carry that over), then renamed into place.
+        let copied = std::fs::File::open(path)
+            .and_then(|mut from| std::io::copy(&mut from, &mut std::fs::File::create(&tmp)?))
+            .and_then(|_| std::fs::rename(&tmp, &dest));
         if copied.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
