@@ -11,8 +11,9 @@
 //! Pacing a ramp: the worker sleeps on epoll to the microsecond ([`waiting`]) until
 //! [`SPIN_BEFORE`] ahead of its next connect and spins the rest, so it neither leaves late nor
 //! keeps a core busy between connects. Events it collects are queued with the time they were
-//! seen and handled in order, but never past a connect's intended time: handling stops when a
-//! connect falls due and resumes after it, so a pile of completions cannot delay the schedule.
+//! seen and handled in order; handling stops once a connect falls due (the event in hand may
+//! run past it; at least one is handled per pass) and resumes after the connect is out, so a
+//! pile of completions cannot hold the schedule back.
 //!
 //! [`waiting`]: super::waiting
 
