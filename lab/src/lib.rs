@@ -23,6 +23,8 @@
 //! [`Capture`] records when TCP SYNs crossed an interface (an `AF_PACKET` socket with the
 //! kernel's timestamps): the independent observer of when agents really started.
 //!
+//! [`sibling_bin`] finds (and first builds) the agent and target binaries a test runs.
+//!
 //! [`chromium`] loads the HTML pages stampede writes in headless Chromium for browser tests,
 //! under the same rule: missing in CI fails, missing elsewhere is a loud skip.
 
@@ -36,6 +38,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use stampede_proto::netstat::{Counters, Netstat};
 
 mod acceptor;
+mod bins;
 mod capture;
 pub mod chromium;
 pub mod cpu;
@@ -43,6 +46,7 @@ pub mod gate;
 mod hosts;
 mod relay;
 pub use acceptor::Acceptor;
+pub use bins::sibling_bin;
 pub use capture::{Capture, Captured, Syn, parse_syn};
 pub use gate::kernel_tests_enabled;
 pub use hosts::Lab;

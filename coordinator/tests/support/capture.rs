@@ -18,7 +18,7 @@
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use stampede::auth::Token;
@@ -268,28 +268,10 @@ fn spawn_agent(
     ChildGuard::spawn(&mut cmd).unwrap_or_else(|e| panic!("starting agent-{i}: {e}"))
 }
 
-/// The stampede-agent binary beside this test or bench binary (same profile), built when
-/// missing (`cargo test -p stampede` alone may not have built it).
+/// The stampede-agent binary beside this test or bench binary (same profile), built first
+/// when missing or stale.
 fn agent_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("this binary's path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("a target directory");
-    let path = dir.join("stampede-agent");
-    if !path.exists() {
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "-p", "stampede-agent", "--bins"]);
-        if dir.ends_with("release") {
-            build.arg("--release");
-        }
-        assert!(
-            build.status().is_ok_and(|s| s.success()),
-            "building stampede-agent"
-        );
-    }
-    assert!(path.exists(), "{} is missing", path.display());
-    path
+    stampede_lab::sibling_bin("stampede-agent")
 }
 
 /// Every thread of every pinned agent may run on its CPU only (`Cpus_allowed_list`).

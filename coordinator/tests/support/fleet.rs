@@ -67,22 +67,10 @@ pub struct Measured {
     pub log_tail: Vec<String>,
 }
 
-/// A workspace binary next to this test or bench binary's directory, built with the same
-/// profile when missing (`cargo test -p stampede` alone may not have built it).
+/// A workspace binary next to this test or bench binary, built first when missing or stale
+/// (same profile).
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let path = dir.join(name);
-    if !path.exists() {
-        let mut build = Command::new(env!("CARGO"));
-        build.args(["build", "-p", "stampede-agent", "--bins"]);
-        if dir.ends_with("release") {
-            build.arg("--release");
-        }
-        assert!(build.status().unwrap().success(), "building {name}");
-    }
-    assert!(path.exists(), "{} is missing", path.display());
-    path
+    stampede_lab::sibling_bin(name)
 }
 
 /// (VmRSS, VmHWM) of `pid` in KiB, if it is still there.
