@@ -146,11 +146,22 @@ const MAX_PROBES: usize = 3 * clock::PROBES;
 /// path about as idle as the best did.
 const QUICK_SLACK_NS: u64 = 100_000;
 
+/// A new best round trip counts as progress when it is below this share of the best before
+/// it (in percent): probing on pays while the path is getting idler, not for the small
+/// gains that chance gives under a load that persists.
+const GAIN_PERCENT: u64 = 80;
+
+/// Probes in a row without progress after which a sync stops probing for quick ones.
+const PATIENCE: usize = clock::PROBES / 2;
+
 /// ~16 NTP-style probes; the lowest-RTT one gives the offset and its uncertainty (half its
 /// RTT). Under load (a fleet syncing at once, a busy host) round trips swing: while fewer than
 /// half of the probes are quick (RTT at most twice the best plus 100 µs), more are sent, up
-/// to [`MAX_PROBES`], so the estimate rests on a probe that met an idle path.
+/// to [`MAX_PROBES`], so the estimate rests on a probe that met an idle path; but only while
+/// the best keeps dropping markedly ([`keep_probing`]): when the load is the fleet's own
+/// syncing, more probes only add to it.
 pub(super) async fn sync_clock(client: &mut Client) -> Result<clock::ClockEstimate, tonic::Status> {
+    let began = std::time::Instant::now();
     let mut samples = Vec::with_capacity(MAX_PROBES);
     while samples.len() < MAX_PROBES {
         let t0 = unix_nanos_now();
@@ -165,11 +176,41 @@ pub(super) async fn sync_clock(client: &mut Client) -> Result<clock::ClockEstima
             t2: r.t2_unix_nanos,
             t3,
         });
-        if samples.len() >= clock::PROBES && quick(&samples) * 2 >= samples.len() {
+        if !keep_probing(&samples) {
             break;
         }
     }
-    Ok(clock::best(&samples).expect("PROBES > 0"))
+    let best = clock::best(&samples).expect("PROBES > 0");
+    tracing::info!(
+        probes = samples.len(),
+        took_ms = began.elapsed().as_millis() as u64,
+        rtt_ns = best.rtt_ns,
+        "clock synced"
+    );
+    Ok(best)
+}
+
+/// Whether a sync with these samples sends another probe: always below [`clock::PROBES`];
+/// then while fewer than half are quick and the best round trip dropped below
+/// [`GAIN_PERCENT`] of the best before it within the last [`PATIENCE`] probes.
+fn keep_probing(samples: &[ClockSample]) -> bool {
+    if samples.len() < clock::PROBES {
+        return true;
+    }
+    if quick(samples) * 2 >= samples.len() {
+        return false;
+    }
+    // Where the best last dropped markedly (the first probe sets the first best).
+    let mut best = u64::MAX;
+    let mut gained_at = 0;
+    for (i, s) in samples.iter().enumerate() {
+        let rtt = s.rtt_ns();
+        if rtt.saturating_mul(100) < best.saturating_mul(GAIN_PERCENT) {
+            gained_at = i;
+        }
+        best = best.min(rtt);
+    }
+    samples.len() - gained_at <= PATIENCE
 }
 
 /// How many samples are quick: RTT at most twice the best plus [`QUICK_SLACK_NS`].
@@ -201,5 +242,59 @@ mod tests {
         let mut loaded: Vec<_> = (0..12).map(|i| sample(20_000 + i * 1_000)).collect();
         loaded.extend((0..4).map(|_| sample(300)));
         assert_eq!(quick(&loaded), 4, "4 of 16 met an idle path: probe again");
+    }
+
+    /// Round trips of a loaded path, ms, in no order: the best (20 ms) first, one quick.
+    fn loaded() -> Vec<ClockSample> {
+        let ms = [
+            20, 60, 90, 45, 120, 70, 150, 55, 80, 100, 65, 130, 75, 95, 110, 85,
+        ];
+        ms.iter().map(|ms| sample(ms * 1_000)).collect()
+    }
+
+    /// A fleet syncing at once is a load that persists while it probes: round trips swing,
+    /// few are quick. Probing on past 16 would only add to it, so a sync stops once its best
+    /// has not dropped markedly for 8 probes (the fleet bench: 45 probes per agent and 5 s
+    /// of the prepare at 1,000 agents before this rule).
+    #[test]
+    fn a_persistent_load_is_not_probed_through() {
+        let mut samples = loaded();
+        assert_eq!(quick(&samples), 1, "only the best is quick");
+        // The best (the first probe) is 16 probes old: stop.
+        assert!(!keep_probing(&samples));
+        // A small gain (to 19 ms, not below 80 %) is chance, not progress.
+        samples.push(sample(19_000));
+        assert!(!keep_probing(&samples));
+        // Fewer than 16 always go on.
+        assert!(keep_probing(&samples[..15]));
+    }
+
+    /// A load that goes away (the rest of the fleet done syncing) shows as a best that
+    /// drops: probing goes on while it keeps dropping, until half the probes are quick, or
+    /// 48 were sent.
+    #[test]
+    fn a_load_that_clears_is_probed_while_the_best_drops() {
+        let mut samples = loaded();
+        samples.push(sample(10_000));
+        assert!(keep_probing(&samples), "a marked drop: go on");
+        samples.extend((0..7).map(|_| sample(50_000)));
+        assert!(keep_probing(&samples), "7 probes since the drop: go on");
+        samples.push(sample(50_000));
+        assert!(
+            !keep_probing(&samples),
+            "8 probes without another drop: stop"
+        );
+        // Drop after drop (each to 3/4 of the last): on up to the most probes.
+        let mut falling = loaded();
+        let mut rtt_us = 15_000;
+        falling.push(sample(rtt_us));
+        while falling.len() < MAX_PROBES && keep_probing(&falling) {
+            rtt_us = rtt_us * 3 / 4;
+            falling.push(sample(rtt_us));
+        }
+        assert_eq!(falling.len(), MAX_PROBES);
+        // An idle path's 16 are all quick: done at once.
+        let quiet: Vec<_> = (0..16).map(|i| sample(50 + i)).collect();
+        assert!(!keep_probing(&quiet));
     }
 }
