@@ -66,6 +66,9 @@ pub struct ServeConfig {
     pub heartbeat: Duration,
     /// TLS (and mutual TLS when it names a client CA).
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// How many agents the endpoint expects (0: not said): the agents' liveness bound in
+    /// their Welcome grows with the fleet (`Registry::liveness`).
+    pub expected_agents: usize,
 }
 
 impl ServeConfig {
@@ -76,6 +79,7 @@ impl ServeConfig {
             token,
             heartbeat: Duration::from_secs(1),
             tls: None,
+            expected_agents: 0,
         }
     }
 }
@@ -102,6 +106,7 @@ pub async fn serve_with_limits(
         token,
         heartbeat,
         tls,
+        expected_agents,
     } = config;
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
@@ -114,6 +119,7 @@ pub async fn serve_with_limits(
         .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
     let addr = listener.local_addr()?;
     let registry = Arc::new(Registry::with_limits(token, heartbeat, limits));
+    registry.expect_agents(expected_agents);
     let service =
         CoordinatorService::new(registry.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES);
     let gate = registry.gate().clone();

@@ -165,3 +165,47 @@ async fn welcome_states_liveness_and_a_ping_follows_every_heartbeat() {
     );
     stop.cancel();
 }
+
+/// A fleet's first agents must not give up on a coordinator busy attaching the rest: the
+/// Welcome's bound grows by 2 ms per other agent of the fleet the endpoint expects, or of
+/// those attached when more have come.
+#[tokio::test]
+async fn welcome_liveness_grows_with_the_fleet() {
+    let stop = CancellationToken::new();
+    let heartbeat = Duration::from_millis(100);
+    let serve = |expected_agents| {
+        stampede::serve(
+            stampede::ServeConfig {
+                heartbeat,
+                expected_agents,
+                ..stampede::ServeConfig::new("127.0.0.1:0".parse().unwrap(), Token::new("right"))
+            },
+            stop.clone(),
+        )
+    };
+    // Expecting 500: the first agent already hears of the 499 others.
+    let c = serve(500).await.unwrap();
+    let (mut s, _tx) = attach(c.addr, "right", hello("f1", PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    assert_eq!(welcome_liveness(&mut s).await, 200 + 2 * 499);
+    // Expecting nothing: a lone agent gets two heartbeats, the second one attached 2 ms more.
+    let c = serve(0).await.unwrap();
+    let (mut a, _ta) = attach(c.addr, "right", hello("g1", PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    assert_eq!(welcome_liveness(&mut a).await, 200);
+    let (mut b, _tb) = attach(c.addr, "right", hello("g2", PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    assert_eq!(welcome_liveness(&mut b).await, 202);
+    stop.cancel();
+}
+
+/// The liveness bound stated in the Welcome that opens `stream`.
+async fn welcome_liveness(stream: &mut tonic::Streaming<pb::CoordinatorMessage>) -> u64 {
+    match stream.message().await.unwrap().and_then(|m| m.msg) {
+        Some(coordinator_message::Msg::Welcome(w)) => w.liveness_ms,
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}

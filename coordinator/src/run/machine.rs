@@ -102,7 +102,7 @@ impl<'a> Run<'a> {
             hlog: IntervalLog::new(hlog),
         };
         run.pacing.agent_liveness_ms =
-            pacing::agent_liveness(registry.liveness(), run.agents.len()).as_millis() as u64;
+            pacing::agent_liveness(registry.heartbeat() * 2, run.agents.len()).as_millis() as u64;
         run.pacing.prepare_timeout_ms =
             pacing::prepare_timeout(run.agents.len()).as_millis() as u64;
         run.send_prepare().await?;

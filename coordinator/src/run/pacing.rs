@@ -39,8 +39,9 @@ pub(super) fn liveness(heartbeat: Duration, agents: usize) -> Duration {
     (heartbeat * 4).max(Duration::from_secs(3)) + Duration::from_millis(2) * agents as u32
 }
 
-/// The agents' own liveness bound for the run (`Prepare.liveness_ms`): the Welcome's, plus
-/// 2 ms per agent, as a fleet's Pings reach each agent less promptly. Still below the
+/// The agents' own liveness bound for the run (`Prepare.liveness_ms`): two heartbeats
+/// (`welcome`, the Welcome's bound for a lone agent), plus 2 ms per agent, as a fleet's Pings
+/// reach each agent less promptly. Still below the
 /// coordinator's bound ([`liveness`]), so an agent gives up on a silent coordinator before
 /// the coordinator gives up on it.
 pub(super) fn agent_liveness(welcome: Duration, agents: usize) -> Duration {

@@ -224,6 +224,7 @@ impl Scenario {
         };
         Ok(ServeConfig {
             tls,
+            expected_agents: self.agents,
             ..ServeConfig::new(self.listen, token)
         })
     }

@@ -3,7 +3,9 @@
 //! Each agent holds one `Attach` stream. The handler authenticates it, checks its Hello
 //! (protocol version, unique id), registers the agent with a sender for coordinator
 //! messages, answers Welcome and then Pings it every heartbeat interval (the agent's
-//! liveness bound, `Welcome.liveness_ms`, is two of them). Every refusal is logged with its
+//! liveness bound, `Welcome.liveness_ms`, is two of them, plus 2 ms per other agent of the
+//! fleet expected or attached: while a large fleet attaches, the coordinator's Pings to the first
+//! agents wait behind the others' handshakes). Every refusal is logged with its
 //! reason; "agent attached" only once the agent is registered. A successful Hello (or an
 //! authenticated Clock probe) admits the connection at the gate (`crate::admission`).
 //!
@@ -17,7 +19,7 @@
 //! `fanout` the sending of one message to many agents at once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -124,6 +126,8 @@ pub struct Registry {
     refused_duplicates: Mutex<BTreeSet<String>>,
     dropped: AtomicU64,
     overloaded: AtomicU64,
+    /// The fleet the endpoint serves (`--agents`; 0: not said), for the Welcome's bound.
+    expected: AtomicUsize,
 }
 
 /// Most duplicate ids remembered for an error message.
@@ -186,6 +190,7 @@ impl Registry {
             refused_duplicates: Mutex::new(BTreeSet::new()),
             dropped: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
+            expected: AtomicUsize::new(0),
         }
     }
 
@@ -195,9 +200,20 @@ impl Registry {
     }
 
     /// How long an agent may stay silent before it should consider the coordinator gone
-    /// (`Welcome.liveness_ms`): two heartbeats, as the coordinator Pings every heartbeat.
+    /// (`Welcome.liveness_ms`): two heartbeats, as the coordinator Pings every heartbeat,
+    /// plus 2 ms per other agent of the fleet ([`Registry::expect_agents`], or as many as
+    /// are attached if more): 1,000 agents attaching at once keep a 2-core coordinator busy
+    /// for seconds, and the first ones must not give up on it meanwhile.
     pub fn liveness(&self) -> Duration {
-        self.heartbeat * 2
+        // Asked before the agent is registered: those attached are the others.
+        let expected_others = self.expected.load(Ordering::Relaxed).saturating_sub(1);
+        let others = expected_others.max(*self.count.borrow());
+        self.heartbeat * 2 + Duration::from_millis(2) * others.min(u32::MAX as usize) as u32
+    }
+
+    /// The fleet this endpoint expects (`stampede run --agents`), for the Welcome's bound.
+    pub fn expect_agents(&self, agents: usize) {
+        self.expected.store(agents, Ordering::Relaxed);
     }
 
     /// The admission gate of the endpoint's connections.
