@@ -5,7 +5,6 @@
 //! Exit codes: 0 done, 1 failed, 64 bad usage or a refused plan. Every flag also reads
 //! `STAMPEDE_<FLAG>` from the environment.
 
-use std::io::IsTerminal as _;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use stampede_proto::duration::parse_duration;
+use stampede_proto::live_line::LiveLine;
 use stampede_proto::pattern::Pattern;
 use stampede_proto::usage::EX_USAGE;
 use tokio_util::sync::CancellationToken;
@@ -301,7 +301,8 @@ fn fire_watched(
         }
     };
     let total = armed.plan().config().load.connections;
-    let live = std::io::stderr().is_terminal() && !stampede_proto::logging::quiet();
+    // Log lines during the run go through its suspend, never into the middle of it.
+    let live = LiveLine::stderr();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -331,14 +332,13 @@ fn fire_watched(
                 r = &mut firing => break r.context("firing task"),
                 Some(i) = intervals_rx.recv() => {
                     done += i.tally.outcomes.total();
-                    progress(live, started.elapsed(), done, total);
+                    progress(&live, started.elapsed(), done, total);
                     keep(i);
                 }
             }
         };
-        if live {
-            eprint!("\r\x1b[K");
-        }
+        // Erased before the summary.
+        drop(live);
         result
     })??;
     // What came with the end of the run.
@@ -387,10 +387,10 @@ fn write_hlog(
 }
 
 /// A long run's progress: a live line on a terminal, a log line a second otherwise.
-fn progress(live: bool, elapsed: Duration, done: u64, total: u64) {
+fn progress(live: &LiveLine, elapsed: Duration, done: u64, total: u64) {
     let secs = format!("{:.1}s", elapsed.as_secs_f64());
-    if live {
-        eprint!("\r{secs}: {done}/{total} attempts classified\x1b[K");
+    if live.is_on() {
+        live.set(&format!("{secs}: {done}/{total} attempts classified"));
     } else {
         tracing::info!(elapsed = %secs, done, total, "attempts classified");
     }

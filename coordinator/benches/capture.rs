@@ -16,23 +16,12 @@
 
 #[path = "../tests/support/capture.rs"]
 mod capture;
+mod support;
 
 use capture::{Options, RunFigures};
+use support::{env, load};
 
 const GOAL_US: f64 = 50.0;
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
 
 fn fmt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))

@@ -15,21 +15,10 @@ use stampede_lab::Netns;
 
 #[path = "../tests/support/fleet.rs"]
 mod fleet;
+mod support;
 
 use fleet::{Fleet, Measured, bin, clean, out_dir, secs};
-
-fn env(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
-}
+use support::{env, load};
 
 /// Lost agents' reasons, grouped by their first words, most common first.
 fn lost_reasons(m: &Measured) -> String {

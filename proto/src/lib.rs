@@ -14,7 +14,8 @@
 //! - [`tls`]: rustls configuration of the agent-coordinator channel from PEM files.
 //! - [`signal`], [`usage`], [`logging`]: SIGINT/SIGTERM handling, usage errors (exit 64),
 //!   command-line parsing and the log set-up, the same in every binary; [`install`]: the
-//!   `completions` and `man` subcommands and the `--version` text (with the git commit).
+//!   `completions` and `man` subcommands and the `--version` text (with the git commit);
+//!   [`live_line`]: the live status line of the binaries without a progress bar library.
 //! - [`input`], [`backlog`]: files a person names (regular, size-bounded) and the one
 //!   backlog rule (0 or more) every binary applies.
 //!
@@ -47,6 +48,7 @@ pub mod histogram;
 pub mod hlog;
 pub mod input;
 pub mod install;
+pub mod live_line;
 pub mod logging;
 pub mod netstat;
 pub mod outcome;

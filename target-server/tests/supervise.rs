@@ -7,11 +7,14 @@
 //! needed. Each case with a listener runs in a network namespace of its own (fixed ports
 //! collide with nothing there); the kernel-test gate fails or skips visibly without root.
 
-use std::io::{BufRead, BufReader};
+#[path = "support/supervised.rs"]
+mod supervised;
+
+use std::io::BufReader;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use stampede_lab::{ChildGuard, Netns, SIGTERM, kernel_tests_enabled};
+use stampede_lab::{ChildGuard, Netns, kernel_tests_enabled};
 use stampede_proto::pb::{self, target_control_client::TargetControlClient};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stampede-target");
@@ -170,26 +173,14 @@ fn configure_restarts_the_server_and_refuses_an_accept_policy() {
         return;
     }
     let ns = Netns::new("supcfg").unwrap();
-    let mut child = ChildGuard::spawn(
+    let mut child = supervised::start(
         ns.command(BIN)
             .args(["supervise", "--port", "8080", "--control", "127.0.0.1:9000"])
             .args(["--backlog", "16", "--somaxconn", "keep", "--"])
             .arg(BIN)
             .args(["--listen", "127.0.0.1:8080", "--backlog", "{backlog}"])
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    )
-    .unwrap();
-    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
-    // Its own bounds end it (10 s to listen) if it never gets there: the loop ends then.
-    let mut seen = Vec::new();
-    let supervising = lines.by_ref().map_while(Result::ok).any(|line| {
-        seen.push(line.clone());
-        line.contains("supervising")
-    });
-    assert!(supervising, "{seen:#?}");
-    std::thread::spawn(move || lines.for_each(drop));
+            .stdout(Stdio::null()),
+    );
     ns.block_on(async {
         let mut c = TargetControlClient::connect("http://127.0.0.1:9000")
             .await
@@ -206,19 +197,7 @@ fn configure_restarts_the_server_and_refuses_an_accept_policy() {
         );
         assert!(before.accept_policy.is_none());
         let pid = before.server_pid.expect("the server's pid");
-        let after = c
-            .configure(pb::ConfigureRequest {
-                backlog: Some(100),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            (after.backlog_requested, after.backlog_effective),
-            (Some(100), 100)
-        );
-        assert_ne!(after.server_pid, Some(pid), "restarted");
+        let after = supervised::restart_at(&mut c, 100, pid).await;
         let refused = c
             .configure(pb::ConfigureRequest {
                 accept_policy: Some(pb::AcceptPolicy {
@@ -246,11 +225,7 @@ fn configure_restarts_the_server_and_refuses_an_accept_policy() {
         assert_eq!(capped.backlog_effective, somaxconn);
         assert_eq!(capped.somaxconn, somaxconn);
     });
-    child.signal(SIGTERM).unwrap();
-    let status = child
-        .wait_exit(Duration::from_secs(30))
-        .expect("stops on SIGTERM");
-    assert!(status.success(), "{status:?}");
+    supervised::stop(&mut child);
 }
 
 /// With --somaxconn raise (the default, as root) a backlog above somaxconn raises it in the
@@ -263,30 +238,15 @@ fn somaxconn_is_raised_for_the_backlog_and_restored_on_exit() {
     let ns = Netns::new("supmax").unwrap();
     ns.sysctl("net.core.somaxconn", "1000").unwrap();
     let somaxconn = || ns.run(|| stampede_proto::sysctl::read_u64("net.core.somaxconn").unwrap());
-    let mut child = ChildGuard::spawn(
+    let mut child = supervised::start(
         ns.command(BIN)
             .args(["supervise", "--port", "8080", "--backlog", "3000", "--"])
             .arg(BIN)
             .args(["--listen", "127.0.0.1:8080", "--backlog", "{backlog}"])
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped()),
-    )
-    .unwrap();
-    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let supervising = lines.by_ref().map_while(Result::ok).any(|line| {
-        seen.push(line.clone());
-        line.contains("supervising")
-    });
-    assert!(supervising, "{seen:#?}");
-    std::thread::spawn(move || lines.for_each(drop));
+            .stdout(Stdio::piped()),
+    );
     assert_eq!(somaxconn(), 3000, "raised for the backlog");
-    child.signal(SIGTERM).unwrap();
-    let status = child
-        .wait_exit(Duration::from_secs(30))
-        .expect("stops on SIGTERM");
-    assert!(status.success(), "{status:?}");
+    supervised::stop(&mut child);
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.0.stdout.take().unwrap(), &mut out).unwrap();
     // The summary it prints at exit.

@@ -7,11 +7,12 @@
 //! (exits 9 at backlog 7): the failure is the event, no timing. In a network namespace of its
 //! own (fixed ports collide with nothing there); the kernel-test gate fails or skips visibly.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-use std::time::Duration;
+#[path = "support/supervised.rs"]
+mod supervised;
 
-use stampede_lab::{ChildGuard, Netns, SIGTERM, kernel_tests_enabled};
+use std::process::Stdio;
+
+use stampede_lab::{Netns, kernel_tests_enabled};
 use stampede_proto::pb::{self, target_control_client::TargetControlClient};
 
 const BIN: &str = env!("CARGO_BIN_EXE_stampede-target");
@@ -26,7 +27,7 @@ fn a_failed_restart_leaves_the_stats_saying_the_server_is_down() {
         "test \"$1\" != 7 || {{ echo refusing backlog 7 >&2; exit 9; }}; \
          exec {BIN} --listen 127.0.0.1:8080 --backlog \"$1\""
     );
-    let mut child = ChildGuard::spawn(
+    let mut child = supervised::start(
         ns.command(BIN)
             .args(["supervise", "--port", "8080", "--control", "127.0.0.1:9000"])
             .args([
@@ -38,20 +39,8 @@ fn a_failed_restart_leaves_the_stats_saying_the_server_is_down() {
                 "10s",
             ])
             .args(["--", "sh", "-c", &server, "sh", "{backlog}"])
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    )
-    .unwrap();
-    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
-    // Its own bounds end it (10 s to listen) if it never gets there: the loop ends then.
-    let mut seen = Vec::new();
-    let supervising = lines.by_ref().map_while(Result::ok).any(|line| {
-        seen.push(line.clone());
-        line.contains("supervising")
-    });
-    assert!(supervising, "{seen:#?}");
-    std::thread::spawn(move || lines.for_each(drop));
+            .stdout(Stdio::null()),
+    );
     ns.block_on(async {
         let mut c = TargetControlClient::connect("http://127.0.0.1:9000")
             .await
@@ -94,19 +83,7 @@ fn a_failed_restart_leaves_the_stats_saying_the_server_is_down() {
             .unwrap_err();
         assert!(reset.message().contains("the server is down"), "{reset:?}");
 
-        let back = c
-            .configure(pb::ConfigureRequest {
-                backlog: Some(32),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            (back.backlog_requested, back.backlog_effective),
-            (Some(32), 32)
-        );
-        assert_ne!(back.server_pid, Some(pid), "a new server");
+        let back = supervised::restart_at(&mut c, 32, pid).await;
         let stats = c
             .stats(pb::StatsRequest::default())
             .await
@@ -114,9 +91,5 @@ fn a_failed_restart_leaves_the_stats_saying_the_server_is_down() {
             .into_inner();
         assert_eq!(stats.server_pid, back.server_pid);
     });
-    child.signal(SIGTERM).unwrap();
-    let status = child
-        .wait_exit(Duration::from_secs(30))
-        .expect("stops on SIGTERM");
-    assert!(status.success(), "{status:?}");
+    supervised::stop(&mut child);
 }

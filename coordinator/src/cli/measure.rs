@@ -5,10 +5,12 @@
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use stampede_proto::rlimit::FdLimit;
 use tokio_util::sync::CancellationToken;
 
 use super::output::{deliver, out_dir, save};
 use super::{DemoArgs, Failure, Output, RunArgs, SweepArgs};
+use crate::admission::Limits;
 use crate::history::{Kind, Ran};
 use crate::scenario::{ConfigError, Scenario, SweepSettings};
 use crate::schedule::record::Recorder;
@@ -21,12 +23,14 @@ fn settings(args: &RunArgs, explicit: &BTreeSet<String>) -> Result<Scenario, Con
 }
 
 /// Raises the descriptor limit to the hard one (each agent session holds a descriptor) and
-/// refuses a fleet of `agents` that cannot fit under it, before anything is served; the
+/// refuses, with `fits`, a fleet that cannot fit under it, before anything is served; the
 /// limit, for the log once serving (`None`: it could not be read, said here).
-fn fit_fleet(agents: usize) -> Result<Option<stampede_proto::rlimit::FdLimit>, ConfigError> {
+fn fit_fleet(
+    fits: impl FnOnce(&Limits, FdLimit) -> Result<(), ConfigError>,
+) -> Result<Option<FdLimit>, ConfigError> {
     match stampede_proto::rlimit::raise_fd_limit() {
         Ok(fd) => {
-            crate::admission::Limits::default().check_fleet(agents, fd)?;
+            fits(&Limits::default(), fd)?;
             Ok(Some(fd))
         }
         Err(e) => {
@@ -36,13 +40,27 @@ fn fit_fleet(agents: usize) -> Result<Option<stampede_proto::rlimit::FdLimit>, C
     }
 }
 
-/// Serves the coordinator endpoint these settings ask for.
+/// Serves the coordinator endpoint these settings ask for, for a fleet of their `agents`.
 pub(super) async fn serve(
     settings: &Scenario,
     shutdown: &CancellationToken,
 ) -> Result<crate::Coordinator, Failure> {
+    let agents = settings.agents;
+    serve_fleet(settings, shutdown, |limits, fd| {
+        Ok(limits.check_fleet(agents, fd)?)
+    })
+    .await
+}
+
+/// Serves the coordinator endpoint these settings ask for, once `fits` has accepted the
+/// fleet it will hold under the descriptor limit (`schedule`: its largest entry's).
+pub(super) async fn serve_fleet(
+    settings: &Scenario,
+    shutdown: &CancellationToken,
+    fits: impl FnOnce(&Limits, FdLimit) -> Result<(), ConfigError>,
+) -> Result<crate::Coordinator, Failure> {
     let config = settings.serve_config()?;
-    let fd = fit_fleet(settings.agents)?;
+    let fd = fit_fleet(fits)?;
     let coordinator = crate::serve(config, shutdown.clone())
         .await
         .map_err(anyhow::Error::from)?;
@@ -50,7 +68,7 @@ pub(super) async fn serve(
         tracing::info!(
             soft = fd.soft,
             hard = fd.hard,
-            max_agents = crate::admission::Limits::default().max_agents(fd),
+            max_agents = Limits::default().max_agents(fd),
             "file descriptor limit"
         );
     }

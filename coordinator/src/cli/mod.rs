@@ -209,7 +209,21 @@ async fn schedule(
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<Output, Failure> {
     let mut prepared = Prepared::new(&args, explicit).map_err(Failure::from)?;
-    let coordinator = measure::serve(&prepared.endpoint, shutdown).await?;
+    // The endpoint holds every entry's fleet in turn: the largest must fit, and a refusal
+    // names its entry (the endpoint's own --agents is only the default under them).
+    let largest = prepared.capacity.largest_fleet(&args.settings, explicit);
+    let coordinator = measure::serve_fleet(&prepared.endpoint, shutdown, |limits, fd| {
+        let Some((entry, agents)) = largest else {
+            return Ok(());
+        };
+        limits
+            .check_fleet(agents, fd)
+            .map_err(|e| ConfigError::File {
+                location: entry.location.clone(),
+                message: format!("scenario: entry \"{}\": {e}", entry.name),
+            })
+    })
+    .await?;
     let outcome = prepared
         .run(&args, &coordinator, explicit, shutdown, progress)
         .await

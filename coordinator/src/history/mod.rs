@@ -61,7 +61,7 @@ pub enum HistoryError {
     },
     /// The file was written by a newer stampede.
     #[error(
-        "the history {path} has schema version {found}, newer than this stampede knows ({known}): upgrade stampede"
+        "the history {path} has schema version {found}, newer than this stampede knows ({known}): a newer stampede migrated it; upgrade this stampede (every one that opens the file must be as new), or give --db a copy of the file kept from before the upgrade"
     )]
     TooNew {
         /// The file.

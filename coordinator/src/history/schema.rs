@@ -139,6 +139,15 @@ mod tests {
             .unwrap();
         let e = migrate(&mut conn, &path).unwrap_err().to_string();
         assert!(e.contains("newer than this stampede knows"), "{e}");
+        // What to do, in the same line: upgrade every binary that opens it, or use a copy.
+        for part in [
+            "upgrade this stampede",
+            "every one that opens the file",
+            "a copy",
+        ] {
+            assert!(e.contains(part), "{part}: {e}");
+        }
+        assert!(!e.contains('\n'), "one line: {e}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

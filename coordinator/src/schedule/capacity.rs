@@ -137,6 +137,25 @@ impl Capacity {
         Ok(())
     }
 
+    /// The entry whose runs wait for the most agents (the flags over its scenario; the first
+    /// in file order among equals) and that count: the fleet the one endpoint must hold.
+    pub fn largest_fleet(
+        &self,
+        flags: &Scenario,
+        explicit: &std::collections::BTreeSet<String>,
+    ) -> Option<(&Entry, usize)> {
+        self.entries
+            .iter()
+            .map(|e| {
+                let s = Scenario::layered(Some(e.scenario.clone()), flags, explicit);
+                (e, s.agents)
+            })
+            .fold(None, |best, (e, agents)| match best {
+                Some((_, most)) if most >= agents => best,
+                _ => Some((e, agents)),
+            })
+    }
+
     /// Parses capacity text; `name` is used in errors, `dir` resolves scenario paths.
     pub fn parse(text: &str, name: &str, dir: &Path) -> Result<Vec<Entry>, ConfigError> {
         let at = |offset: usize, key: &str, message: String| ConfigError::File {

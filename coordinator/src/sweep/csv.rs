@@ -5,8 +5,10 @@
 //! `run_id` and `started_at`; `ttfb_p99_us` is the accept wait (first byte) p99, and
 //! `model_backlog` (the queue model) stands beside `accept_queue_max` (the measured peak). Every column
 //! means one thing; empty: not known (`accept_rate_per_s` when the target's rate was left as
-//! configured, first-byte time when none was measured). An unlimited accept rate is `max`, as
-//! in `sweep.json` and on the command line.
+//! configured or unlimited, first-byte time when none was measured). Every column a number
+//! reads as one (or is empty), so a numeric reader (pandas, awk) takes `accept_rate_per_s`
+//! whole: an unlimited accept rate (`max` in `sweep.json` and on the command line) is an empty
+//! cell there and `true` in `accept_unthrottled`, which tells it apart from "as configured".
 
 use std::io;
 
@@ -81,8 +83,11 @@ fn columns() -> Vec<Column> {
             Box::new(|l| l.step.backlog_effective.to_string()),
         ),
         ("somaxconn", Box::new(|l| l.step.somaxconn.to_string())),
-        // A finite rate as a number, an unlimited one as "max" (AcceptRate's Display).
-        ("accept_rate_per_s", Box::new(|l| opt(l.step.accept_rate))),
+        // A finite rate as a number; unlimited (`accept_unthrottled`) and as configured empty.
+        (
+            "accept_rate_per_s",
+            Box::new(|l| opt(l.step.accept_rate.filter(|r| r.0.is_finite()))),
+        ),
         (
             "attempts",
             Box::new(|l| l.step.outcomes.total().to_string()),
@@ -158,6 +163,16 @@ fn columns() -> Vec<Column> {
         ),
         ("model_source", Box::new(|l| l.step.model_source.clone())),
         ("server_pid", Box::new(|l| opt(l.step.server_pid))),
+        // Added last, so a reader by position keeps every earlier column where it was.
+        (
+            "accept_unthrottled",
+            Box::new(|l| {
+                l.step
+                    .accept_rate
+                    .is_some_and(|r| r.0.is_infinite())
+                    .to_string()
+            }),
+        ),
     ]);
     columns
 }
@@ -318,11 +333,12 @@ mod tests {
         assert_eq!(rows[1]["accepted_during_burst"], "", "unknown");
     }
 
-    /// "As fast as possible" is `max` in the CSV as in sweep.json (it was `null` there, which
-    /// read back as "as configured"), and reads back as such; a finite rate stays a number in
-    /// JSON; an empty sweep is a header alone.
+    /// "As fast as possible" is `max` in sweep.json (it was `null` there, which read back as
+    /// "as configured"), and reads back as such; in the CSV it is an empty rate with
+    /// `accept_unthrottled` true, so the rate column stays numeric; a finite rate stays a
+    /// number in JSON; an empty sweep is a header alone.
     #[test]
-    fn unlimited_rate_is_max_in_csv_and_json() {
+    fn unlimited_rate_is_max_in_json_and_unthrottled_in_csv() {
         let mut s = sweep();
         s.steps[0].accept_rate = Some(AcceptRate(f64::INFINITY));
         s.recommendations = vec![super::super::Recommendation {
@@ -330,8 +346,12 @@ mod tests {
             ..Default::default()
         }];
         let rows = parse(&render(&s));
-        assert_eq!(rows[0]["accept_rate_per_s"], "max");
+        assert_eq!(rows[0]["accept_rate_per_s"], "");
+        assert_eq!(rows[0]["accept_unthrottled"], "true");
         assert_eq!(rows[1]["accept_rate_per_s"], "50");
+        assert_eq!(rows[1]["accept_unthrottled"], "false");
+        assert_eq!(rows[2]["accept_rate_per_s"], "", "as configured");
+        assert_eq!(rows[2]["accept_unthrottled"], "false", "as configured");
         let json = serde_json::to_value(&s).unwrap();
         assert_eq!(json["steps"][0]["accept_rate"], "max");
         assert_eq!(json["recommendations"][0]["accept_rate"], "max");
@@ -352,6 +372,42 @@ mod tests {
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(
             text.starts_with("step,run_id,started_at,backlog,"),
+            "{text}"
+        );
+    }
+
+    /// A numeric reader takes every numeric column whole: with the csv crate, each cell of
+    /// `accept_rate_per_s` (unlimited, finite, as configured) is empty or an f64, and
+    /// `accept_unthrottled` a bool; the new column comes last, after every older one.
+    #[test]
+    fn rate_column_is_numeric_or_empty() {
+        let mut s = sweep();
+        s.steps[0].accept_rate = Some(AcceptRate(f64::INFINITY));
+        let text = render(&s);
+        let mut reader = csv::Reader::from_reader(text.as_bytes());
+        let header = reader.headers().unwrap().clone();
+        assert_eq!(header.iter().next_back(), Some("accept_unthrottled"));
+        let at = |name: &str| header.iter().position(|h| h == name).unwrap();
+        let (rate, unthrottled) = (at("accept_rate_per_s"), at("accept_unthrottled"));
+        assert_eq!(
+            at("server_pid") + 1,
+            unthrottled,
+            "appended, never inserted"
+        );
+        let mut seen = Vec::new();
+        for record in reader.records() {
+            let record = record.unwrap();
+            let cell = &record[rate];
+            let value = (!cell.is_empty())
+                .then(|| cell.parse::<f64>())
+                .transpose()
+                .unwrap_or_else(|e| panic!("accept_rate_per_s {cell:?} is not a number: {e}"));
+            let flag: bool = record[unthrottled].parse().unwrap();
+            seen.push((value, flag));
+        }
+        assert_eq!(
+            seen,
+            vec![(None, true), (Some(50.0), false), (None, false)],
             "{text}"
         );
     }

@@ -5,13 +5,13 @@
 //! the signal handlers and calls [`execute`]; the flags become a [`Config`] or an
 //! [`ObserveConfig`] here, and those types' own `validate` decides what is refused.
 
-use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use stampede_proto::duration::parse_duration;
+use stampede_proto::live_line::LiveLine;
 use stampede_proto::target::TargetStats;
 use tokio_util::sync::CancellationToken;
 
@@ -270,16 +270,18 @@ async fn serve(
         on_accept = %config.on_accept,
         "listening"
     );
-    if std::io::stderr().is_terminal() && !stampede_proto::logging::quiet() {
+    // Log lines while it is drawn go through its suspend, never into the middle of it.
+    let line = LiveLine::stderr();
+    if line.is_on() {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             while tokio::select! { _ = shutdown.cancelled() => false, _ = tick.tick() => true } {
                 if let Ok(s) = handle.stats() {
-                    eprint!("\r{}\x1b[K", s.summary());
+                    line.set(&s.summary());
                 }
             }
-            eprintln!();
+            line.keep();
         });
     }
     target.run(shutdown).await
@@ -299,17 +301,11 @@ async fn observe(
         control_auth,
         "observing"
     );
-    let live = std::io::stderr().is_terminal() && !stampede_proto::logging::quiet();
+    let live = LiveLine::stderr();
     let stats = observe
-        .run(shutdown, &mut |s: &TargetStats| {
-            if live {
-                eprint!("\r{}\x1b[K", s.summary());
-            }
-        })
+        .run(shutdown, &mut |s: &TargetStats| live.set(&s.summary()))
         .await;
-    if live {
-        eprintln!();
-    }
+    live.keep();
     stats
 }
 

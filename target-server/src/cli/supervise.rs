@@ -2,13 +2,13 @@
 //! server's command after `--`, its templates, how it is stopped and how long it may take to
 //! listen; [`crate::supervise`] does the work.
 
-use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use stampede_proto::duration::parse_duration;
+use stampede_proto::live_line::LiveLine;
 use stampede_proto::target::TargetStats;
 use tokio_util::sync::CancellationToken;
 
@@ -107,16 +107,12 @@ pub(super) async fn run(
         command = ?config.command,
         "supervise: starting the server"
     );
-    let live = std::io::stderr().is_terminal();
+    let live = LiveLine::stderr();
     let stats = crate::supervise::run(config, auth, shutdown, &mut |s: &TargetStats| {
-        if live {
-            eprint!("\r{}\x1b[K", s.summary());
-        }
+        live.set(&s.summary())
     })
     .await;
-    if live {
-        eprintln!();
-    }
+    live.keep();
     stats
 }
 
