@@ -273,15 +273,17 @@ impl IntervalLog {
             } => (writer, log, header),
         };
         let closing = writer.finish(unfinished.clone()).await;
-        let log = match (closing.log, path, header) {
-            (_, _, Some(e)) | (Some(Err(e)), _, None) => LogFile::Failed(e),
-            (Some(Ok(undecodable)), Some((path, spool)), None) => {
+        let log = match (path, closing.log, header) {
+            (None, _, _) => LogFile::None,
+            (Some(_), _, Some(e)) | (Some(_), Some(Err(e)), None) => LogFile::Failed(e),
+            (Some((path, spool)), Some(Ok(undecodable)), None) => {
                 if undecodable > 0 {
                     tracing::warn!(undecodable, "report.hlog: intervals left out");
                 }
                 LogFile::Written { path, spool }
             }
-            (_, None, None) | (None, Some(_), None) => LogFile::None,
+            // The thread had the log whenever its header was rendered.
+            (Some(_), None, None) => LogFile::Failed("report.hlog was not begun".into()),
         };
         Closed {
             log,
