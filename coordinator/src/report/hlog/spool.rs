@@ -13,7 +13,7 @@
 //! cause as before), and what follows it is not summed.
 //!
 //! The two files are created at the start, new and owner-only (never through an existing
-//! name), and removed when the spool is dropped. Record: agent id length (u32,
+//! name, and a file in the way is left alone), and removed when the spool is dropped. Record: agent id length (u32,
 //! little-endian), the id, message length (u32), the `IntervalResult` as protobuf; where each
 //! agent's records are is kept in memory (16 bytes a record, at most [`COMPACT_RECORDS`] more
 //! than agents).
@@ -55,8 +55,8 @@ struct Side {
 pub(super) struct Spool {
     /// The file appended to, then the spare one; `None` once appending failed.
     sides: Option<[Side; 2]>,
-    /// Both files' paths, removed on drop.
-    paths: [PathBuf; 2],
+    /// The files this spool created (never another's that was in the way), removed on drop.
+    paths: Vec<PathBuf>,
     /// Each agent's records in the file appended to, in the order they came.
     index: BTreeMap<String, Records>,
     /// Bytes in the file appended to.
@@ -100,6 +100,10 @@ impl Spool {
         if let Some(e) = &error {
             tracing::warn!(cause = %e, "lost agents' intervals will not be counted");
         }
+        let paths = match sides {
+            Some(_) => paths.to_vec(),
+            None => Vec::new(),
+        };
         Spool {
             sides,
             paths,

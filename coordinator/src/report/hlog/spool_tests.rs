@@ -177,6 +177,15 @@ fn an_unusable_interval_is_kept_after_the_sum_before_it() {
     let e = added(&sent).unwrap_err();
     assert_eq!(added(&back["a"]).unwrap_err(), e);
     drop(spool);
+    // A file in the way (a symlink, another run's spool) is neither used nor removed.
+    let theirs = d.join("theirs");
+    std::fs::write(&theirs, "not ours").unwrap();
+    let mut refused = Spool::create(theirs.clone(), 1 << 20);
+    refused.append("a", &interval(0, 0));
+    let e = refused.read(&BTreeSet::from(["a".to_owned()])).unwrap_err();
+    assert!(e.contains("theirs"), "{e}");
+    drop(refused);
+    assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "not ours");
     std::fs::remove_dir_all(&d).unwrap();
     let mut broken = Spool::create(PathBuf::from("/proc/no-such/spool"), 1 << 20);
     broken.append("a", &interval(0, 0));
