@@ -4,19 +4,21 @@
 //! passes through, so the run's event loop does no file I/O for it.
 //!
 //! Its size is bounded whatever the run's length: once the records appended since the last
-//! compaction pass [`COMPACT_AFTER`] bytes (or [`COMPACT_RECORDS`] records), each agent's records are summed into one
-//! (`Tally`: counts add, histograms add bucket by bucket, exactly) and written to the spare
-//! file, which becomes the one appended to. So the spool holds at most one summed record per
-//! agent plus that many bytes. Summing is exact and in order: the report adds an agent's sum
-//! as it would have added each interval. A record whose tally cannot be added is kept as it
-//! came after the sum of those before it (the report then drops that agent, naming the same
-//! cause as before), and what follows it is not summed.
+//! compaction pass [`COMPACT_AFTER`] bytes (or [`COMPACT_RECORDS`] records), each agent's
+//! records are summed into one (`Tally`: counts add, histograms add bucket by bucket,
+//! exactly) and written to the spare file, which becomes the one appended to. So the spool
+//! holds at most one summed record per agent plus that many bytes. It costs the thread one
+//! more decode of each interval (as many as writing the intervals' seconds takes). Summing
+//! is exact and in order: the report adds an agent's sum as it would have added each
+//! interval. A record whose tally cannot be added is kept as it came after the sum of those
+//! before it (the report then drops that agent, naming the same cause as before), and what
+//! follows it is not summed.
 //!
 //! The two files are created at the start, new and owner-only (never through an existing
-//! name, and a file in the way is left alone), and removed when the spool is dropped. Record: agent id length (u32,
-//! little-endian), the id, message length (u32), the `IntervalResult` as protobuf; where each
-//! agent's records are is kept in memory (16 bytes a record, at most [`COMPACT_RECORDS`] more
-//! than agents).
+//! name, and a file in the way is left alone), and removed when the spool is dropped.
+//! Record: agent id length (u32, little-endian), the id, message length (u32), the
+//! `IntervalResult` as protobuf; where each agent's records are is kept in memory (16 bytes
+//! a record, at most [`COMPACT_RECORDS`] more than agents).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
