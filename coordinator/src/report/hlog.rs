@@ -1,7 +1,8 @@
 //! `report.hlog`: the run second by second in the HdrHistogram interval log format, for the
 //! existing HDR tooling (HistogramLogProcessor, HdrHistogram's plotters, `hdrhistogram`'s
-//! `IntervalLogIterator`), written while the run goes ([`IntervalLog`], in `stream`), so the
-//! coordinator never keeps a run's interval results.
+//! `IntervalLogIterator`), written while the run goes ([`IntervalLog`], in `stream`) by a
+//! thread of its own (`writer`), so the coordinator never keeps a run's interval results;
+//! the same thread keeps a bounded spool of them (`spool`) for agents lost mid-run.
 //!
 //! Interval `seq` of every agent covers `[seq, seq + 1)` seconds after the agreed start
 //! instant (its last interval also holds what completed later), so the log's BaseTime and
@@ -32,7 +33,7 @@ use stampede_proto::histogram::{self, HistogramError};
 use stampede_proto::tally::Tally;
 use stampede_proto::{hlog, pb};
 
-pub use self::stream::{HlogTo, IntervalLog, LogFile};
+pub use self::stream::{Closed, HlogTo, IntervalLog, LogFile};
 
 /// Most seconds held open waiting for a lagging agent; past it, the oldest is written and
 /// that agent's interval for it comes later as its own group. Bounds the coordinator's
@@ -112,3 +113,6 @@ fn second(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod spool_tests;

@@ -24,8 +24,9 @@ pub(super) struct AgentState {
     pub(super) clock_offset_ns: i64,
     /// The round trip of its best clock probe, from its Ready.
     pub(super) clock_rtt_ns: u64,
-    /// The interval results it delivered, read back from the run's spool when the run is
-    /// over, only for an agent without a final result (it counts with them).
+    /// The interval results it delivered, summed (then the first that could not be added,
+    /// if one could not): read back from the run's spool when the run is over, only for an
+    /// agent without a final result (it counts with them).
     pub(super) intervals: Vec<pb::IntervalResult>,
     /// Attempts finished so far, by its intervals and heartbeats.
     pub(super) completed: u64,

@@ -259,13 +259,15 @@ impl<'a> Run<'a> {
             },
             None => (None, None),
         };
-        // An agent without its final result counts with the intervals it delivered: read
-        // back from the spool for those alone.
+        // An agent without its final result counts with the intervals it delivered: their
+        // sum, from the spool, once every second still open is written (the log is complete
+        // before the report). Awaited: the log's thread does the file work.
         let unfinished: BTreeSet<String> = (self.agents.iter())
             .filter(|(_, s)| s.result.is_none())
             .map(|(id, _)| id.clone())
             .collect();
-        match self.hlog.delivered(&unfinished) {
+        let closed = self.hlog.finish(&unfinished).await;
+        match closed.delivered {
             Ok(delivered) => {
                 for (id, intervals) in delivered {
                     if let Some(st) = self.agents.get_mut(&id) {
@@ -281,8 +283,7 @@ impl<'a> Run<'a> {
                 }
             }
         }
-        // Every second still open is written: the log is complete before the report.
-        let hlog = self.hlog.finish();
+        let hlog = closed.log;
         let mut finished = build_report(
             self.id,
             self.start_at,

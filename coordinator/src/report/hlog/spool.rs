@@ -1,61 +1,150 @@
-//! The run's interval results as they came, appended to a file (beside `report.hlog`, or in
-//! the temporary directory) and read back only for agents lost before their final result,
-//! which count with the intervals they delivered. So neither memory nor CPU goes to them
-//! while the run goes: one buffered append each (a finished agent's final result supersedes
-//! its intervals). The file is removed when the run's log is finished or dropped.
+//! The run's interval results, kept on disk (beside `report.hlog`, or in the temporary
+//! directory) only so that agents lost before their final result count with the intervals
+//! they delivered. It lives in the log's writer thread (`writer`), which every interval
+//! passes through, so the run's event loop does no file I/O for it.
 //!
+//! Its size is bounded whatever the run's length: once the records appended since the last
+//! compaction pass [`COMPACT_AFTER`] bytes (or [`COMPACT_RECORDS`] records), each agent's
+//! records are summed into one (`Tally`: counts add, histograms add bucket by bucket,
+//! exactly) and written to the spare file, which becomes the one appended to. So the spool
+//! holds at most one summed record per agent plus that many bytes. It costs the thread one
+//! more decode of each interval (as many as writing the intervals' seconds takes). Summing
+//! is exact and in order: the report adds an agent's sum as it would have added each
+//! interval. A record whose tally cannot be added is kept as it came after the sum of those
+//! before it (the report then drops that agent, naming the same cause as before), and what
+//! follows it is not summed.
+//!
+//! The two files are created at the start, new and owner-only (never through an existing
+//! name, and a file in the way is left alone), and removed when the spool is dropped.
 //! Record: agent id length (u32, little-endian), the id, message length (u32), the
-//! `IntervalResult` as protobuf.
+//! `IntervalResult` as protobuf; where each agent's records are is kept in memory (16 bytes
+//! a record, at most [`COMPACT_RECORDS`] more than agents).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Seek as _, SeekFrom, Write as _};
+use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
 
 use prost::Message as _;
 use stampede_proto::pb;
+use stampede_proto::tally::{CarriesTally as _, Tally};
 
-/// The spool file being appended to.
+/// Bytes appended after which the spool is compacted: 32 MiB (~45,000 intervals, about 45 s
+/// of a 1,000-agent fleet).
+pub(super) const COMPACT_AFTER: u64 = 32 << 20;
+
+/// Records appended after which the spool is compacted whatever their size (bounds the
+/// index of small ones: 4 MiB).
+const COMPACT_RECORDS: u64 = 1 << 18;
+
+/// Longest record part: 64 MiB (an agent id or one `IntervalResult`, under the gRPC message
+/// limit).
+const MAX_PART: usize = 64 << 20;
+
+/// Where each of an agent's records is in the file: the message's offset and length.
+type Records = Vec<(u64, u32)>;
+
+/// One of the spool's two files.
+#[derive(Debug)]
+struct Side {
+    path: PathBuf,
+    file: BufWriter<File>,
+}
+
+/// The spool (module docs).
 #[derive(Debug)]
 pub(super) struct Spool {
-    path: PathBuf,
-    file: Option<BufWriter<File>>,
-    /// Why appending stopped, if it did.
+    /// The file appended to, then the spare one; `None` once appending failed.
+    sides: Option<[Side; 2]>,
+    /// The files this spool created (never another's that was in the way), removed on drop.
+    paths: Vec<PathBuf>,
+    /// Each agent's records in the file appended to, in the order they came.
+    index: BTreeMap<String, Records>,
+    /// Bytes in the file appended to.
+    len: u64,
+    /// Its length right after the last compaction.
+    compacted: u64,
+    /// Records appended since the last compaction.
+    appended: u64,
+    compact_after: u64,
+    compactions: u64,
+    /// Why the spool stopped, if it did.
     error: Option<String>,
 }
 
 impl Spool {
-    /// Creates the file at `path` (an error is kept for [`Spool::read`] and logged).
-    pub(super) fn create(path: PathBuf) -> Spool {
-        let (file, error) = match super::writer::create_new(&path) {
-            Ok(f) => (Some(BufWriter::new(f)), None),
-            Err(e) => (None, Some(format!("creating {}: {e}", path.display()))),
+    /// Creates the files at `path` and beside it (an error is kept for [`Spool::read`] and
+    /// logged); compacted once `compact_after` bytes were appended since the last time.
+    pub(super) fn create(path: PathBuf, compact_after: u64) -> Spool {
+        let mut spare = path.clone().into_os_string();
+        spare.push(".spare");
+        let paths = [path, PathBuf::from(spare)];
+        let open = |p: &PathBuf| {
+            super::writer::create_new(p)
+                .map(|f| Side {
+                    path: p.clone(),
+                    file: BufWriter::new(f),
+                })
+                .map_err(|e| format!("creating {}: {e}", p.display()))
+        };
+        let (sides, error) = match open(&paths[0]) {
+            Err(e) => (None, Some(e)),
+            Ok(live) => match open(&paths[1]) {
+                Ok(spare) => (Some([live, spare]), None),
+                Err(e) => {
+                    drop(live);
+                    let _ = std::fs::remove_file(&paths[0]);
+                    (None, Some(e))
+                }
+            },
         };
         if let Some(e) = &error {
             tracing::warn!(cause = %e, "lost agents' intervals will not be counted");
         }
-        Spool { path, file, error }
-    }
-
-    /// Appends one of `agent`'s interval results.
-    pub(super) fn append(&mut self, agent: &str, r: &pb::IntervalResult) {
-        let Some(file) = &mut self.file else { return };
-        let msg = r.encode_to_vec();
-        let written = (|| {
-            file.write_all(&(agent.len() as u32).to_le_bytes())?;
-            file.write_all(agent.as_bytes())?;
-            file.write_all(&(msg.len() as u32).to_le_bytes())?;
-            file.write_all(&msg)
-        })();
-        if let Err(e) = written {
-            let e = format!("writing {}: {e}", self.path.display());
-            tracing::warn!(cause = %e, "lost agents' intervals will not be counted");
-            self.error = Some(e);
-            self.file = None;
+        let paths = match sides {
+            Some(_) => paths.to_vec(),
+            None => Vec::new(),
+        };
+        Spool {
+            sides,
+            paths,
+            index: BTreeMap::new(),
+            len: 0,
+            compacted: 0,
+            appended: 0,
+            compact_after,
+            compactions: 0,
+            error,
         }
     }
 
-    /// The interval results of `agents`, each agent's in the order they came.
+    /// Appends one of `agent`'s interval results, compacting the spool when it is due.
+    pub(super) fn append(&mut self, agent: &str, r: &pb::IntervalResult) {
+        let Some([live, _]) = &mut self.sides else {
+            return;
+        };
+        let appended = put(&mut live.file, self.len, agent, &r.encode_to_vec());
+        match appended {
+            Ok((at, end)) => {
+                self.index.entry(agent.to_owned()).or_default().push(at);
+                self.len = end;
+                self.appended += 1;
+            }
+            Err(e) => {
+                let e = format!("writing {}: {e}", live.path.display());
+                return self.fail(e);
+            }
+        }
+        if (self.len - self.compacted > self.compact_after || self.appended >= COMPACT_RECORDS)
+            && let Err(e) = self.compact()
+        {
+            self.fail(e);
+        }
+    }
+
+    /// The intervals `agents` delivered, each agent's summed into one result (followed by
+    /// the first that could not be added, if one could not).
     pub(super) fn read(
         &mut self,
         agents: &BTreeSet<String>,
@@ -63,95 +152,162 @@ impl Spool {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
+        let Some([live, _]) = &mut self.sides else {
+            return Ok(BTreeMap::new());
+        };
+        let bad = |e: io::Error| format!("reading {}: {e}", live.path.display());
+        live.file.flush().map_err(bad)?;
         let mut out = BTreeMap::new();
-        if agents.is_empty() {
-            return Ok(out);
-        }
-        let bad = |e: String| format!("reading {}: {e}", self.path.display());
-        if let Some(file) = &mut self.file {
-            file.flush().map_err(|e| bad(e.to_string()))?;
-        }
-        let mut reader = BufReader::new(File::open(&self.path).map_err(|e| bad(e.to_string()))?);
-        // Bounded by the file, which only this process writes.
-        while let Some(agent) = read_part(&mut reader).map_err(|e| bad(e.to_string()))? {
-            let msg = read_part(&mut reader)
-                .map_err(|e| bad(e.to_string()))?
-                .ok_or_else(|| bad("a record cut short".into()))?;
-            let agent = String::from_utf8(agent).map_err(|e| bad(e.to_string()))?;
-            if agents.contains(&agent) {
-                let r =
-                    pb::IntervalResult::decode(msg.as_slice()).map_err(|e| bad(e.to_string()))?;
-                out.entry(agent).or_insert_with(Vec::new).push(r);
+        for agent in agents {
+            if let Some(records) = self.index.get(agent) {
+                out.insert(
+                    agent.clone(),
+                    sum(live.file.get_ref(), records).map_err(bad)?,
+                );
             }
         }
         Ok(out)
     }
-}
 
-/// Longest part read back: 64 MiB.
-const MAX_PART: usize = 64 << 20;
+    /// Bytes in the file appended to, and the compactions so far (tests).
+    #[cfg(test)]
+    pub(super) fn size(&self) -> (u64, u64) {
+        (self.len, self.compactions)
+    }
 
-/// One length-prefixed part; `None` at the end of the file.
-fn read_part(reader: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
-    let mut len = [0u8; 4];
-    match reader.read_exact(&mut len) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
+    /// Sums each agent's records into the spare file, which becomes the one appended to.
+    fn compact(&mut self) -> Result<(), String> {
+        let Some([live, spare]) = &mut self.sides else {
+            return Ok(());
+        };
+        let reading = |e: io::Error| format!("compacting {}: {e}", live.path.display());
+        let writing = |e: io::Error| format!("compacting into {}: {e}", spare.path.display());
+        live.file.flush().map_err(reading)?;
+        spare.file.seek(SeekFrom::Start(0)).map_err(writing)?;
+        spare.file.get_ref().set_len(0).map_err(writing)?;
+        let mut index = BTreeMap::new();
+        let mut len = 0;
+        for (agent, records) in &self.index {
+            let results = match records.as_slice() {
+                // Already one record (a sum, or a single interval): copied as it is.
+                [(at, n)] => vec![message(live.file.get_ref(), *at, *n).map_err(reading)?],
+                _ => sum(live.file.get_ref(), records)
+                    .map_err(reading)?
+                    .iter()
+                    .map(|r| r.encode_to_vec())
+                    .collect(),
+            };
+            let mut kept = Vec::with_capacity(results.len());
+            for msg in results {
+                let (at, end) = put(&mut spare.file, len, agent, &msg).map_err(writing)?;
+                kept.push(at);
+                len = end;
+            }
+            index.insert(agent.clone(), kept);
+        }
+        spare.file.flush().map_err(writing)?;
+        self.sides.as_mut().expect("matched above").swap(0, 1);
+        self.index = index;
+        self.len = len;
+        self.compacted = len;
+        self.appended = 0;
+        self.compactions += 1;
+        tracing::debug!(bytes = len, "interval spool compacted");
+        Ok(())
     }
-    // Bounded: a part is an agent id or one IntervalResult (under the gRPC message limit).
-    let len = u32::from_le_bytes(len) as usize;
-    if len > MAX_PART {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a record of {len} bytes (at most {MAX_PART}): not a spool of ours"),
-        ));
+
+    /// Stops the spool: lost agents' intervals will not be counted, and `read` says why.
+    fn fail(&mut self, e: String) {
+        tracing::warn!(cause = %e, "lost agents' intervals will not be counted");
+        self.error = Some(e);
+        self.sides = None;
+        self.index = BTreeMap::new();
+        for p in &self.paths {
+            let _ = std::fs::remove_file(p);
+        }
     }
-    let mut part = vec![0u8; len];
-    reader.read_exact(&mut part)?;
-    Ok(Some(part))
 }
 
 impl Drop for Spool {
     fn drop(&mut self) {
-        self.file = None;
-        let _ = std::fs::remove_file(&self.path);
+        self.sides = None;
+        for p in &self.paths {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What goes in comes back, per agent and in order, only for the agents asked about;
-    /// the file is gone with the spool.
-    #[test]
-    fn intervals_come_back_for_the_agents_asked_about() {
-        let path = std::env::temp_dir().join(format!("stampede-spool-{}", std::process::id()));
-        let mut spool = Spool::create(path.clone());
-        let interval = |seq: u32| pb::IntervalResult {
-            seq,
-            connect_latency_hist: vec![seq as u8; 700],
-            ..Default::default()
-        };
-        for seq in 0..100 {
-            spool.append("a", &interval(seq));
-            spool.append("b", &interval(seq + 1_000));
-        }
-        let back = spool.read(&BTreeSet::from(["b".to_owned()])).unwrap();
-        assert_eq!(back.len(), 1);
-        let seqs: Vec<u32> = back["b"].iter().map(|r| r.seq).collect();
-        assert_eq!(seqs, (1_000..1_100).collect::<Vec<_>>());
-        assert_eq!(back["b"][3], interval(1_003));
-        // Appending goes on after a read.
-        spool.append("a", &interval(100));
-        let a = spool.read(&BTreeSet::from(["a".to_owned()])).unwrap();
-        assert_eq!(a["a"].len(), 101);
-        drop(spool);
-        assert!(!path.exists());
-        let mut broken = Spool::create(PathBuf::from("/proc/no-such/spool"));
-        broken.append("a", &interval(0));
-        let e = broken.read(&BTreeSet::from(["a".to_owned()])).unwrap_err();
-        assert!(e.contains("/proc/no-such/spool"), "{e}");
+/// Appends one record to `file`, which holds `len` bytes: where its message is, and the
+/// file's new length.
+fn put(
+    file: &mut BufWriter<File>,
+    len: u64,
+    agent: &str,
+    msg: &[u8],
+) -> io::Result<((u64, u32), u64)> {
+    if agent.len() > MAX_PART || msg.len() > MAX_PART {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "a record of {} bytes (at most {MAX_PART})",
+                agent.len().max(msg.len())
+            ),
+        ));
     }
+    file.write_all(&(agent.len() as u32).to_le_bytes())?;
+    file.write_all(agent.as_bytes())?;
+    file.write_all(&(msg.len() as u32).to_le_bytes())?;
+    file.write_all(msg)?;
+    let at = len + 8 + agent.len() as u64;
+    Ok(((at, msg.len() as u32), at + msg.len() as u64))
+}
+
+/// The message at `at`, `n` bytes long.
+fn message(file: &File, at: u64, n: u32) -> io::Result<Vec<u8>> {
+    let n = n as usize;
+    if n > MAX_PART {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a record of {n} bytes (at most {MAX_PART})"),
+        ));
+    }
+    let mut msg = vec![0u8; n];
+    file.read_exact_at(&mut msg, at)?;
+    Ok(msg)
+}
+
+/// One agent's `records` summed in order: the sum (when any was added), then the first
+/// record that could not be added (when one could not). One record's tally is decoded at a
+/// time.
+fn sum(file: &File, records: &[(u64, u32)]) -> io::Result<Vec<pb::IntervalResult>> {
+    let mut total = Tally::default();
+    let mut added = false;
+    let mut unusable = None;
+    for &(at, n) in records {
+        let r = pb::IntervalResult::decode(message(file, at, n)?.as_slice())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        match Tally::from_wire(&r) {
+            Ok(t) => {
+                total
+                    .merge(&t)
+                    .expect("every tally has the layout of histogram::new_latency");
+                added = true;
+            }
+            Err(_) => {
+                unusable = Some(r);
+                break;
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(2);
+    if added {
+        let wire = total
+            .to_wire()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let mut r = pb::IntervalResult::default();
+        r.set_wire_tally(wire);
+        out.push(r);
+    }
+    out.extend(unusable);
+    Ok(out)
 }

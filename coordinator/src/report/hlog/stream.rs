@@ -1,20 +1,23 @@
 //! [`IntervalLog`]: `report.hlog` written while the run goes. The header goes out when the
 //! start instant is chosen; interval results wait, still encoded, only until every agent
-//! still running has sent (or gone past) their second, and that second is then written
-//! whole, in the log's order, and flushed. So the coordinator holds at most a few seconds of
-//! the fleet's results whatever the run's length, and a run cut short (Ctrl-C, a crash)
-//! leaves a valid log of every second written so far. Each result is also appended to a
-//! spool (`spool`), read back only for agents lost before their final result. [`LogFile`] is
-//! the finished log.
+//! still running has sent (or gone past) their second, and that second is then handed whole
+//! to the writer thread (`writer`), in the log's order. So the coordinator holds at most a
+//! few seconds of the fleet's results whatever the run's length, and a run cut short
+//! (Ctrl-C, a crash) leaves a valid log of every second written so far. The thread also
+//! spools every interval it is handed (`spool`, bounded by compaction), and
+//! [`IntervalLog::finish`] hands it the seconds still open before asking for the sums of the
+//! agents lost before their final result. The run's event loop only sends on a channel: no
+//! file I/O, no join. [`LogFile`] is the finished log.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use stampede_proto::{hlog, pb};
 
-use super::spool::Spool;
-use super::writer::{Job, Writer};
+use super::spool::COMPACT_AFTER;
+use super::writer::{Job, Setup, Writer};
 use super::{MAX_OPEN_SECONDS, Series, comments};
 
 /// Where a run writes its `report.hlog`.
@@ -33,15 +36,16 @@ pub enum HlogTo {
 /// The log's state.
 #[derive(Debug)]
 enum Out {
-    /// Not begun yet, or not asked for.
+    /// Not begun yet.
     Nowhere,
-    /// Being written to `path` by `writer`; `spool`: ours to remove.
+    /// Its thread is running; `log`: where the log goes and whether that is a temporary
+    /// file of ours; `header`: why it could not even begin, if so.
     Writing {
-        path: PathBuf,
         writer: Writer,
-        spool: bool,
+        log: Option<(PathBuf, bool)>,
+        header: Option<String>,
     },
-    /// Writing failed; nothing more is kept.
+    /// The thread could not start: nothing is kept.
     Failed(String),
 }
 
@@ -54,15 +58,25 @@ pub struct IntervalLog {
     through: BTreeMap<String, Option<u32>>,
     /// How many of those agents are at each `through`: the first key is the slowest's.
     behind: BTreeMap<Option<u32>, usize>,
-    /// Seconds not written yet: each agent's interval results for it, as they came.
+    /// Seconds not handed over yet: each agent's interval results for it, as they came.
     open: BTreeMap<u32, BTreeMap<String, Vec<pb::IntervalResult>>>,
-    /// Every second below this one has been written.
+    /// Every second below this one has been handed over.
     next: u32,
     series: Series,
-    /// Intervals that came after their second was written.
+    /// Intervals that came after their second was handed over.
     late: u64,
-    /// Every interval as it came, for agents lost before their final result.
-    spool: Option<Spool>,
+    /// Bytes appended to the spool between compactions.
+    compact_after: u64,
+}
+
+/// A finished [`IntervalLog`].
+#[derive(Debug)]
+pub struct Closed {
+    /// The log.
+    pub log: LogFile,
+    /// Per agent asked about that delivered any interval: their sum (then the first interval
+    /// that could not be added, if one could not); or why they are unknown.
+    pub delivered: Result<BTreeMap<String, Vec<pb::IntervalResult>>, String>,
 }
 
 impl IntervalLog {
@@ -77,14 +91,21 @@ impl IntervalLog {
             next: 0,
             series: Series::default(),
             late: 0,
-            spool: None,
+            compact_after: COMPACT_AFTER,
         }
     }
 
-    /// Creates the file and writes the header: run `run_id`, start instant `start_at` (unix
-    /// nanoseconds, coordinator time), intervals expected from `agents`. A file that cannot
-    /// be created costs the log, not the run: the error is logged now and returned by
-    /// [`LogFile::save_to`].
+    /// The spool compacted after `bytes` appended (tests).
+    #[cfg(test)]
+    pub(super) fn compact_after(mut self, bytes: u64) -> IntervalLog {
+        self.compact_after = bytes;
+        self
+    }
+
+    /// Starts the writer thread, which creates the file and writes the header: run `run_id`,
+    /// start instant `start_at` (unix nanoseconds, coordinator time), intervals expected from
+    /// `agents`. A file that cannot be created costs the log, not the run: the thread logs
+    /// the error, and [`LogFile::save_to`] returns it.
     pub fn begin(&mut self, run_id: &str, start_at: i64, agents: impl IntoIterator<Item = String>) {
         let pid = std::process::id();
         let temp = |ext: &str| std::env::temp_dir().join(format!("stampede-{run_id}-{pid}.{ext}"));
@@ -94,42 +115,47 @@ impl IntervalLog {
             HlogTo::File(path) => path.with_file_name(format!(".report.hlog.{pid}.intervals")),
             HlogTo::Off | HlogTo::Spool => temp("intervals"),
         };
-        self.spool = Some(Spool::create(spool));
-        let (path, spool) = match &self.to {
-            HlogTo::Off => return,
+        let log = match &self.to {
+            HlogTo::Off => None,
             // Beside it under another name until the report is saved (`LogFile::save_to`
             // renames it): a reused --out keeps the earlier run's log with its report.json.
-            HlogTo::File(path) => (partial_of(path), false),
-            HlogTo::Spool => (temp("hlog"), true),
+            HlogTo::File(path) => Some((partial_of(path), false)),
+            HlogTo::Spool => Some((temp("hlog"), true)),
         };
-        self.through = agents.into_iter().map(|a| (a, None)).collect();
-        self.behind = BTreeMap::from([(None, self.through.len())]);
-        let started = hlog::render(&comments(run_id), start_at, |_| Ok(()))
-            .map_err(|e| e.to_string())
-            .and_then(|header| Writer::start(&path, &header, spool));
-        match started {
-            Ok(writer) => {
-                self.out = Out::Writing {
-                    path,
-                    writer,
-                    spool,
+        let mut header = None;
+        let setup = log.clone().and_then(|(path, temporary)| {
+            match hlog::render(&comments(run_id), start_at, |_| Ok(())) {
+                Ok(h) => Some((path, temporary, h)),
+                Err(e) => {
+                    tracing::error!(cause = %e, "report.hlog will be missing");
+                    header = Some(e.to_string());
+                    None
                 }
             }
+        });
+        if setup.is_some() {
+            // Without a log, each interval goes to the spool at once.
+            self.through = agents.into_iter().map(|a| (a, None)).collect();
+            self.behind = BTreeMap::from([(None, self.through.len())]);
+        }
+        self.out = match Writer::start(Setup {
+            log: setup,
+            spool: (spool, self.compact_after),
+        }) {
+            Ok(writer) => Out::Writing {
+                writer,
+                log,
+                header,
+            },
             Err(e) => {
                 tracing::error!(cause = %e, "report.hlog will be missing");
-                if spool {
-                    let _ = std::fs::remove_file(&path);
-                }
-                self.out = Out::Failed(e);
+                Out::Failed(e)
             }
-        }
+        };
     }
 
-    /// Records one of `agent`'s interval results, and writes every second now complete.
+    /// Records one of `agent`'s interval results, and hands over every second now complete.
     pub fn add(&mut self, agent: &str, r: pb::IntervalResult) {
-        if let Some(spool) = &mut self.spool {
-            spool.append(agent, &r);
-        }
         if !matches!(self.out, Out::Writing { .. }) {
             return;
         }
@@ -162,24 +188,12 @@ impl IntervalLog {
         }
     }
 
-    /// The interval results `agents` delivered, each agent's in the order they came (read
-    /// back from the spool: for agents lost before their final result).
-    pub fn delivered(
-        &mut self,
-        agents: &BTreeSet<String>,
-    ) -> Result<BTreeMap<String, Vec<pb::IntervalResult>>, String> {
-        match &mut self.spool {
-            Some(spool) => spool.read(agents),
-            None => Ok(BTreeMap::new()),
-        }
-    }
-
     /// Seconds held open now (for tests).
     pub fn open_seconds(&self) -> usize {
         self.open.len()
     }
 
-    /// Writes the seconds every agent still sending has gone past, oldest first; past
+    /// Hands over the seconds every agent still sending has gone past, oldest first; past
     /// [`MAX_OPEN_SECONDS`] open, the oldest regardless.
     fn write_complete(&mut self) {
         while let Some(&seq) = self.open.keys().next() {
@@ -201,11 +215,12 @@ impl IntervalLog {
                 seq,
                 by_agent,
                 series: self.series,
+                sent: Instant::now(),
             });
         }
     }
 
-    /// Waits until every second handed over is on disk (tests).
+    /// Waits until every second handed over is written and spooled (tests).
     #[cfg(test)]
     pub(super) fn written(&self) {
         if let Out::Writing { writer, .. } = &self.out {
@@ -213,9 +228,17 @@ impl IntervalLog {
         }
     }
 
-    /// Writes every second still open, in order, and syncs the file: the finished log.
-    pub fn finish(mut self) -> LogFile {
-        self.spool = None;
+    /// Hands `job` to the writer (tests).
+    #[cfg(test)]
+    pub(super) fn send(&self, job: Job) {
+        if let Out::Writing { writer, .. } = &self.out {
+            writer.send(job);
+        }
+    }
+
+    /// Hands over every second still open, in order, then (after them) asks the thread for
+    /// the sums `unfinished` delivered, written seconds included, and the synced log.
+    pub async fn finish(mut self, unfinished: &BTreeSet<String>) -> Closed {
         while let Some((seq, by_agent)) = self.open.pop_first() {
             self.write(seq, by_agent);
         }
@@ -225,45 +248,46 @@ impl IntervalLog {
                 "report.hlog: intervals written after their second, each as its own group"
             );
         }
-        match std::mem::replace(&mut self.out, Out::Nowhere) {
-            Out::Nowhere => LogFile::None,
-            Out::Failed(e) => LogFile::Failed(e),
-            Out::Writing {
-                path,
-                writer,
-                spool,
-            } => match writer.finish() {
-                Ok(undecodable) => {
-                    if undecodable > 0 {
-                        tracing::warn!(undecodable, "report.hlog: intervals left out");
-                    }
-                    LogFile::Written { path, spool }
-                }
-                Err(e) => {
-                    if spool {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                    LogFile::Failed(e)
-                }
-            },
-        }
-    }
-}
-
-impl Drop for IntervalLog {
-    /// A log never finished (the run failed after its start) stops its writer and leaves
-    /// no spool behind.
-    fn drop(&mut self) {
-        if let Out::Writing {
-            path,
-            writer,
-            spool,
-        } = std::mem::replace(&mut self.out, Out::Nowhere)
-        {
-            let _ = writer.finish();
-            if spool {
-                let _ = std::fs::remove_file(path);
+        let asked = !matches!(self.to, HlogTo::Off);
+        let (writer, path, header) = match std::mem::replace(&mut self.out, Out::Nowhere) {
+            Out::Nowhere => {
+                return Closed {
+                    log: LogFile::None,
+                    delivered: Ok(BTreeMap::new()),
+                };
             }
+            Out::Failed(e) => {
+                return Closed {
+                    log: if asked {
+                        LogFile::Failed(e.clone())
+                    } else {
+                        LogFile::None
+                    },
+                    delivered: Err(e),
+                };
+            }
+            Out::Writing {
+                writer,
+                log,
+                header,
+            } => (writer, log, header),
+        };
+        let closing = writer.finish(unfinished.clone()).await;
+        let log = match (path, closing.log, header) {
+            (None, _, _) => LogFile::None,
+            (Some(_), _, Some(e)) | (Some(_), Some(Err(e)), None) => LogFile::Failed(e),
+            (Some((path, spool)), Some(Ok(undecodable)), None) => {
+                if undecodable > 0 {
+                    tracing::warn!(undecodable, "report.hlog: intervals left out");
+                }
+                LogFile::Written { path, spool }
+            }
+            // The thread had the log whenever its header was rendered.
+            (Some(_), None, None) => LogFile::Failed("report.hlog was not begun".into()),
+        };
+        Closed {
+            log,
+            delivered: closing.delivered,
         }
     }
 }

@@ -33,6 +33,21 @@ fn lines_of(path: &Path) -> Vec<(Option<String>, u32, u64, u64)> {
         .collect()
 }
 
+/// Finishes `log` as a run does (awaited on a runtime): the log file.
+pub(super) fn finish(log: IntervalLog) -> LogFile {
+    closed(log, &[]).log
+}
+
+/// Finishes `log` as a run does, asking for what `unfinished` delivered.
+pub(super) fn closed(log: IntervalLog, unfinished: &[&str]) -> Closed {
+    let unfinished = unfinished.iter().map(|a| (*a).to_owned()).collect();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime")
+        .block_on(log.finish(&unfinished))
+}
+
 /// A log of `agents` begun at a fixed instant, written to `path`.
 fn log_at(path: &Path, agents: &[&str]) -> IntervalLog {
     let mut log = IntervalLog::new(HlogTo::File(path.to_owned()));
@@ -53,7 +68,7 @@ fn lines_per_second_merge_agents_and_tag_each() {
     log.add("a 1", interval(1, &[1_030_000]));
     log.done("b");
     log.done("a 1");
-    let file = log.finish();
+    let file = finish(log);
     let text = String::from_utf8(std::fs::read(live(&p)).unwrap()).unwrap();
     assert!(text.starts_with("#stampede run r1\n"), "{text}");
     assert!(text.contains("#[StartTime: 1764000000.123"), "{text}");
@@ -96,7 +111,7 @@ fn issue_lag_is_merged_per_second_under_its_tag() {
     log.add("a", with_lag(0, &[5, 7]));
     log.add("a", with_lag(1, &[900]));
     log.add("b", with_lag(0, &[2_000]));
-    drop(log.finish());
+    drop(finish(log));
     let lag: Vec<(u32, u64, u64)> = lines_of(&live(&p))
         .into_iter()
         .filter(|l| l.0.as_deref() == Some("issue_lag"))
@@ -150,7 +165,7 @@ fn seconds_are_written_as_soon_as_every_agent_sent_them() {
     // An interval for a second already written (c sent it after it was declared lost)
     // goes out at once as its own group: its samples are in the log once.
     log.add("c", interval(1, &[7, 8]));
-    drop(log.finish());
+    drop(finish(log));
     let all = lines_of(&live(&p));
     let untagged: u64 = all.iter().filter(|l| l.0.is_none()).map(|l| l.2).sum();
     assert_eq!(untagged, 8, "{all:?}");
@@ -173,7 +188,7 @@ fn a_silent_agent_holds_only_a_bounded_window() {
         assert!(log.open_seconds() <= MAX_OPEN_SECONDS, "{seq}");
     }
     log.add("slow", interval(0, &[20]));
-    drop(log.finish());
+    drop(finish(log));
     let all = lines_of(&live(&p));
     let untagged: u64 = all.iter().filter(|l| l.0.is_none()).map(|l| l.2).sum();
     assert_eq!(untagged, u64::from(seconds) + 1);
@@ -193,7 +208,7 @@ fn spooled_logs_are_copied_then_removed_and_failures_named() {
     let mut log = IntervalLog::new(HlogTo::Spool);
     log.begin("spooltest", 0, ["a".to_owned()]);
     log.add("a", interval(0, &[1, 2]));
-    let file = log.finish();
+    let file = finish(log);
     let LogFile::Written { path: spool, .. } = &file else {
         panic!("{file:?}")
     };
@@ -209,7 +224,7 @@ fn spooled_logs_are_copied_then_removed_and_failures_named() {
     let mut log = IntervalLog::new(HlogTo::File(PathBuf::from("/proc/no-such/report.hlog")));
     log.begin("r", 0, ["a".to_owned()]);
     log.add("a", interval(0, &[1]));
-    let e = log.finish().save_to(&std::env::temp_dir()).unwrap_err();
+    let e = finish(log).save_to(&std::env::temp_dir()).unwrap_err();
     assert!(
         e.to_string().contains("/proc/no-such/.report.hlog.partial"),
         "{e}"
@@ -218,7 +233,7 @@ fn spooled_logs_are_copied_then_removed_and_failures_named() {
     let mut log = IntervalLog::new(HlogTo::Off);
     log.begin("r", 0, ["a".to_owned()]);
     log.add("a", interval(0, &[1]));
-    assert!(matches!(log.finish(), LogFile::None));
+    assert!(matches!(finish(log), LogFile::None));
 }
 
 /// A reused --out keeps the earlier run's report.hlog until this run's report is saved: a run
@@ -232,7 +247,7 @@ fn a_reused_out_keeps_its_log_until_the_report_is_saved() {
     let mut log = log_at(&dest, &["a"]);
     log.add("a", interval(0, &[5]));
     log.done("a");
-    let file = log.finish();
+    let file = finish(log);
     assert_eq!(std::fs::read_to_string(&dest).unwrap(), "#earlier run\n");
     assert_eq!(
         lines_of(&live(&dest)).len(),
