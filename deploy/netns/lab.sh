@@ -4,10 +4,10 @@
 # host I getting 198.18.0.(I+1)/24 on eth0 (198.18.0.0/15 is the benchmarking range).
 # The Rust tests build the same lab with stampede_lab::Lab.
 #
-#   lab.sh up N [--prefix NAME]      create hosts NAME0..NAME(N-1) and NAMEhub
-#   lab.sh down [--prefix NAME]      remove them (safe to repeat)
-#   lab.sh exec I CMD... [--prefix]  run CMD on host I (same as: ip netns exec NAMEI CMD...)
-#   lab.sh list [--prefix NAME]      show the hosts and their addresses
+#   lab.sh up N [--prefix NAME]           create hosts NAME0..NAME(N-1) and NAMEhub
+#   lab.sh down [--prefix NAME]           remove them (safe to repeat)
+#   lab.sh [--prefix NAME] exec I CMD...  run CMD on host I (ip netns exec NAMEI CMD...)
+#   lab.sh list [--prefix NAME]           show the hosts and their addresses
 #
 # Each host has its own sysctls, e.g.:
 #   ip netns exec stplab2 sysctl -w net.core.somaxconn=64
@@ -17,10 +17,15 @@ prefix=stplab
 args=()
 while [ $# -gt 0 ]; do
   case "$1" in
-    --prefix) prefix="${2:?--prefix needs a name}"; shift 2 ;;
-    --prefix=*) prefix="${1#--prefix=}"; shift ;;
-    *) args+=("$1"); shift ;;
+    --prefix) prefix="${2:?--prefix needs a name}"; shift 2; continue ;;
+    --prefix=*) prefix="${1#--prefix=}"; shift; continue ;;
   esac
+  args+=("$1"); shift
+  # exec I CMD...: from CMD on every word is the command's own, a --prefix among them too.
+  if [ "${#args[@]}" -ge 3 ] && [ "${args[0]}" = exec ]; then
+    args+=("$@")
+    break
+  fi
 done
 set -- "${args[@]+"${args[@]}"}"
 
@@ -61,7 +66,9 @@ up() {
   done
   trap - ERR
   list
-  echo "run commands on a host with: ip netns exec ${prefix}0 COMMAND (or lab.sh exec 0 COMMAND)"
+  local short="lab.sh exec 0 COMMAND"
+  [ "$prefix" = stplab ] || short="lab.sh --prefix $prefix exec 0 COMMAND"
+  echo "run commands on a host with: ip netns exec ${prefix}0 COMMAND (or $short)"
 }
 
 list() {
@@ -86,5 +93,5 @@ case "${1:-}" in
     [ $# -gt 0 ] || die "exec needs a command"
     exec ip netns exec "${prefix}${i}" "$@"
     ;;
-  *) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 64 ;;
+  *) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 64 ;;
 esac
