@@ -199,6 +199,9 @@ async fn welcome_liveness_grows_with_the_fleet() {
         .await
         .unwrap();
     assert_eq!(welcome_liveness(&mut b).await, 202);
+    // A run judges its agents' silence by the largest fleet a Welcome allowed for: the
+    // second agent's bound counted one other.
+    assert_eq!(c.registry.welcomed_fleet(), 2);
     stop.cancel();
 }
 

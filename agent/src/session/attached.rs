@@ -46,6 +46,8 @@ pub(super) struct Session<'a> {
     link: Link,
     /// When to send the next heartbeat (the interval the coordinator asked for).
     tick: Interval,
+    /// That interval.
+    heartbeat: Duration,
     /// Armed by the last Prepare, waiting for its Start.
     armed: Option<ArmedRun>,
     /// The last run started; busy until its token is cancelled.
@@ -68,7 +70,8 @@ impl<'a> Session<'a> {
     /// A session on a freshly attached link, heartbeats at the Welcome's interval.
     pub(super) fn new(config: &'a SessionConfig, link: Link) -> Session<'a> {
         let every = link.welcome.heartbeat_interval_ms.clamp(100, 60_000);
-        let mut tick = tokio::time::interval(Duration::from_millis(every));
+        let heartbeat = Duration::from_millis(every);
+        let mut tick = tokio::time::interval(heartbeat);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let liveness = match link.welcome.liveness_ms {
             0 => None,
@@ -78,6 +81,7 @@ impl<'a> Session<'a> {
             config,
             link,
             tick,
+            heartbeat,
             armed: None,
             firing: None,
             welcome_liveness: liveness,
@@ -170,14 +174,15 @@ impl<'a> Session<'a> {
     ///
     /// A timer that fires well after its deadline means this process itself was stalled
     /// (SIGSTOP, a starved CPU): the coordinator's Pings may be waiting unread in the socket.
-    /// It then gets half a bound more to be heard before it is judged gone.
+    /// It then gets one heartbeat more to be heard before it is judged gone.
     fn on_silence(&mut self) -> Step {
         if let (Some(bound), Some(deadline)) = (self.liveness(), self.silence_deadline()) {
             let now = Instant::now();
             if now.saturating_duration_since(deadline) > OWN_STALL && self.stall_excused.is_none() {
-                // Half the Welcome's bound more, not half a fleet's longer one: the agent
-                // must still give up before the coordinator judges it lost.
-                let extra = self.welcome_liveness.map_or(bound, |w| w.min(bound)) / 2;
+                // One heartbeat more (half a lone agent's bound), not half of a bound that
+                // grew with the fleet (the Welcome's does too): the agent must still give up
+                // before the coordinator judges it lost.
+                let extra = self.heartbeat.min(bound / 2);
                 self.stall_excused = Some(now + extra);
                 return Continue(());
             }

@@ -46,20 +46,25 @@ pub(super) async fn serve(
     shutdown: &CancellationToken,
 ) -> Result<crate::Coordinator, Failure> {
     let agents = settings.agents;
-    serve_fleet(settings, shutdown, |limits, fd| {
+    serve_fleet(settings, agents, shutdown, |limits, fd| {
         Ok(limits.check_fleet(agents, fd)?)
     })
     .await
 }
 
-/// Serves the coordinator endpoint these settings ask for, once `fits` has accepted the
-/// fleet it will hold under the descriptor limit (`schedule`: its largest entry's).
+/// Serves the coordinator endpoint these settings ask for, for a fleet of up to `agents`
+/// (their Welcome's liveness bound allows for it), once `fits` has accepted the fleet it
+/// will hold under the descriptor limit (`schedule`: its largest entry's).
 pub(super) async fn serve_fleet(
     settings: &Scenario,
+    agents: usize,
     shutdown: &CancellationToken,
     fits: impl FnOnce(&Limits, FdLimit) -> Result<(), ConfigError>,
 ) -> Result<crate::Coordinator, Failure> {
-    let config = settings.serve_config()?;
+    let config = crate::ServeConfig {
+        expected_agents: agents,
+        ..settings.serve_config()?
+    };
     let fd = fit_fleet(fits)?;
     let coordinator = crate::serve(config, shutdown.clone())
         .await

@@ -212,7 +212,10 @@ async fn schedule(
     // The endpoint holds every entry's fleet in turn: the largest must fit, and a refusal
     // names its entry (the endpoint's own --agents is only the default under them).
     let largest = prepared.capacity.largest_fleet(&args.settings, explicit);
-    let coordinator = measure::serve_fleet(&prepared.endpoint, shutdown, |limits, fd| {
+    let fleet = largest
+        .as_ref()
+        .map_or(prepared.endpoint.agents, |(_, n)| *n);
+    let coordinator = measure::serve_fleet(&prepared.endpoint, fleet, shutdown, |limits, fd| {
         let Some((entry, agents)) = largest else {
             return Ok(());
         };

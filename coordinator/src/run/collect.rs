@@ -107,7 +107,10 @@ impl Run<'_> {
         self.hlog
             .begin(&self.id, self.start_at, pending.iter().cloned());
         let total = self.agents.values().map(|s| s.connections).sum();
-        let liveness = pacing::liveness(self.registry.heartbeat(), self.agents.len());
+        // By the largest fleet a Welcome allowed for, if larger than this run's: an agent may
+        // hold that Welcome's bound, and must still give up before it is judged lost.
+        let fleet = self.agents.len().max(self.registry.welcomed_fleet());
+        let liveness = pacing::liveness(self.registry.heartbeat(), fleet);
         self.pacing.liveness_ms = liveness.as_millis() as u64;
         // The deadlines count from the start instant itself (docs/fault-matrix.md), however
         // long Start took to go out: its distance now, on the monotonic clock.

@@ -90,7 +90,7 @@ impl CoordinatorService {
             msg: Some(coordinator_message::Msg::Welcome(pb::Welcome {
                 protocol_version: PROTOCOL_VERSION,
                 heartbeat_interval_ms: registry.heartbeat.as_millis() as u64,
-                liveness_ms: registry.liveness().as_millis() as u64,
+                liveness_ms: registry.welcome_liveness().as_millis() as u64,
             })),
         }))
         .map_err(|_| Status::internal("stream closed"))?;

@@ -128,6 +128,8 @@ pub struct Registry {
     overloaded: AtomicU64,
     /// The fleet the endpoint serves (`--agents`; 0: not said), for the Welcome's bound.
     expected: AtomicUsize,
+    /// The most other agents a Welcome's bound allowed for.
+    welcomed_others: AtomicUsize,
 }
 
 /// Most duplicate ids remembered for an error message.
@@ -191,6 +193,7 @@ impl Registry {
             dropped: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
             expected: AtomicUsize::new(0),
+            welcomed_others: AtomicUsize::new(0),
         }
     }
 
@@ -200,15 +203,28 @@ impl Registry {
     }
 
     /// How long an agent may stay silent before it should consider the coordinator gone
-    /// (`Welcome.liveness_ms`): two heartbeats, as the coordinator Pings every heartbeat,
-    /// plus 2 ms per other agent of the fleet ([`Registry::expect_agents`], or as many as
-    /// are attached if more): 1,000 agents attaching at once keep a 2-core coordinator busy
-    /// for seconds, and the first ones must not give up on it meanwhile.
-    pub fn liveness(&self) -> Duration {
+    /// (`Welcome.liveness_ms`), for the agent being welcomed now: two heartbeats, as the
+    /// coordinator Pings every heartbeat, plus 2 ms per other agent of the fleet
+    /// ([`Registry::expect_agents`], or as many as are attached if more): 1,000 agents
+    /// attaching at once keep a 2-core coordinator busy for seconds, and the first ones must
+    /// not give up on it meanwhile. The largest fleet a Welcome allowed for is kept
+    /// ([`Registry::welcomed_fleet`]): a run judges its agents' silence by no less.
+    pub fn welcome_liveness(&self) -> Duration {
         // Asked before the agent is registered: those attached are the others.
         let expected_others = self.expected.load(Ordering::Relaxed).saturating_sub(1);
         let others = expected_others.max(*self.count.borrow());
+        self.welcomed_others.fetch_max(others, Ordering::Relaxed);
         self.heartbeat * 2 + Duration::from_millis(2) * others.min(u32::MAX as usize) as u32
+    }
+
+    /// The largest fleet any Welcome so far allowed for in its liveness bound (0: none sent).
+    /// A run with fewer agents than that still judges their silence by this fleet's size: its
+    /// agents may hold a Welcome's bound longer than the run's own.
+    pub fn welcomed_fleet(&self) -> usize {
+        match self.welcomed_others.load(Ordering::Relaxed) {
+            0 => 0,
+            others => others + 1,
+        }
     }
 
     /// The fleet this endpoint expects (`stampede run --agents`), for the Welcome's bound.
