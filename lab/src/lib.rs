@@ -23,7 +23,8 @@
 //! [`Capture`] records when TCP SYNs crossed an interface (an `AF_PACKET` socket with the
 //! kernel's timestamps): the independent observer of when agents really started.
 //!
-//! [`sibling_bin`] finds (and first builds) the agent and target binaries a test runs.
+//! [`sibling_bin`] finds the agent and target binaries a test or bench runs (building them
+//! when missing, and for a bench when stale).
 //!
 //! [`chromium`] loads the HTML pages stampede writes in headless Chromium for browser tests,
 //! under the same rule: missing in CI fails, missing elsewhere is a loud skip.

@@ -268,8 +268,8 @@ fn spawn_agent(
     ChildGuard::spawn(&mut cmd).unwrap_or_else(|e| panic!("starting agent-{i}: {e}"))
 }
 
-/// The stampede-agent binary beside this test or bench binary (same profile), built first
-/// when missing or stale.
+/// The stampede-agent binary beside this test or bench binary (same profile), built first as
+/// [`stampede_lab::sibling_bin`] says.
 fn agent_bin() -> PathBuf {
     stampede_lab::sibling_bin("stampede-agent")
 }

@@ -67,8 +67,8 @@ pub struct Measured {
     pub log_tail: Vec<String>,
 }
 
-/// A workspace binary next to this test or bench binary, built first when missing or stale
-/// (same profile).
+/// A workspace binary next to this test or bench binary (same profile), built first as
+/// [`stampede_lab::sibling_bin`] says.
 pub fn bin(name: &str) -> PathBuf {
     stampede_lab::sibling_bin(name)
 }
