@@ -19,6 +19,9 @@ const ERASE: &str = "\r\x1b[K";
 struct Screen {
     text: String,
     out: Box<dyn Write + Send>,
+    /// The terminal's width now, if known: a longer line would wrap, and erasing the last
+    /// row would leave the rows above it behind.
+    width: fn() -> Option<usize>,
 }
 
 impl Screen {
@@ -54,6 +57,9 @@ impl LiveLine {
             };
         }
         let mut line = LiveLine::to(std::io::stderr());
+        if let Some(screen) = &line.screen {
+            lock(screen).width = stderr_width;
+        }
         if let Some(screen) = line.screen.clone() {
             logging::set_live_line(Some(Arc::new(move |write: &mut dyn FnMut()| {
                 suspend(&screen, write)
@@ -69,6 +75,7 @@ impl LiveLine {
             screen: Some(Arc::new(Mutex::new(Screen {
                 text: String::new(),
                 out: Box::new(out),
+                width: || None,
             }))),
             registered: false,
         }
@@ -87,8 +94,11 @@ impl LiveLine {
         };
         let mut screen = lock(screen);
         screen.text.clear();
-        // One line: a newline in the text would leave a torn copy above.
-        screen.text.extend(text.chars().filter(|c| !c.is_control()));
+        // One line: a newline in the text would leave a torn copy above, and so would a
+        // line wider than the terminal (cut one short of the width: no wrap at the edge).
+        let fits = (screen.width)().map_or(usize::MAX, |w| w.saturating_sub(1));
+        let shown = text.chars().filter(|c| !c.is_control()).take(fits);
+        screen.text.extend(shown);
         screen.draw();
     }
 
@@ -127,6 +137,17 @@ impl Drop for LiveLine {
     fn drop(&mut self) {
         self.end(false);
     }
+}
+
+/// Columns of the terminal on stderr, if it says.
+fn stderr_width() -> Option<usize> {
+    // SAFETY: TIOCGWINSZ writes one `winsize` into `ws`, which outlives the call; on any
+    // error nothing is read from it.
+    let ws = unsafe {
+        let mut ws = std::mem::zeroed::<libc::winsize>();
+        (libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) == 0).then_some(ws)
+    }?;
+    (ws.ws_col > 0).then_some(usize::from(ws.ws_col))
 }
 
 fn lock(screen: &Mutex<Screen>) -> std::sync::MutexGuard<'_, Screen> {
@@ -195,6 +216,20 @@ mod tests {
         line.set("listening");
         drop(line);
         assert_eq!(tty.text(), "\rlistening\x1b[K\r\x1b[K");
+    }
+
+    /// A line wider than the terminal would wrap, and its erase would leave the rows above
+    /// behind: it is cut one column short of the width.
+    #[test]
+    fn a_wide_line_is_cut_to_the_terminal() {
+        let tty = Tty::default();
+        let line = LiveLine::to(tty.clone());
+        if let Some(screen) = &line.screen {
+            lock(screen).width = || Some(10);
+        }
+        line.set("accepted 1234 queue 5 of 4097");
+        line.keep();
+        assert_eq!(tty.text(), "\raccepted \x1b[K\n");
     }
 
     /// Redraws from one thread and log lines from others, at once: every log line comes

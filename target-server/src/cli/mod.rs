@@ -272,19 +272,27 @@ async fn serve(
     );
     // Log lines while it is drawn go through its suspend, never into the middle of it.
     let line = LiveLine::stderr();
-    if line.is_on() {
-        let shutdown = shutdown.clone();
+    // Ended (its last text kept) before this returns, however the run ends: the caller
+    // prints the summary or the error next, on a line of its own.
+    let stop_line = shutdown.child_token();
+    let drawing = line.is_on().then(|| {
+        let stop = stop_line.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(500));
-            while tokio::select! { _ = shutdown.cancelled() => false, _ = tick.tick() => true } {
+            while tokio::select! { _ = stop.cancelled() => false, _ = tick.tick() => true } {
                 if let Ok(s) = handle.stats() {
                     line.set(&s.summary());
                 }
             }
             line.keep();
-        });
+        })
+    });
+    let result = target.run(shutdown).await;
+    stop_line.cancel();
+    if let Some(drawing) = drawing {
+        let _ = drawing.await;
     }
-    target.run(shutdown).await
+    result
 }
 
 /// Finds another process's listener, logs it once, and watches it until done.
