@@ -12,6 +12,7 @@ use super::output::{deliver, out_dir, save};
 use super::{DemoArgs, Failure, Output, RunArgs, SweepArgs};
 use crate::admission::Limits;
 use crate::history::{Kind, Ran};
+use crate::run::RunError;
 use crate::scenario::{ConfigError, Scenario, SweepSettings};
 use crate::schedule::record::Recorder;
 use crate::threshold;
@@ -148,7 +149,11 @@ pub(super) async fn sweep(
         Ok(report) => report,
         Err(e) => {
             recorder.failed(&e);
-            return Err(anyhow::Error::from(e).into());
+            return Err(match e {
+                // Flags this target cannot follow: bad usage (exit 64), like a bad flag.
+                RunError::TargetUnfit(e) => Failure::Usage(ConfigError::TargetUnfit(e)),
+                e => anyhow::Error::from(e).into(),
+            });
         }
     };
     report.judge(&settings.fail_if);

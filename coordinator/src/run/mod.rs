@@ -112,6 +112,10 @@ pub enum RunError {
     /// The target's control service failed.
     #[error(transparent)]
     TargetControl(#[from] TargetError),
+    /// The target cannot do what the flags ask of it (a sweep of an observed listener, or
+    /// of accept rates on a real server): bad configuration, found once the target answered.
+    #[error(transparent)]
+    TargetUnfit(TargetError),
     /// An agent's data could not be merged.
     #[error(transparent)]
     Merge(#[from] MergeError),

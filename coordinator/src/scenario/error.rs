@@ -85,4 +85,8 @@ pub enum ConfigError {
     /// TLS files given in an unusable combination, or unreadable.
     #[error("{0}")]
     Tls(String),
+    /// The target cannot do what the flags ask (found once it answered, e.g. `--accept-rates`
+    /// against a real server run by `stampede-target supervise`).
+    #[error(transparent)]
+    TargetUnfit(crate::target::TargetError),
 }
