@@ -97,7 +97,10 @@ pub fn with_install(cmd: clap::Command) -> clap::Command {
 
 /// Runs `completions` or `man` if `matches` (parsed by [`with_install`]`(cmd)`) asks for one,
 /// writing to stdout (the script, the page, or which pages went where), and returns the
-/// exit code: 0, or 1 with one line on stderr naming `bin` and what failed. `None` when another command was asked for.
+/// exit code: 0; 64 ([`crate::usage::EX_USAGE`]) when `man DIR` cannot write into the DIR
+/// given (as every binary treats an unwritable path it was given); else 1 — each failure
+/// with one line on stderr naming `bin` and what failed. `None` when another command was
+/// asked for.
 pub fn run_if_asked(bin: &str, cmd: clap::Command, matches: &ArgMatches) -> Option<ExitCode> {
     let command = InstallCommand::from_arg_matches(matches).ok()?;
     let mut stdout = io::stdout().lock();
@@ -113,7 +116,10 @@ pub fn run_if_asked(bin: &str, cmd: clap::Command, matches: &ArgMatches) -> Opti
         }
         Err(e) => {
             eprintln!("{bin}: error: {e}");
-            ExitCode::FAILURE
+            match command {
+                InstallCommand::Man { dir: Some(_) } => ExitCode::from(crate::usage::EX_USAGE),
+                _ => ExitCode::FAILURE,
+            }
         }
     })
 }
