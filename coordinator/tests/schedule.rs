@@ -347,7 +347,7 @@ fn run_with_db_records_a_failed_run_with_its_reason() {
             .lines()
             .last()
             .unwrap()
-            .contains("for 1 agents, 0 attached"),
+            .contains("for 1 agent, 0 attached"),
         "{err}"
     );
     let runs = list(&db);

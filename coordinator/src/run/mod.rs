@@ -79,7 +79,7 @@ impl RunPlan {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// Not enough agents attached in time.
-    #[error("waited {waited:?} for {want} agents, {} attached{}{}", have.len(), if have.is_empty() { String::new() } else { format!(" ({})", have.join(", ")) }, duplicates_note(refused_duplicates))]
+    #[error("waited {} for {want} {}, {} attached{}{}", stampede_proto::duration::format_duration(*waited), if *want == 1 { "agent" } else { "agents" }, have.len(), if have.is_empty() { String::new() } else { format!(" ({})", have.join(", ")) }, duplicates_note(refused_duplicates))]
     NotEnoughAgents {
         /// Wanted.
         want: usize,
