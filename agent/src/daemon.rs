@@ -1,6 +1,6 @@
 //! `stampede-agent --coordinator URL`: the daemon's flags and its main loop around
 //! [`crate::session`]. Exit codes: 0 stopped by a signal, 1 refused by the coordinator or
-//! unreachable, 64 bad flags.
+//! unreachable, 64 bad flags or a coordinator URL that cannot be dialled.
 
 use stampede_proto::token::Token;
 use std::net::IpAddr;
@@ -142,6 +142,11 @@ pub fn run(args: &DaemonArgs) -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The URL as given cannot be dialled: a usage error, found before any connection.
+        Err(e @ session::SessionError::BadUrl { .. }) => {
+            eprintln!("stampede-agent: error: {e}");
+            ExitCode::from(EX_USAGE)
+        }
         Err(e) => {
             eprintln!("stampede-agent: error: {e}");
             ExitCode::FAILURE

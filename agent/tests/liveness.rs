@@ -466,6 +466,19 @@ fn after_a_run_the_agent_attaches_to_the_next_coordinator_at_once_and_quietly() 
         );
         let warned: Vec<&String> = logged.iter().filter(|l| l.contains("WARN")).collect();
         assert!(warned.is_empty(), "warnings after a normal run: {warned:?}");
+        // The normal end reads as such: no cause (an h2 "error reading a body" when the
+        // coordinator's process exits) shown as if something failed.
+        assert!(
+            logged
+                .iter()
+                .any(|l| l.contains("run over and the coordinator gone")),
+            "{logged:?}"
+        );
+        let causes: Vec<&String> = logged
+            .iter()
+            .filter(|l| l.contains("INFO") && l.contains("cause="))
+            .collect();
+        assert!(causes.is_empty(), "a cause after a normal run: {causes:?}");
         assert!(
             logged.iter().filter(|l| l.contains("attached")).count() >= 2,
             "{logged:?}"

@@ -22,9 +22,8 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
-use stampede_proto::duration::{format_duration, parse_duration};
+use stampede_proto::duration::{human_us, parse_duration};
 use stampede_proto::outcome::OutcomeClass;
 use stampede_proto::usage::cut;
 
@@ -392,11 +391,7 @@ impl Threshold {
                 let pct = raw as f64 * 100.0 / attempts as f64;
                 (pct, "percent", format!("{pct:.2}% ({raw} of {attempts})"))
             }
-            Value::Micros(_) => (
-                raw as f64,
-                "us",
-                format_duration(Duration::from_micros(raw)),
-            ),
+            Value::Micros(_) => (raw as f64, "us", human_us(raw)),
             Value::Count(_) => (raw as f64, "count", raw.to_string()),
         };
         let limit = match self.value {

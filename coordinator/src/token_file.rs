@@ -52,13 +52,14 @@ pub enum TokenFileError {
     /// The random source could not be read, or is not the kernel's.
     #[error("reading random bytes from {RANDOM_SOURCE}: {0}")]
     Random(io::Error),
-    /// FILE could not be written.
-    #[error("writing token file {path}: {source}")]
+    /// FILE could not be written (its directory missing or not writable): a usage error
+    /// (exit 64), as an `--out` that is not writable is.
+    #[error("writing token file {path}: {cause}")]
     Write {
         /// The file.
         path: String,
-        /// Why.
-        source: io::Error,
+        /// Why (in the message, so not a `source`: said once however it is printed).
+        cause: io::Error,
     },
 }
 
@@ -100,9 +101,9 @@ pub fn generate() -> Result<String, TokenFileError> {
 /// Writes `token` and a newline to a new file `path`, mode 0600. An existing `path` is
 /// refused unless `force`; then it is replaced atomically.
 pub fn write_new(path: &Path, token: &str, force: bool) -> Result<(), TokenFileError> {
-    let failed = |source: io::Error| TokenFileError::Write {
+    let failed = |cause: io::Error| TokenFileError::Write {
         path: path.display().to_string(),
-        source,
+        cause,
     };
     let target = if force {
         temp_path(path)

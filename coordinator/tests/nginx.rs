@@ -163,10 +163,10 @@ fn nginx_is_sized_under_supervise() {
         (run_within(&mut cmd, Duration::from_secs(240)), out)
     };
 
-    // A real server's accept rate is its own: refused before any step runs.
+    // A real server's accept rate is its own: refused before any step runs, as bad usage.
     let (refused, _) = sweep(&["--backlogs", "8", "--accept-rates", "100"]);
     let err = String::from_utf8_lossy(&refused.stderr);
-    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert_eq!(refused.status.code(), Some(64), "{err}");
     assert!(
         err.contains("--accept-rates cannot be swept here")
             && err.contains("stampede-target supervise"),

@@ -266,7 +266,10 @@ fn a_kill_mid_write_leaves_every_earlier_run() {
     assert_eq!(entries, ["a", "b"], "{runs:?}");
     for r in &runs {
         assert_eq!(r["status"], "failed");
-        assert!(r["reason"].as_str().unwrap().contains("agents"), "{r}");
+        assert!(
+            r["reason"].as_str().unwrap().contains("agent, 0 attached"),
+            "{r}"
+        );
     }
     // And it takes new runs (its WAL recovered, its lock released).
     let (code, out, err) = stampede(
@@ -347,7 +350,7 @@ fn run_with_db_records_a_failed_run_with_its_reason() {
             .lines()
             .last()
             .unwrap()
-            .contains("for 1 agents, 0 attached"),
+            .contains("for 1 agent, 0 attached"),
         "{err}"
     );
     let runs = list(&db);

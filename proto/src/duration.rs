@@ -75,13 +75,15 @@ pub fn parse_duration(input: &str) -> Result<Duration, ParseDurationError> {
 }
 
 /// Formats a duration the way [`parse_duration`] reads it back, with the largest unit that
-/// keeps it exact to the microsecond (`1.5s`, `250ms`, `0`).
+/// keeps it exact to the microsecond (`1.5s`, `250ms`, `0`); whole minutes and hours in `m`
+/// and `h`, so a value given as `25h` is echoed as `25h` (not `1500m`) when it is refused.
 pub fn format_duration(d: Duration) -> String {
     let ns = d.as_nanos();
     if ns == 0 {
         return "0".into();
     }
     let (div, unit) = match ns {
+        n if n % 3_600_000_000_000 == 0 => (3600e9, "h"),
         n if n % 60_000_000_000 == 0 => (60e9, "m"),
         n if n >= 1_000_000_000 => (1e9, "s"),
         n if n >= 1_000_000 => (1e6, "ms"),
@@ -158,8 +160,19 @@ mod tests {
             // Found by proto/tests/decoders.rs: seconds kept only three decimals.
             Duration::from_micros(1_000_001),
             Duration::from_micros(86_399_999_999),
+            Duration::from_secs(25 * 3600),
+            Duration::from_secs(90 * 60),
         ] {
             assert_eq!(parse_duration(&format_duration(d)), Ok(d), "{d:?}");
+        }
+    }
+
+    /// Whole hours and minutes are shown as typed in those units: a refused `25h` or
+    /// `1000000h` is echoed so, not as `1500m` or `60000000m`.
+    #[test]
+    fn whole_hours_and_minutes_keep_their_unit() {
+        for text in ["25h", "1000000h", "90m", "1m", "1h", "59s", "1.5s"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
         }
     }
 

@@ -79,14 +79,28 @@ impl InstallCommand {
     }
 }
 
-/// `cmd` with the `completions` and `man` subcommands added.
+/// `cmd` with the `completions` and `man` subcommands added, its own `about` and
+/// `long_about` kept: clap's derive applies [`InstallCommand`]'s doc comment to the command
+/// it augments, which would make `--help` and the man page describe the install commands
+/// instead of the binary.
 pub fn with_install(cmd: clap::Command) -> clap::Command {
+    let about = cmd.get_about().cloned();
+    let long_about = cmd.get_long_about().cloned();
+    let reset = |text: Option<clap::builder::StyledStr>| match text {
+        Some(text) => clap::builder::Resettable::Value(text),
+        None => clap::builder::Resettable::Reset,
+    };
     InstallCommand::augment_subcommands(cmd)
+        .about(reset(about))
+        .long_about(reset(long_about))
 }
 
 /// Runs `completions` or `man` if `matches` (parsed by [`with_install`]`(cmd)`) asks for one,
 /// writing to stdout (the script, the page, or which pages went where), and returns the
-/// exit code: 0, or 1 with one line on stderr naming `bin` and what failed. `None` when another command was asked for.
+/// exit code: 0; 64 ([`crate::usage::EX_USAGE`]) when `man DIR` cannot write into the DIR
+/// given (as every binary treats an unwritable path it was given); else 1 — each failure
+/// with one line on stderr naming `bin` and what failed. `None` when another command was
+/// asked for.
 pub fn run_if_asked(bin: &str, cmd: clap::Command, matches: &ArgMatches) -> Option<ExitCode> {
     let command = InstallCommand::from_arg_matches(matches).ok()?;
     let mut stdout = io::stdout().lock();
@@ -102,7 +116,10 @@ pub fn run_if_asked(bin: &str, cmd: clap::Command, matches: &ArgMatches) -> Opti
         }
         Err(e) => {
             eprintln!("{bin}: error: {e}");
-            ExitCode::FAILURE
+            match command {
+                InstallCommand::Man { dir: Some(_) } => ExitCode::from(crate::usage::EX_USAGE),
+                _ => ExitCode::FAILURE,
+            }
         }
     })
 }
@@ -207,6 +224,41 @@ mod tests {
                 .starts_with(".ie \\n(.g .ds Aq")
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    // A binary built on `Parser` alone (as `stampede-agent` and `stampede-target` are)
+    // describes itself in `--help` and its man page, not the install commands.
+    #[derive(Debug, Parser)]
+    #[command(name = "demo-daemon")]
+    /// demo-daemon: the thing this binary is.
+    ///
+    /// More about it.
+    struct Daemon {
+        #[arg(long)]
+        far: Option<u32>,
+    }
+
+    #[test]
+    fn with_install_keeps_the_binarys_own_description() {
+        let mut cmd = with_install(Daemon::command());
+        assert_eq!(
+            cmd.get_about().map(ToString::to_string).as_deref(),
+            Some("demo-daemon: the thing this binary is")
+        );
+        let help = cmd.render_help().to_string();
+        assert!(
+            help.starts_with("demo-daemon: the thing this binary is\n"),
+            "{help}"
+        );
+        assert!(!help.contains("install a binary"), "{help}");
+        let mut page = Vec::new();
+        InstallCommand::Man { dir: None }
+            .run(with_install(Daemon::command()), &mut page)
+            .unwrap();
+        let page = String::from_utf8(page).unwrap();
+        assert!(page.contains("the thing this binary is"), "{page}");
+        assert!(!page.contains("install a binary"), "{page}");
+        assert!(cmd.find_subcommand("man").is_some());
     }
 
     #[test]

@@ -314,12 +314,12 @@ mod tests {
         assert_eq!(parse(&["demo-bin", "--count", "3"]).unwrap().count, 3);
         let bad = parse(&["demo-bin", "completions", "tcsh"]).unwrap_err();
         assert_eq!(bad, ExitCode::from(EX_USAGE));
-        // Writing the pages failed (a file where the directory should be): exit 1.
+        // The DIR given cannot be made (a file where the directory should be): usage, 64.
         let file = std::env::temp_dir().join(format!("stampede-man-file-{}", std::process::id()));
         std::fs::write(&file, "").unwrap();
         let dir = file.join("man1");
         let args = ["demo-bin", "man", dir.to_str().unwrap()];
-        assert_eq!(parse(&args).unwrap_err(), ExitCode::FAILURE);
+        assert_eq!(parse(&args).unwrap_err(), ExitCode::from(EX_USAGE));
         std::fs::remove_file(&file).unwrap();
     }
 

@@ -221,7 +221,12 @@ impl Retry {
                 }));
             }
             Ended::Idle(why) => {
-                tracing::info!(cause = %why, "the coordinator left after its run; attaching again");
+                // The normal end of a one-shot `stampede run`: its process exits, so the
+                // stream ends however its connection was torn down (often an h2 "error
+                // reading a body" when no trailers came). Nothing failed: the cause is
+                // detail for debugging, not an error to show.
+                tracing::info!("run over and the coordinator gone; waiting for the next one");
+                tracing::debug!(cause = %why, "how the coordinator's stream ended");
                 self.duplicates = 0;
                 self.failures = 0;
                 self.backoff = Retry::FIRST_BACKOFF;

@@ -12,6 +12,7 @@ use super::output::{deliver, out_dir, save};
 use super::{DemoArgs, Failure, Output, RunArgs, SweepArgs};
 use crate::admission::Limits;
 use crate::history::{Kind, Ran};
+use crate::run::RunError;
 use crate::scenario::{ConfigError, Scenario, SweepSettings};
 use crate::schedule::record::Recorder;
 use crate::threshold;
@@ -126,6 +127,9 @@ pub(super) async fn run(
 /// What a run writes, for the log.
 const REPORT_FILES: &str = "report (json, csv, html, hlog)";
 
+/// What a sweep writes ([`crate::sweep::SweepReport::write`]), for the log.
+const SWEEP_FILES: &str = "sweep (json, csv, html)";
+
 /// `stampede sweep`.
 pub(super) async fn sweep(
     args: SweepArgs,
@@ -153,7 +157,11 @@ pub(super) async fn sweep(
         Ok(report) => report,
         Err(e) => {
             recorder.failed(&e);
-            return Err(anyhow::Error::from(e).into());
+            return Err(match e {
+                // Flags this target cannot follow: bad usage (exit 64), like a bad flag.
+                RunError::TargetUnfit(e) => Failure::Usage(ConfigError::TargetUnfit(e)),
+                e => anyhow::Error::from(e).into(),
+            });
         }
     };
     report.judge(&settings.fail_if);
@@ -162,9 +170,7 @@ pub(super) async fn sweep(
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let name = format!("sweep-{started}");
-    let saved = save(out.as_ref(), &name, "sweep (json, html)", |dir| {
-        report.write(dir)
-    });
+    let saved = save(out.as_ref(), &name, SWEEP_FILES, |dir| report.write(dir));
     deliver(Output::Sweep(report), saved)
 }
 
@@ -190,4 +196,30 @@ pub(super) async fn demo(
         done.write(dir)
     });
     deliver(Output::Run(done.report), saved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The log line names every kind of file a sweep writes.
+    #[test]
+    fn the_sweep_log_line_names_every_file_written() {
+        let dir = std::env::temp_dir().join(format!("stampede-sweep-files-{}", std::process::id()));
+        crate::sweep::html::tests::report().write(&dir).unwrap();
+        let mut written: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        written.sort();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(written, ["sweep.csv", "sweep.html", "sweep.json"]);
+        for name in &written {
+            let kind = name.trim_start_matches("sweep.");
+            assert!(
+                SWEEP_FILES.contains(kind),
+                "{kind} missing from {SWEEP_FILES}"
+            );
+        }
+    }
 }

@@ -181,6 +181,10 @@ pub async fn execute(
         Command::Token(cmd) => match crate::token_file::run(&cmd) {
             Ok(text) => Ok(Output::Text { text, code: 0 }),
             Err(crate::token_file::TokenFileError::Exists(e)) => Err(Failure::Usage(e)),
+            // The FILE the user named cannot be written: usage, as an unwritable --out.
+            Err(e @ crate::token_file::TokenFileError::Write { .. }) => {
+                Err(Failure::Usage(ConfigError::Unwritable(e.to_string())))
+            }
             Err(e) => Err(Failure::Other(e.into())),
         },
         Command::Install(cmd) => install(&cmd),
@@ -190,7 +194,11 @@ pub async fn execute(
 /// `completions` or `man`: the script or page as text, or where the pages went.
 fn install(cmd: &stampede_proto::install::InstallCommand) -> Result<Output, Failure> {
     let mut out = Vec::new();
-    let note = cmd.run(command(), &mut out).map_err(anyhow::Error::from)?;
+    // Pages go into DIR as named, so a DIR that cannot be written is usage (exit 64), as an
+    // unwritable --out or token FILE is; the script and the top page go to a buffer here.
+    let note = cmd
+        .run(command(), &mut out)
+        .map_err(|e| Failure::Usage(ConfigError::Unwritable(e.to_string())))?;
     let mut text = String::from_utf8_lossy(&out).into_owned();
     if let Some(note) = note {
         text.push_str(&note);

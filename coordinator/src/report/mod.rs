@@ -246,7 +246,19 @@ impl Report {
                 }
             );
         }
-        let _ = writeln!(s, "attempts {total}:");
+        match self.unfinished() {
+            0 => {
+                let _ = writeln!(s, "attempts {total}:");
+            }
+            // Cut short: the classes below hold only the attempts decided by then.
+            u => {
+                let _ = writeln!(
+                    s,
+                    "attempts {}: {total} decided, {u} unfinished (cut short before their outcome was known):",
+                    total.saturating_add(u)
+                );
+            }
+        }
         for class in OutcomeClass::ALL {
             let (name, n) = (class.name(), o.get(class));
             if n > 0 {
@@ -315,6 +327,13 @@ impl Report {
         // Told from the numbers above, so it is never stale even if `verdict` is unset.
         let _ = writeln!(s, "\n{}", wrap(&story::verdict(self), 100));
         s
+    }
+
+    /// Attempts never classified because the run was cut short, over every agent.
+    pub fn unfinished(&self) -> u64 {
+        self.agents
+            .iter()
+            .fold(0, |sum, a| sum.saturating_add(a.unfinished))
     }
 
     /// True unless a `--fail-if` threshold failed.

@@ -117,11 +117,36 @@ fn plural(n: u64, one: &str, many: &str) -> String {
     }
 }
 
+/// Attempts connected but not yet classified when the run was cut short: connects counted
+/// by the latency histogram beyond those of the classified outcomes.
+fn connected_undecided(r: &Report) -> u64 {
+    r.connect_latency_us
+        .count
+        .saturating_sub(r.outcomes.connected())
+        .min(r.unfinished())
+}
+
 fn aborted(r: &Report) -> Option<String> {
-    r.aborted.then(|| {
-        "The run was aborted before it finished: the counts below cover what completed by then."
-            .to_owned()
-    })
+    if !r.aborted {
+        return None;
+    }
+    let unfinished = r.unfinished();
+    if unfinished == 0 {
+        return Some(
+            "The run was aborted before it finished; every attempt issued by then was decided."
+                .to_owned(),
+        );
+    }
+    let connected = match connected_undecided(r) {
+        0 => String::new(),
+        c if c == unfinished => format!(", all {c} of them connected"),
+        c => format!(", {c} of them connected"),
+    };
+    Some(format!(
+        "The run was aborted before it finished: {} still undecided then{connected}; they \
+         are counted as unfinished, not as any outcome.",
+        plural(unfinished, "attempt was", "attempts were")
+    ))
 }
 
 fn lost(r: &Report) -> Option<String> {
@@ -188,9 +213,18 @@ fn stalled(r: &Report) -> Option<String> {
 }
 
 fn nothing(r: &Report) -> Option<String> {
-    (r.outcomes.total() == 0).then(|| {
-        "No attempt completed, so there is nothing to judge: check that the agents could reach the target and rerun.".to_owned()
-    })
+    if r.outcomes.total() > 0 {
+        return None;
+    }
+    if r.aborted {
+        // Cut short before any outcome: that says nothing about reaching the target.
+        return Some(
+            "No attempt was decided before the abort, so there is nothing to judge: rerun and \
+             let the run finish."
+                .to_owned(),
+        );
+    }
+    Some("No attempt completed, so there is nothing to judge: check that the agents could reach the target and rerun.".to_owned())
 }
 
 fn all_established(r: &Report) -> Option<String> {

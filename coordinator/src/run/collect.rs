@@ -214,8 +214,7 @@ impl Run<'_> {
     /// the report will be partial.
     async fn on_cancel(&mut self, watch: &mut Watch) -> ControlFlow<()> {
         self.aborted = true;
-        self.abort_all("aborted by the coordinator (interrupted)")
-            .await;
+        self.abort_all("interrupted").await;
         // Results cut short by our own Abort do not make their agents lost.
         let _cut_short = self.drain().await;
         for id in std::mem::take(&mut watch.pending) {

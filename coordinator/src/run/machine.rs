@@ -201,7 +201,7 @@ impl<'a> Run<'a> {
 
     /// Cancelled before the start: nothing to report.
     async fn on_cancel_before_start(&self) -> RunError {
-        self.abort_all("aborted by the coordinator").await;
+        self.abort_all("interrupted before the start").await;
         RunError::Aborted
     }
 

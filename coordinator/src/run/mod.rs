@@ -79,7 +79,7 @@ impl RunPlan {
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// Not enough agents attached in time.
-    #[error("waited {waited:?} for {want} agents, {} attached{}{}", have.len(), if have.is_empty() { String::new() } else { format!(" ({})", have.join(", ")) }, duplicates_note(refused_duplicates))]
+    #[error("waited {} for {want} {}, {} attached{}{}", stampede_proto::duration::format_duration(*waited), if *want == 1 { "agent" } else { "agents" }, have.len(), if have.is_empty() { String::new() } else { format!(" ({})", have.join(", ")) }, duplicates_note(refused_duplicates))]
     NotEnoughAgents {
         /// Wanted.
         want: usize,
@@ -112,6 +112,10 @@ pub enum RunError {
     /// The target's control service failed.
     #[error(transparent)]
     TargetControl(#[from] TargetError),
+    /// The target cannot do what the flags ask of it (a sweep of an observed listener, or
+    /// of accept rates on a real server): bad configuration, found once the target answered.
+    #[error(transparent)]
+    TargetUnfit(TargetError),
     /// An agent's data could not be merged.
     #[error(transparent)]
     Merge(#[from] MergeError),

@@ -85,4 +85,12 @@ pub enum ConfigError {
     /// TLS files given in an unusable combination, or unreadable.
     #[error("{0}")]
     Tls(String),
+    /// A file named on the command line cannot be written (`stampede token new FILE` in a
+    /// missing directory): the whole message, naming the file and why.
+    #[error("{0}")]
+    Unwritable(String),
+    /// The target cannot do what the flags ask (found once it answered, e.g. `--accept-rates`
+    /// against a real server run by `stampede-target supervise`).
+    #[error(transparent)]
+    TargetUnfit(crate::target::TargetError),
 }

@@ -32,6 +32,7 @@ use crate::threshold::{self, Threshold};
 
 pub mod clean;
 pub mod csv;
+mod diagnosis;
 pub mod html;
 pub mod model;
 mod recommend;

@@ -60,7 +60,7 @@ impl<'a> Stepper<'a> {
     ) -> Result<Stepper<'a>, RunError> {
         let stats = TargetStats::from(&target.stats().await?);
         let url = plan.run.target_control.clone().unwrap_or_default();
-        let refuse = |reason: String| RunError::TargetControl(TargetError { url, reason });
+        let refuse = |reason: String| RunError::TargetUnfit(TargetError { url, reason });
         let original = match stats.kind {
             Some(k) if !k.backlog_settable() => {
                 return Err(refuse(

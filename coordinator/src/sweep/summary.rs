@@ -203,7 +203,7 @@ mod tests {
         let s = sweep.summary();
         assert!(s.contains("thresholds: 1 of 2 steps pass"), "{s}");
         assert!(
-            s.contains("backlog 8 at accept rate 100/s: FAIL connect.p99>50ms (1s), established<100% (60.00% (60 of 100))"),
+            s.contains("backlog 8 at accept rate 100/s: FAIL connect.p99>50ms (1.00s), established<100% (60.00% (60 of 100))"),
             "{s}"
         );
         assert!(s.contains("backlog 64 at accept rate 100/s: pass"), "{s}");
