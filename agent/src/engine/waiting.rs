@@ -16,8 +16,24 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// How long before a connect's intended time a worker stops sleeping and spins.
+/// How long before a connect's intended time a worker stops sleeping and spins, at least.
 pub(super) const SPIN_BEFORE: Duration = Duration::from_micros(50);
+
+/// The most a worker spins before a connect: a long sleep (a slow ramp, the gap between
+/// waves) lets a virtual CPU halt, and waking a halted one takes its host up to milliseconds;
+/// spinning the last stretch keeps it running. One part in [`SPIN_SHARE`] of the gap to the
+/// previous connect is spun, between [`SPIN_BEFORE`] and this, so a worker spins at most
+/// ~5 % of a slow schedule's time.
+pub(super) const SPIN_MAX: Duration = Duration::from_millis(2);
+
+/// The share of the gap between two connects spun before the second: one part in this.
+pub(super) const SPIN_SHARE: u64 = 20;
+
+/// How long before a connect due `gap_ns` after the previous one (or the start) a worker
+/// stops sleeping and spins.
+pub(super) fn spin_margin_ns(gap_ns: u64) -> u64 {
+    (gap_ns / SPIN_SHARE).clamp(SPIN_BEFORE.as_nanos() as u64, SPIN_MAX.as_nanos() as u64)
+}
 
 /// Set once `epoll_pwait2` failed other than by a signal (ENOSYS on kernels before 5.11,
 /// EPERM under a seccomp filter that does not know it): whole milliseconds from then on.
@@ -70,4 +86,25 @@ pub(super) fn wait(
     // SAFETY: as above, with a timeout in milliseconds.
     let got = unsafe { libc::epoll_wait(epoll.as_raw_fd(), events.as_mut_ptr(), max, timeout_ms) };
     got.max(0) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fast schedule spins its 50 µs; a slow one a twentieth of its gap, at most 2 ms.
+    #[test]
+    fn the_spin_margin_grows_with_the_gap_within_bounds() {
+        let us = |n: u64| n * 1_000;
+        assert_eq!(spin_margin_ns(0), us(50), "a burst: the floor");
+        assert_eq!(spin_margin_ns(us(100)), us(50), "10,000/s");
+        assert_eq!(spin_margin_ns(us(1_000)), us(50), "1,000/s: 5 % of the gap");
+        assert_eq!(spin_margin_ns(us(10_000)), us(500), "100/s");
+        assert_eq!(
+            spin_margin_ns(us(50_000)),
+            us(2_000),
+            "waves 50 ms apart: the cap"
+        );
+        assert_eq!(spin_margin_ns(u64::MAX), us(2_000));
+    }
 }

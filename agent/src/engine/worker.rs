@@ -8,8 +8,9 @@
 //! calls of a burst: completions seen meanwhile are only time-stamped, and handled once the
 //! due connects are all out.
 //!
-//! Pacing a ramp: the worker sleeps on epoll to the microsecond ([`waiting`]) until
-//! [`SPIN_BEFORE`] ahead of its next connect and spins the rest, so it neither leaves late nor
+//! Pacing a ramp: the worker sleeps on epoll to the microsecond ([`waiting`]) until its spin
+//! margin ahead of its next connect (50 µs, up to 2 ms before a connect that follows a long
+//! gap: [`waiting::spin_margin_ns`]) and spins the rest, so it neither leaves late nor
 //! keeps a core busy between connects. Events it collects are queued with the time they were
 //! seen and handled in order; handling stops once a connect falls due (the event in hand may
 //! run past it; at least one is handled per pass) and resumes after the connect is out, so a
@@ -27,7 +28,7 @@ use super::context::{Cx, Ledger};
 use super::lateness::{LATE_BOUND, Lateness};
 use super::merge::{Report, WorkerSummary};
 use super::slot::{Attempt, Slot};
-use super::waiting::{self, SPIN_BEFORE};
+use super::waiting;
 use crate::arm::ArmedSocket;
 
 /// Length of an interval.
@@ -218,13 +219,18 @@ impl<'a> Worker<'a> {
         now
     }
 
-    /// When to stop sleeping (ns after start): [`SPIN_BEFORE`] ahead of the next connect (the
+    /// When to stop sleeping (ns after start): the spin margin ([`waiting::spin_margin_ns`]) ahead of the next connect (the
     /// rest is spun, so it leaves on time), or the interval boundary, the oldest open attempt's
     /// deadline, a hold's end or a probe check.
     fn wake_at(&self) -> u64 {
         let mut due = self.boundary_ns;
         if let Some(slot) = self.slots.get(self.next) {
-            due = due.min(slot.offset_ns.saturating_sub(SPIN_BEFORE.as_nanos() as u64));
+            let previous = self
+                .next
+                .checked_sub(1)
+                .map_or(0, |i| self.slots[i].offset_ns);
+            let margin = waiting::spin_margin_ns(slot.offset_ns.saturating_sub(previous));
+            due = due.min(slot.offset_ns.saturating_sub(margin));
         }
         if self.cursor < self.next {
             due = due.min(self.deadline(self.cursor));
