@@ -51,8 +51,25 @@ pub struct Coordinator {
     pub addr: SocketAddr,
     /// The attached agents and their events.
     pub registry: Arc<Registry>,
-    /// The gRPC server task; ends when the shutdown token fires.
+    /// The gRPC server task; ends when the shutdown token fires (or [`Coordinator::close`]).
     pub task: JoinHandle<()>,
+    /// Stops this endpoint alone (a child of the shutdown token).
+    stop: CancellationToken,
+}
+
+impl Coordinator {
+    /// Ends every agent's stream cleanly, then stops the endpoint, waiting up to `grace` for
+    /// the streams' last frames to go out: a one-shot `stampede run` that simply exited left
+    /// each agent reading a broken connection ("error reading a body from connection")
+    /// where it should read that the coordinator is done.
+    pub async fn close(self, grace: Duration) {
+        self.registry.close();
+        // Every stream ends as its reader sees the registry close; the server's graceful
+        // shutdown then waits for them to finish (each agent closes its side on reading
+        // the end).
+        self.stop.cancel();
+        let _ = tokio::time::timeout(grace, self.task).await;
+    }
 }
 
 /// How the coordinator's endpoint is set up.
@@ -125,6 +142,8 @@ pub async fn serve_with_limits(
     let gate = registry.gate().clone();
     // Beside the agents' service, without the token: see service/health.rs.
     let (_health_reporter, health) = service::health::server().await;
+    let stop = shutdown.child_token();
+    let shutdown = stop.clone();
     let task = tokio::spawn(async move {
         let accepted = admission::accept_loop(listener, gate, shutdown.clone());
         let incoming = tokio_stream::wrappers::ReceiverStream::new(accepted);
@@ -143,5 +162,6 @@ pub async fn serve_with_limits(
         addr,
         registry,
         task,
+        stop,
     })
 }

@@ -212,3 +212,35 @@ async fn welcome_liveness(stream: &mut tonic::Streaming<pb::CoordinatorMessage>)
         other => panic!("expected Welcome, got {other:?}"),
     }
 }
+
+/// A coordinator that is done (`Coordinator::close`, as `stampede run` calls it before it
+/// exits) ends each agent's stream with an OK status: the agent reads a clean end, not a
+/// broken connection.
+#[tokio::test]
+async fn a_closing_coordinator_ends_each_stream_cleanly() {
+    let stop = CancellationToken::new();
+    let c = stampede::serve(
+        stampede::ServeConfig::new("127.0.0.1:0".parse().unwrap(), Token::new("right")),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let (mut stream, _tx) = attach(c.addr, "right", hello("bye1", PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    welcome_liveness(&mut stream).await;
+    c.close(Duration::from_secs(5)).await;
+    // Pings may come first; then the end, clean.
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => break other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within 5 s");
+    assert!(matches!(end, Ok(None)), "{end:?}");
+    stop.cancel();
+}

@@ -221,9 +221,9 @@ impl Retry {
                 }));
             }
             Ended::Idle(why) => {
-                // The normal end of a one-shot `stampede run`: its process exits, so the
-                // stream ends however its connection was torn down (often an h2 "error
-                // reading a body" when no trailers came). Nothing failed: the cause is
+                // The normal end of a one-shot `stampede run`: it ends each stream cleanly
+                // before its process exits (a coordinator before that just exited, and the
+                // stream broke: an h2 "error reading a body"). Nothing failed: the cause is
                 // detail for debugging, not an error to show.
                 tracing::info!("run over and the coordinator gone; waiting for the next one");
                 tracing::debug!(cause = %why, "how the coordinator's stream ended");

@@ -3,7 +3,7 @@
 //! asked and saved into `--out`.
 
 use std::collections::BTreeSet;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use stampede_proto::rlimit::FdLimit;
 use tokio_util::sync::CancellationToken;
@@ -12,6 +12,7 @@ use super::output::{deliver, out_dir, save};
 use super::{DemoArgs, Failure, Output, RunArgs, SweepArgs};
 use crate::admission::Limits;
 use crate::history::{Kind, Ran};
+use crate::report::OutDir;
 use crate::run::RunError;
 use crate::scenario::{ConfigError, Scenario, SweepSettings};
 use crate::schedule::record::Recorder;
@@ -93,12 +94,39 @@ pub(super) async fn run(
     let plan = settings.plan()?;
     let out = out_dir(settings.out.as_deref())?;
     let coordinator = serve(&settings, shutdown).await?;
+    let done = run_served(
+        &args,
+        &settings,
+        &plan,
+        out,
+        &coordinator,
+        shutdown,
+        progress,
+    )
+    .await;
+    coordinator.close(CLOSE_GRACE).await;
+    done
+}
+
+/// How long a finished command waits for its agents' streams to end cleanly.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// `stampede run` once its endpoint is serving.
+async fn run_served(
+    args: &RunArgs,
+    settings: &Scenario,
+    plan: &crate::run::RunPlan,
+    out: Option<OutDir>,
+    coordinator: &crate::Coordinator,
+    shutdown: &CancellationToken,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Output, Failure> {
     let recorder = Recorder::start(
         &args.record,
         args.scenario.as_deref(),
-        &settings,
+        settings,
         Kind::Run,
-        &coordinator,
+        coordinator,
         shutdown,
     )
     .await
@@ -108,7 +136,7 @@ pub(super) async fn run(
         crate::run::HlogTo::File(o.path().join("report.hlog"))
     });
     let result =
-        crate::run::execute_logged(&coordinator.registry, &plan, hlog, shutdown, progress).await;
+        crate::run::execute_logged(&coordinator.registry, plan, hlog, shutdown, progress).await;
     let mut done = match result {
         Ok(done) => done,
         Err(e) => {
@@ -142,17 +170,41 @@ pub(super) async fn sweep(
     let plan = settings.sweep_plan(&sweep)?;
     let out = out_dir(settings.out.as_deref())?;
     let coordinator = serve(&settings, shutdown).await?;
+    let done = sweep_served(
+        &args,
+        &settings,
+        &plan,
+        out,
+        &coordinator,
+        shutdown,
+        progress,
+    )
+    .await;
+    coordinator.close(CLOSE_GRACE).await;
+    done
+}
+
+/// `stampede sweep` once its endpoint is serving.
+async fn sweep_served(
+    args: &SweepArgs,
+    settings: &Scenario,
+    plan: &crate::sweep::SweepPlan,
+    out: Option<OutDir>,
+    coordinator: &crate::Coordinator,
+    shutdown: &CancellationToken,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Output, Failure> {
     let recorder = Recorder::start(
         &args.run.record,
         args.run.scenario.as_deref(),
-        &settings,
+        settings,
         Kind::Sweep,
-        &coordinator,
+        coordinator,
         shutdown,
     )
     .await
     .map_err(Failure::from)?;
-    let result = crate::sweep::execute(&coordinator.registry, &plan, shutdown, progress).await;
+    let result = crate::sweep::execute(&coordinator.registry, plan, shutdown, progress).await;
     let mut report = match result {
         Ok(report) => report,
         Err(e) => {

@@ -148,7 +148,14 @@ async fn read(
     let queue = Arc::new(Semaphore::new(limit / QUEUE_UNIT));
     let mut dropped = 0u64;
     let reason = loop {
-        match inbound.next().await {
+        let next = tokio::select! {
+            biased;
+            m = inbound.next() => m,
+            // Its stream ends with an OK status once no sender is left (ours, the
+            // registry's: both go below).
+            _ = registry.closing().cancelled() => break "the coordinator is done".to_owned(),
+        };
+        match next {
             Some(Ok(pb::AgentMessage { msg: Some(msg) })) => {
                 if let Err(e) = registry.forward(&agent, msg, &queue, &mut dropped) {
                     registry.overloaded.fetch_add(1, Ordering::Relaxed);

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use stampede_proto::pb::{self, agent_message, coordinator_message};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Status};
 
 use crate::admission::{Gate, GateStats, Limits};
@@ -113,6 +114,8 @@ pub struct RegistryStats {
 #[derive(Debug)]
 pub struct Registry {
     agents: Mutex<BTreeMap<String, Attached>>,
+    /// Cancelled when the coordinator is done: every agent's stream ends cleanly.
+    closing: CancellationToken,
     count: watch::Sender<usize>,
     events_tx: mpsc::UnboundedSender<AgentEvent>,
     events_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<AgentEvent>>,
@@ -181,6 +184,7 @@ impl Registry {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
         Registry {
             agents: Mutex::new(BTreeMap::new()),
+            closing: CancellationToken::new(),
             count: watch::Sender::new(0),
             events_tx,
             events_rx: tokio::sync::Mutex::new(events_rx),
@@ -225,6 +229,18 @@ impl Registry {
             0 => 0,
             others => others + 1,
         }
+    }
+
+    /// Ends every agent's stream cleanly (an OK status, so an agent reads "the coordinator
+    /// is done", not a broken connection), and the stream of any agent attaching after.
+    /// [`crate::Coordinator::close`] calls it as the endpoint stops.
+    pub fn close(&self) {
+        self.closing.cancel();
+    }
+
+    /// Cancelled by [`Registry::close`].
+    pub(crate) fn closing(&self) -> &CancellationToken {
+        &self.closing
     }
 
     /// The fleet this endpoint expects (`stampede run --agents`), for the Welcome's bound.
