@@ -10,9 +10,13 @@
 //! holds at most one summed record per agent plus that many bytes. It costs the thread one
 //! more decode of each interval (as many as writing the intervals' seconds takes). Summing
 //! is exact and in order: the report adds an agent's sum as it would have added each
-//! interval. A record whose tally cannot be added is kept as it came after the sum of those
-//! before it (the report then drops that agent, naming the same cause as before), and what
-//! follows it is not summed.
+//! interval.
+//!
+//! One agent's data is that agent's problem, never the spool's: an agent with a record
+//! whose tally cannot be added, or whose sum cannot be encoded (a bucket count past
+//! `i64::MAX`, which two valid intervals can reach), becomes unusable with that cause (the
+//! report drops it, naming it); its records are dropped and what it sends later ignored.
+//! Only the files failing (creation, reading) stop the spool.
 //!
 //! The two files are created at the start, new and owner-only (never through an existing
 //! name, and a file in the way is left alone), and removed when the spool is dropped.
@@ -29,6 +33,8 @@ use std::path::PathBuf;
 use prost::Message as _;
 use stampede_proto::pb;
 use stampede_proto::tally::{CarriesTally as _, Tally};
+
+use super::Delivered;
 
 /// Bytes appended after which the spool is compacted: 32 MiB (~45,000 intervals, about 45 s
 /// of a 1,000-agent fleet).
@@ -61,6 +67,8 @@ pub(super) struct Spool {
     paths: Vec<PathBuf>,
     /// Each agent's records in the file appended to, in the order they came.
     index: BTreeMap<String, Records>,
+    /// Agents whose records cannot be summed, and why (their records are dropped).
+    unusable: BTreeMap<String, String>,
     /// Bytes in the file appended to.
     len: u64,
     /// Its length right after the last compaction.
@@ -110,6 +118,7 @@ impl Spool {
             sides,
             paths,
             index: BTreeMap::new(),
+            unusable: BTreeMap::new(),
             len: 0,
             compacted: 0,
             appended: 0,
@@ -124,6 +133,9 @@ impl Spool {
         let Some([live, _]) = &mut self.sides else {
             return;
         };
+        if self.unusable.contains_key(agent) {
+            return;
+        }
         let appended = put(&mut live.file, self.len, agent, &r.encode_to_vec());
         match appended {
             Ok((at, end)) => {
@@ -143,12 +155,9 @@ impl Spool {
         }
     }
 
-    /// The intervals `agents` delivered, each agent's summed into one result (followed by
-    /// the first that could not be added, if one could not).
-    pub(super) fn read(
-        &mut self,
-        agents: &BTreeSet<String>,
-    ) -> Result<BTreeMap<String, Vec<pb::IntervalResult>>, String> {
+    /// The intervals `agents` delivered, each agent's summed (as one result), or why that
+    /// agent's cannot be; an error only when the spool itself failed.
+    pub(super) fn read(&mut self, agents: &BTreeSet<String>) -> Result<Delivered, String> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
@@ -159,11 +168,11 @@ impl Spool {
         live.file.flush().map_err(bad)?;
         let mut out = BTreeMap::new();
         for agent in agents {
-            if let Some(records) = self.index.get(agent) {
-                out.insert(
-                    agent.clone(),
-                    sum(live.file.get_ref(), records).map_err(bad)?,
-                );
+            if let Some(why) = self.unusable.get(agent) {
+                out.insert(agent.clone(), Err(why.clone()));
+            } else if let Some(records) = self.index.get(agent) {
+                let sum = sum(live.file.get_ref(), records).map_err(bad)?;
+                out.insert(agent.clone(), sum.and_then(|t| encode(&t)));
             }
         }
         Ok(out)
@@ -186,16 +195,22 @@ impl Spool {
         spare.file.seek(SeekFrom::Start(0)).map_err(writing)?;
         spare.file.get_ref().set_len(0).map_err(writing)?;
         let mut index = BTreeMap::new();
+        let mut unusable = Vec::new();
         let mut len = 0;
         for (agent, records) in &self.index {
             let results = match records.as_slice() {
                 // Already one record (a sum, or a single interval): copied as it is.
                 [(at, n)] => vec![message(live.file.get_ref(), *at, *n).map_err(reading)?],
-                _ => sum(live.file.get_ref(), records)
+                _ => match sum(live.file.get_ref(), records)
                     .map_err(reading)?
-                    .iter()
-                    .map(|r| r.encode_to_vec())
-                    .collect(),
+                    .and_then(|t| encode(&t))
+                {
+                    Ok(parts) => parts.iter().map(|r| r.encode_to_vec()).collect(),
+                    Err(why) => {
+                        unusable.push((agent.clone(), why));
+                        continue;
+                    }
+                },
             };
             let mut kept = Vec::with_capacity(results.len());
             for msg in results {
@@ -208,6 +223,10 @@ impl Spool {
         spare.file.flush().map_err(writing)?;
         self.sides.as_mut().expect("matched above").swap(0, 1);
         self.index = index;
+        for (agent, why) in unusable {
+            tracing::warn!(agent = %agent, cause = %why, "an agent's intervals cannot be summed");
+            self.unusable.insert(agent, why);
+        }
         self.len = len;
         self.compacted = len;
         self.appended = 0;
@@ -222,6 +241,7 @@ impl Spool {
         self.error = Some(e);
         self.sides = None;
         self.index = BTreeMap::new();
+        self.unusable = BTreeMap::new();
         for p in &self.paths {
             let _ = std::fs::remove_file(p);
         }
@@ -276,38 +296,34 @@ fn message(file: &File, at: u64, n: u32) -> io::Result<Vec<u8>> {
     Ok(msg)
 }
 
-/// One agent's `records` summed in order: the sum (when any was added), then the first
-/// record that could not be added (when one could not). One record's tally is decoded at a
-/// time.
-fn sum(file: &File, records: &[(u64, u32)]) -> io::Result<Vec<pb::IntervalResult>> {
+/// One agent's `records` summed in order (one record's tally decoded at a time), or why
+/// they cannot be (a record that cannot be decoded or added: that agent's problem). The
+/// outer error: the file could not be read.
+fn sum(file: &File, records: &[(u64, u32)]) -> io::Result<Result<Tally, String>> {
     let mut total = Tally::default();
-    let mut added = false;
-    let mut unusable = None;
     for &(at, n) in records {
-        let r = pb::IntervalResult::decode(message(file, at, n)?.as_slice())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let msg = message(file, at, n)?;
+        let r = match pb::IntervalResult::decode(msg.as_slice()) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(format!("a spooled interval cannot be read: {e}"))),
+        };
         match Tally::from_wire(&r) {
-            Ok(t) => {
-                total
-                    .merge(&t)
-                    .expect("every tally has the layout of histogram::new_latency");
-                added = true;
-            }
-            Err(_) => {
-                unusable = Some(r);
-                break;
-            }
+            Ok(t) => total
+                .merge(&t)
+                .expect("every tally has the layout of histogram::new_latency"),
+            Err(e) => return Ok(Err(e.to_string())),
         }
     }
-    let mut out = Vec::with_capacity(2);
-    if added {
-        let wire = total
-            .to_wire()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let mut r = pb::IntervalResult::default();
-        r.set_wire_tally(wire);
-        out.push(r);
-    }
-    out.extend(unusable);
-    Ok(out)
+    Ok(Ok(total))
+}
+
+/// `total` as interval results whose tallies add up to it exactly, or why it cannot be
+/// encoded (a bucket count past `i64::MAX`: the histogram format's limit).
+fn encode(total: &Tally) -> Result<Vec<pb::IntervalResult>, String> {
+    let wire = total
+        .to_wire()
+        .map_err(|e| format!("the sum of its intervals cannot be encoded: {e}"))?;
+    let mut r = pb::IntervalResult::default();
+    r.set_wire_tally(wire);
+    Ok(vec![r])
 }

@@ -18,7 +18,7 @@ use stampede_proto::{hlog, pb};
 
 use super::spool::COMPACT_AFTER;
 use super::writer::{Job, Setup, Writer};
-use super::{MAX_OPEN_SECONDS, Series, comments};
+use super::{Delivered, MAX_OPEN_SECONDS, Series, comments};
 
 /// Where a run writes its `report.hlog`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,9 +74,9 @@ pub struct IntervalLog {
 pub struct Closed {
     /// The log.
     pub log: LogFile,
-    /// Per agent asked about that delivered any interval: their sum (then the first interval
-    /// that could not be added, if one could not); or why they are unknown.
-    pub delivered: Result<BTreeMap<String, Vec<pb::IntervalResult>>, String>,
+    /// Per agent asked about that delivered any interval: their sum, or why that agent's
+    /// cannot be counted; or why every agent's is unknown (the spool failed).
+    pub delivered: Result<Delivered, String>,
 }
 
 impl IntervalLog {

@@ -26,7 +26,7 @@ use stampede_proto::pb;
 use tokio::sync::oneshot;
 
 use super::spool::Spool;
-use super::{Series, second};
+use super::{Delivered, Series, second};
 
 /// How far behind the thread may fall before it warns.
 pub(super) const BEHIND_WARN: Duration = Duration::from_secs(5);
@@ -71,7 +71,7 @@ pub(super) struct Closing {
     /// failed (a temporary log that failed is removed).
     pub(super) log: Option<Result<u64, String>>,
     /// Per lost agent, the sum of what it delivered ([`Spool::read`]), or why unknown.
-    pub(super) delivered: Result<BTreeMap<String, Vec<pb::IntervalResult>>, String>,
+    pub(super) delivered: Result<Delivered, String>,
 }
 
 /// The thread and its channel.
