@@ -32,7 +32,7 @@ use std::path::PathBuf;
 
 use prost::Message as _;
 use stampede_proto::pb;
-use stampede_proto::tally::{CarriesTally as _, Tally};
+use stampede_proto::tally::{CarriesTally as _, MAX_COMPLETION_ENTRIES, Tally, WireTally};
 
 use super::Delivered;
 
@@ -317,13 +317,27 @@ fn sum(file: &File, records: &[(u64, u32)]) -> io::Result<Result<Tally, String>>
     Ok(Ok(total))
 }
 
-/// `total` as interval results whose tallies add up to it exactly, or why it cannot be
-/// encoded (a bucket count past `i64::MAX`: the histogram format's limit).
+/// `total` as interval results whose tallies add up to it exactly, each within the limits
+/// a result is read with (at most [`MAX_COMPLETION_ENTRIES`] completion-time entries: a sum
+/// may hold more, each interval having at most that many, so the others go in results of
+/// their own), or why it cannot be encoded (a bucket count past `i64::MAX`: the histogram
+/// format's limit).
 fn encode(total: &Tally) -> Result<Vec<pb::IntervalResult>, String> {
-    let wire = total
+    let mut wire = total
         .to_wire()
         .map_err(|e| format!("the sum of its intervals cannot be encoded: {e}"))?;
-    let mut r = pb::IntervalResult::default();
-    r.set_wire_tally(wire);
-    Ok(vec![r])
+    let mut entries = std::mem::take(&mut wire.completion_times).into_iter();
+    wire.completion_times = entries.by_ref().take(MAX_COMPLETION_ENTRIES).collect();
+    let mut first = pb::IntervalResult::default();
+    first.set_wire_tally(wire);
+    let mut out = vec![first];
+    while entries.len() > 0 {
+        let mut more = pb::IntervalResult::default();
+        more.set_wire_tally(WireTally {
+            completion_times: entries.by_ref().take(MAX_COMPLETION_ENTRIES).collect(),
+            ..WireTally::default()
+        });
+        out.push(more);
+    }
+    Ok(out)
 }

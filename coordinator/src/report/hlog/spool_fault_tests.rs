@@ -3,8 +3,9 @@
 
 use std::collections::BTreeSet;
 
+use stampede_proto::outcome::Outcome;
 use stampede_proto::pb;
-use stampede_proto::tally::{CarriesTally as _, Tally};
+use stampede_proto::tally::{CarriesTally as _, MAX_COMPLETION_ENTRIES, Tally};
 
 use super::spool::Spool;
 use super::spool_tests::{added, dir, expected, interval};
@@ -49,6 +50,49 @@ fn a_sum_that_cannot_be_encoded_costs_its_agent_alone() {
         assert_eq!(added(good).unwrap(), expected(0, 0..150));
         let e = back["big"].as_ref().unwrap_err();
         assert!(e.contains("cannot be encoded"), "{e}");
+    }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// Interval `i` of an agent whose intervals each complete attempts under other retransmit
+/// counts: two completion-time entries each, `i` and `i + 1000`.
+fn retransmitting(i: u32) -> pb::IntervalResult {
+    let mut t = Tally::default();
+    for k in [i, i + 1000] {
+        let o = Outcome::SynRetransmitted { k };
+        t.record(o);
+        t.record_completion(o, u64::from(1 + i) * 1000);
+        t.connect_latency.record(u64::from(5 + k)).unwrap();
+    }
+    let mut r = pb::IntervalResult::default();
+    r.set_wire_tally(t.to_wire().unwrap());
+    r
+}
+
+/// A sum may hold more completion-time entries than one result may carry (each interval
+/// within the limit, their union past it): it comes back as results that each decode and
+/// add up to every interval added, whether compacted mid-run or summed when read.
+#[test]
+fn a_sum_past_the_completion_entry_limit_still_counts() {
+    let d = dir("entries");
+    let intervals = 3 * MAX_COMPLETION_ENTRIES as u32 / 2;
+    let mut want = Tally::default();
+    for i in 0..intervals {
+        want.add_wire(&retransmitting(i)).unwrap();
+    }
+    assert!(want.completion_times.len() > 2 * MAX_COMPLETION_ENTRIES);
+    for threshold in [1 << 30, 2 << 10] {
+        let mut spool = Spool::create(d.join(format!("intervals-{threshold}")), threshold);
+        for i in 0..intervals {
+            spool.append("a", &retransmitting(i));
+        }
+        if threshold < 1 << 20 {
+            assert!(spool.size().1 > 1, "compacted more than once");
+        }
+        let back = spool.read(&BTreeSet::from(["a".to_owned()])).unwrap();
+        let sum = back["a"].as_ref().expect("the sum is usable");
+        assert!(sum.len() >= 3, "{} results", sum.len());
+        assert_eq!(added(sum).unwrap(), want, "every entry, count and bucket");
     }
     std::fs::remove_dir_all(&d).unwrap();
 }
