@@ -9,6 +9,8 @@ use stampede_proto::tally::{CarriesTally as _, MAX_COMPLETION_ENTRIES, Tally};
 
 use super::spool::Spool;
 use super::spool_tests::{added, dir, expected, interval};
+use super::tests::closed;
+use super::{HlogTo, IntervalLog};
 
 /// A valid interval whose connect latency bucket at 100 µs holds `i64::MAX` samples: it
 /// encodes, but two of them sum (`Histogram::add` saturates in u64) past what the
@@ -94,5 +96,36 @@ fn a_sum_past_the_completion_entry_limit_still_counts() {
         assert!(sum.len() >= 3, "{} results", sum.len());
         assert_eq!(added(sum).unwrap(), want, "every entry, count and bucket");
     }
+    std::fs::remove_dir_all(&d).unwrap();
+}
+
+/// A run killed with its files on disk (here: its log forgotten, as SIGKILL leaves it) is
+/// not in the way of a later run with the same `--out` in a process of the same pid (a
+/// container's PID 1): the later run still counts its lost agents.
+#[test]
+fn a_killed_runs_spool_is_not_in_a_later_runs_way() {
+    let d = dir("killed");
+    let out = d.join("report.hlog");
+    let mut killed = IntervalLog::new(HlogTo::File(out.clone()));
+    killed.begin("run-1", 0, ["a".to_owned()]);
+    killed.add("a", interval(0, 0));
+    killed.written();
+    let left = std::fs::read_dir(&d).unwrap().count();
+    assert!(
+        left >= 2,
+        "the killed run's spool and log are on disk: {left}"
+    );
+    // Its thread waits forever on a channel nobody closes; the files stay.
+    std::mem::forget(killed);
+    let mut later = IntervalLog::new(HlogTo::File(out));
+    later.begin("run-2", 0, ["a".to_owned(), "b".to_owned()]);
+    for seq in 0..3 {
+        later.add("a", interval(0, seq));
+    }
+    let delivered = closed(later, &["a"]).delivered.expect("its own spool");
+    assert_eq!(
+        added(delivered["a"].as_ref().unwrap()).unwrap(),
+        expected(0, 0..3)
+    );
     std::fs::remove_dir_all(&d).unwrap();
 }

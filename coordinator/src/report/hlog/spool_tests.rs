@@ -16,7 +16,7 @@ use super::tests::closed;
 use super::writer::{Backlog, Job, Said};
 use super::{HlogTo, IntervalLog, MAX_OPEN_SECONDS};
 
-/// A directory of this test's own (spools beside a --out log are named by pid alone).
+/// A directory of this test's own (spools beside a --out log are named by run and pid).
 pub(super) fn dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("stampede-spool-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -200,7 +200,7 @@ fn an_unusable_interval_costs_its_agent_alone() {
 #[test]
 fn lost_agents_count_with_open_seconds_and_the_spool_stays_bounded() {
     let d = dir("log");
-    let spool = d.join(format!(".report.hlog.{}.intervals", std::process::id()));
+    let spool = d.join(format!(".report.hlog.r.{}.intervals", std::process::id()));
     let threshold = 8 << 10;
     let mut log = IntervalLog::new(HlogTo::File(d.join("report.hlog"))).compact_after(threshold);
     log.begin("r", 0, ["fast".to_owned(), "slow".to_owned()]);
