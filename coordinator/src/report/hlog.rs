@@ -124,3 +124,6 @@ mod spool_tests;
 
 #[cfg(test)]
 mod spool_fault_tests;
+
+#[cfg(test)]
+mod writer_fault_tests;

@@ -6,8 +6,11 @@
 //! Its size is bounded whatever the run's length: once the records appended since the last
 //! compaction pass [`COMPACT_AFTER`] bytes (or [`COMPACT_RECORDS`] records), each agent's
 //! records are summed into one (`Tally`: counts add, histograms add bucket by bucket,
-//! exactly) and written to the spare file, which becomes the one appended to. So the spool
-//! holds at most one summed record per agent plus that many bytes. It costs the thread one
+//! exactly; a sum is stored as several records when it has more completion-time entries
+//! than one result may carry) and written to the spare file, which becomes the one appended
+//! to; the other is emptied at once. So the spool holds at most one sum per agent plus that
+//! many bytes. A compaction that cannot write the spare (a full disk) leaves the file
+//! appended to as it was, and is tried again as many bytes later. It costs the thread one
 //! more decode of each interval (as many as writing the intervals' seconds takes). Summing
 //! is exact and in order: the report adds an agent's sum as it would have added each
 //! interval.
@@ -16,7 +19,8 @@
 //! whose tally cannot be added, or whose sum cannot be encoded (a bucket count past
 //! `i64::MAX`, which two valid intervals can reach), becomes unusable with that cause (the
 //! report drops it, naming it); its records are dropped and what it sends later ignored.
-//! Only the files failing (creation, reading) stop the spool.
+//! Only the files failing (creation, appending, reading) stop the spool; a stopped spool
+//! removes its files at once, and not again when dropped.
 //!
 //! The two files are created at the start, new and owner-only (never through an existing
 //! name, and a file in the way is left alone), and removed when the spool is dropped.
@@ -26,15 +30,16 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{self, BufWriter, Seek as _, SeekFrom, Write as _};
-use std::os::unix::fs::FileExt as _;
+use std::io::{self, BufWriter, Write as _};
 use std::path::PathBuf;
 
 use prost::Message as _;
 use stampede_proto::pb;
-use stampede_proto::tally::{CarriesTally as _, MAX_COMPLETION_ENTRIES, Tally, WireTally};
 
+use self::record::{Stop, encode, put, sum, summed};
 use super::Delivered;
+
+mod record;
 
 /// Bytes appended after which the spool is compacted: 32 MiB (~45,000 intervals, about 45 s
 /// of a 1,000-agent fleet).
@@ -148,10 +153,8 @@ impl Spool {
                 return self.fail(e);
             }
         }
-        if (self.len - self.compacted > self.compact_after || self.appended >= COMPACT_RECORDS)
-            && let Err(e) = self.compact()
-        {
-            self.fail(e);
+        if self.len - self.compacted > self.compact_after || self.appended >= COMPACT_RECORDS {
+            self.compact();
         }
     }
 
@@ -184,65 +187,65 @@ impl Spool {
         (self.len, self.compactions)
     }
 
-    /// Sums each agent's records into the spare file, which becomes the one appended to.
-    fn compact(&mut self) -> Result<(), String> {
-        let Some([live, spare]) = &mut self.sides else {
-            return Ok(());
-        };
-        let reading = |e: io::Error| format!("compacting {}: {e}", live.path.display());
-        let writing = |e: io::Error| format!("compacting into {}: {e}", spare.path.display());
-        live.file.flush().map_err(reading)?;
-        spare.file.seek(SeekFrom::Start(0)).map_err(writing)?;
-        spare.file.get_ref().set_len(0).map_err(writing)?;
-        let mut index = BTreeMap::new();
-        let mut unusable = Vec::new();
-        let mut len = 0;
-        for (agent, records) in &self.index {
-            let results = match records.as_slice() {
-                // Already one record (a sum, or a single interval): copied as it is.
-                [(at, n)] => vec![message(live.file.get_ref(), *at, *n).map_err(reading)?],
-                _ => match sum(live.file.get_ref(), records)
-                    .map_err(reading)?
-                    .and_then(|t| encode(&t))
-                {
-                    Ok(parts) => parts.iter().map(|r| r.encode_to_vec()).collect(),
-                    Err(why) => {
-                        unusable.push((agent.clone(), why));
-                        continue;
-                    }
-                },
-            };
-            let mut kept = Vec::with_capacity(results.len());
-            for msg in results {
-                let (at, end) = put(&mut spare.file, len, agent, &msg).map_err(writing)?;
-                kept.push(at);
-                len = end;
-            }
-            index.insert(agent.clone(), kept);
+    /// Makes one of the files (0: the one appended to, 1: the spare) read-only, so writing
+    /// to it fails as a full disk would (tests).
+    #[cfg(test)]
+    pub(super) fn break_side(&mut self, side: usize) {
+        if let Some(sides) = &mut self.sides {
+            let s = &mut sides[side];
+            s.file = BufWriter::new(File::open(&s.path).expect("the spool's file"));
         }
-        spare.file.flush().map_err(writing)?;
-        self.sides.as_mut().expect("matched above").swap(0, 1);
-        self.index = index;
-        for (agent, why) in unusable {
-            tracing::warn!(agent = %agent, cause = %why, "an agent's intervals cannot be summed");
-            self.unusable.insert(agent, why);
-        }
-        self.len = len;
-        self.compacted = len;
-        self.appended = 0;
-        self.compactions += 1;
-        tracing::debug!(bytes = len, "interval spool compacted");
-        Ok(())
     }
 
-    /// Stops the spool: lost agents' intervals will not be counted, and `read` says why.
+    /// Sums each agent's records into the spare file, which becomes the one appended to (the
+    /// other is emptied at once). Writing the spare failing (a full disk) leaves the file
+    /// appended to as it was, and another compaction is tried once as many bytes again were
+    /// appended; only the file appended to failing to be read stops the spool.
+    fn compact(&mut self) {
+        let Some([live, spare]) = &mut self.sides else {
+            return;
+        };
+        let mut unusable = Vec::new();
+        let summed = summed(live, spare, &self.index, &mut unusable);
+        for (agent, why) in unusable {
+            tracing::warn!(agent = %agent, cause = %why, "an agent's intervals cannot be summed");
+            self.index.remove(&agent);
+            self.unusable.insert(agent, why);
+        }
+        match summed {
+            Ok((index, len)) => {
+                let sides = self.sides.as_mut().expect("matched above");
+                sides.swap(0, 1);
+                // The old file's bytes are of no use now: freed at once.
+                if let Err(e) = sides[1].file.get_ref().set_len(0) {
+                    tracing::debug!(cause = %e, "interval spool: emptying the spare file");
+                }
+                self.index = index;
+                self.len = len;
+                self.compacted = len;
+                self.appended = 0;
+                self.compactions += 1;
+                tracing::debug!(bytes = len, "interval spool compacted");
+            }
+            Err(Stop::Writing(e)) => {
+                tracing::warn!(cause = %e, "interval spool not compacted: it goes on growing \
+                    until the next try");
+                self.compacted = self.len;
+                self.appended = 0;
+            }
+            Err(Stop::Reading(e)) => self.fail(e),
+        }
+    }
+
+    /// Stops the spool: lost agents' intervals will not be counted, and `read` says why. Its
+    /// files are removed, and not again on drop (someone else's may be there by then).
     fn fail(&mut self, e: String) {
         tracing::warn!(cause = %e, "lost agents' intervals will not be counted");
         self.error = Some(e);
         self.sides = None;
         self.index = BTreeMap::new();
         self.unusable = BTreeMap::new();
-        for p in &self.paths {
+        for p in std::mem::take(&mut self.paths) {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -255,89 +258,4 @@ impl Drop for Spool {
             let _ = std::fs::remove_file(p);
         }
     }
-}
-
-/// Appends one record to `file`, which holds `len` bytes: where its message is, and the
-/// file's new length.
-fn put(
-    file: &mut BufWriter<File>,
-    len: u64,
-    agent: &str,
-    msg: &[u8],
-) -> io::Result<((u64, u32), u64)> {
-    if agent.len() > MAX_PART || msg.len() > MAX_PART {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "a record of {} bytes (at most {MAX_PART})",
-                agent.len().max(msg.len())
-            ),
-        ));
-    }
-    file.write_all(&(agent.len() as u32).to_le_bytes())?;
-    file.write_all(agent.as_bytes())?;
-    file.write_all(&(msg.len() as u32).to_le_bytes())?;
-    file.write_all(msg)?;
-    let at = len + 8 + agent.len() as u64;
-    Ok(((at, msg.len() as u32), at + msg.len() as u64))
-}
-
-/// The message at `at`, `n` bytes long.
-fn message(file: &File, at: u64, n: u32) -> io::Result<Vec<u8>> {
-    let n = n as usize;
-    if n > MAX_PART {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a record of {n} bytes (at most {MAX_PART})"),
-        ));
-    }
-    let mut msg = vec![0u8; n];
-    file.read_exact_at(&mut msg, at)?;
-    Ok(msg)
-}
-
-/// One agent's `records` summed in order (one record's tally decoded at a time), or why
-/// they cannot be (a record that cannot be decoded or added: that agent's problem). The
-/// outer error: the file could not be read.
-fn sum(file: &File, records: &[(u64, u32)]) -> io::Result<Result<Tally, String>> {
-    let mut total = Tally::default();
-    for &(at, n) in records {
-        let msg = message(file, at, n)?;
-        let r = match pb::IntervalResult::decode(msg.as_slice()) {
-            Ok(r) => r,
-            Err(e) => return Ok(Err(format!("a spooled interval cannot be read: {e}"))),
-        };
-        match Tally::from_wire(&r) {
-            Ok(t) => total
-                .merge(&t)
-                .expect("every tally has the layout of histogram::new_latency"),
-            Err(e) => return Ok(Err(e.to_string())),
-        }
-    }
-    Ok(Ok(total))
-}
-
-/// `total` as interval results whose tallies add up to it exactly, each within the limits
-/// a result is read with (at most [`MAX_COMPLETION_ENTRIES`] completion-time entries: a sum
-/// may hold more, each interval having at most that many, so the others go in results of
-/// their own), or why it cannot be encoded (a bucket count past `i64::MAX`: the histogram
-/// format's limit).
-fn encode(total: &Tally) -> Result<Vec<pb::IntervalResult>, String> {
-    let mut wire = total
-        .to_wire()
-        .map_err(|e| format!("the sum of its intervals cannot be encoded: {e}"))?;
-    let mut entries = std::mem::take(&mut wire.completion_times).into_iter();
-    wire.completion_times = entries.by_ref().take(MAX_COMPLETION_ENTRIES).collect();
-    let mut first = pb::IntervalResult::default();
-    first.set_wire_tally(wire);
-    let mut out = vec![first];
-    while entries.len() > 0 {
-        let mut more = pb::IntervalResult::default();
-        more.set_wire_tally(WireTally {
-            completion_times: entries.by_ref().take(MAX_COMPLETION_ENTRIES).collect(),
-            ..WireTally::default()
-        });
-        out.push(more);
-    }
-    Ok(out)
 }

@@ -278,6 +278,8 @@ impl IntervalLog {
             } => (writer, log, header),
         };
         let closing = writer.finish(unfinished.clone()).await;
+        // From here the log is removed, if temporary, by the `LogFile` made of it.
+        closing.handed.keep();
         let log = match (path, closing.log, header) {
             (None, _, _) => LogFile::None,
             (Some(_), _, Some(e)) | (Some(_), Some(Err(e)), None) => LogFile::Failed(e),
