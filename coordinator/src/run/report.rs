@@ -173,6 +173,9 @@ pub(super) fn build_report(
 }
 
 #[cfg(test)]
+mod lost_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::run::tests::plan_for_tests;
