@@ -237,8 +237,10 @@ fn work(setup: Setup, rx: &mpsc::Receiver<Job>, queued: &AtomicUsize, abandoned:
                 }
                 let delivered = spool.read(&unfinished);
                 drop(spool);
-                let handed = Handed(log.as_ref().filter(|l| l.temporary).map(|l| l.path.clone()));
+                let temporary = log.as_ref().filter(|l| l.temporary).map(|l| l.path.clone());
                 let log = log.map(Log::close);
+                // Only a log closed whole is handed over (a failed one is removed already).
+                let handed = Handed(temporary.filter(|_| matches!(log, Some(Ok(_)))));
                 let _ = reply.send(Closing {
                     log,
                     delivered,
