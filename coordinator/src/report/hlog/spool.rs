@@ -11,7 +11,9 @@
 //! to; the other is emptied at once. So the spool holds at most one sum per agent plus that
 //! many bytes. A compaction that cannot write the spare (a full disk) leaves the file
 //! appended to as it was, and is tried again as many bytes later. It costs the thread one
-//! more decode of each interval (as many as writing the intervals' seconds takes). Summing
+//! more decode of each interval (as many as writing the intervals' seconds takes), in a
+//! burst per compaction (about a second's worth per 5,000 intervals summed); an idle
+//! agent's seconds (no count, no sample) are not spooled at all. Summing
 //! is exact and in order: the report adds an agent's sum as it would have added each
 //! interval.
 //!
@@ -34,7 +36,9 @@ use std::io::{self, BufWriter, Write as _};
 use std::path::PathBuf;
 
 use prost::Message as _;
+use stampede_proto::histogram;
 use stampede_proto::pb;
+use stampede_proto::tally::CarriesTally as _;
 
 use self::record::{Stop, encode, put, sum, summed};
 use super::Delivered;
@@ -138,7 +142,7 @@ impl Spool {
         let Some([live, _]) = &mut self.sides else {
             return;
         };
-        if self.unusable.contains_key(agent) {
+        if self.unusable.contains_key(agent) || carries_nothing(r) {
             return;
         }
         let appended = put(&mut live.file, self.len, agent, &r.encode_to_vec());
@@ -249,6 +253,24 @@ impl Spool {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// Whether `r` carries no count and no sample (an idle agent's second): adding it changes
+/// no sum, so it is not spooled (an idle fleet then never fills the spool, nor makes a
+/// compaction decode its empty histograms). Only a message that decodes counts as empty.
+fn carries_nothing(r: &pb::IntervalResult) -> bool {
+    let w = r.wire_tally();
+    let empty =
+        |bytes: &[u8]| bytes.is_empty() || histogram::decode(bytes).is_ok_and(|h| h.is_empty());
+    w.outcomes.is_none_or(|o| *o == pb::Outcomes::default())
+        && w.syn_retransmits.is_empty()
+        && w.ghost_syn_retransmits.is_empty()
+        && w.pending_syn_retransmits.is_empty()
+        && w.errors.is_empty()
+        && w.completion_times.is_empty()
+        && empty(w.connect_latency_hist)
+        && empty(w.ttfb_hist)
+        && empty(w.issue_lag_hist)
 }
 
 impl Drop for Spool {

@@ -129,3 +129,44 @@ fn a_killed_runs_spool_is_not_in_a_later_runs_way() {
     );
     std::fs::remove_dir_all(&d).unwrap();
 }
+
+/// An idle agent's seconds (no count, no sample, histograms encoded empty) are not spooled:
+/// an idle fleet never fills the spool, and its sum is the same. One that only looks idle
+/// (a histogram that cannot be decoded) still is, and still costs its agent.
+#[test]
+fn idle_seconds_are_not_spooled() {
+    let d = dir("idle");
+    let mut idle = pb::IntervalResult::default();
+    idle.set_wire_tally(Tally::default().to_wire().unwrap());
+    assert!(
+        !idle.connect_latency_hist.is_empty(),
+        "encoded, not left out"
+    );
+    let mut spool = Spool::create(d.join("intervals"), 1 << 30);
+    for seq in 0..100 {
+        spool.append("idle", &idle);
+        spool.append("busy", &interval(0, seq));
+        if seq % 10 == 0 {
+            spool.append("busy", &idle);
+        }
+    }
+    let before = spool.size().0;
+    for _ in 0..1_000 {
+        spool.append("idle", &idle);
+    }
+    assert_eq!(spool.size().0, before, "nothing appended for idle seconds");
+    let bad = pb::IntervalResult {
+        connect_latency_hist: vec![7; 40],
+        ..Default::default()
+    };
+    spool.append("idle", &bad);
+    let all = BTreeSet::from(["idle".to_owned(), "busy".to_owned()]);
+    let back = spool.read(&all).unwrap();
+    assert_eq!(
+        added(back["busy"].as_ref().unwrap()).unwrap(),
+        expected(0, 0..100)
+    );
+    let e = back["idle"].as_ref().unwrap_err();
+    assert!(e.contains("connect latency"), "{e}");
+    std::fs::remove_dir_all(&d).unwrap();
+}
