@@ -35,6 +35,11 @@ use stampede_proto::{hlog, pb};
 
 pub use self::stream::{Closed, HlogTo, IntervalLog, LogFile};
 
+/// Per lost agent that delivered any interval: their sum, as interval results whose tallies
+/// add up to it exactly; or why that agent's intervals cannot be counted (a record that
+/// cannot be added, a sum that cannot be encoded).
+pub type Delivered = BTreeMap<String, Result<Vec<pb::IntervalResult>, String>>;
+
 /// Most seconds held open waiting for a lagging agent; past it, the oldest is written and
 /// that agent's interval for it comes later as its own group. Bounds the coordinator's
 /// memory by this many seconds of the fleet's interval results (~0.75 KiB each).
@@ -116,3 +121,9 @@ mod tests;
 
 #[cfg(test)]
 mod spool_tests;
+
+#[cfg(test)]
+mod spool_fault_tests;
+
+#[cfg(test)]
+mod writer_fault_tests;

@@ -24,10 +24,10 @@ pub(super) struct AgentState {
     pub(super) clock_offset_ns: i64,
     /// The round trip of its best clock probe, from its Ready.
     pub(super) clock_rtt_ns: u64,
-    /// The interval results it delivered, summed (then the first that could not be added,
-    /// if one could not): read back from the run's spool when the run is over, only for an
-    /// agent without a final result (it counts with them).
-    pub(super) intervals: Vec<pb::IntervalResult>,
+    /// The interval results it delivered, summed (results whose tallies add up to the sum),
+    /// or why they cannot be counted: read back from the run's spool when the run is over,
+    /// only for an agent without a final result (it counts with them; `None`: none).
+    pub(super) intervals: Option<Result<Vec<pb::IntervalResult>, String>>,
     /// Attempts finished so far, by its intervals and heartbeats.
     pub(super) completed: u64,
     /// Its final result, once it has arrived.

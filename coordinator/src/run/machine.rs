@@ -269,9 +269,11 @@ impl<'a> Run<'a> {
         let closed = self.hlog.finish(&unfinished).await;
         match closed.delivered {
             Ok(delivered) => {
+                // An agent whose intervals cannot be summed is dropped by the report, which
+                // names the cause.
                 for (id, intervals) in delivered {
                     if let Some(st) = self.agents.get_mut(&id) {
-                        st.intervals = intervals;
+                        st.intervals = Some(intervals);
                     }
                 }
             }

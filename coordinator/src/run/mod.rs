@@ -148,9 +148,9 @@ pub struct Finished {
     /// arrived. Kept encoded: a decoded tally is ~0.5 MB, a fleet's would be half a gigabyte
     /// ([`Finished::tally`] decodes one on demand).
     results: BTreeMap<String, pb::FinalResult>,
-    /// Per agent lost before its final result: the sum of the intervals it delivered, as one
-    /// encoded interval result (it counts with those).
-    delivered: BTreeMap<String, pb::IntervalResult>,
+    /// Per agent lost before its final result: the sum of the intervals it delivered, as
+    /// encoded interval results that add up to it (it counts with those).
+    delivered: BTreeMap<String, Vec<pb::IntervalResult>>,
     /// The agreed start instant, coordinator time.
     pub start_at_unix_nanos: i64,
     /// The interval log, already written (see [`execute_logged`]).
@@ -169,7 +169,7 @@ impl Finished {
         let mut tally = Tally::default();
         let added = match (self.results.get(agent), self.delivered.get(agent)) {
             (Some(r), _) => tally.add_wire(r),
-            (None, Some(sum)) => tally.add_wire(sum),
+            (None, Some(sum)) => sum.iter().try_for_each(|r| tally.add_wire(r)),
             (None, None) => Ok(()),
         };
         // Usable when the report was built, so usable now.

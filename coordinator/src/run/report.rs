@@ -11,7 +11,7 @@ use stampede_proto::pb;
 
 use super::agents::AgentState;
 use super::{Finished, RunError, RunPlan};
-use stampede_proto::tally::{CarriesTally as _, Tally};
+use stampede_proto::tally::Tally;
 use stampede_proto::target::TargetStats;
 
 use crate::report::hlog::LogFile;
@@ -42,8 +42,13 @@ pub(super) fn build_report(
         // intervals it delivered (it loses at most the interval in flight).
         let mut tally = Tally::default();
         let added = match &st.result {
-            Some(r) => tally.add_wire(r),
-            None => st.intervals.iter().try_for_each(|r| tally.add_wire(r)),
+            Some(r) => tally.add_wire(r).map_err(|e| e.to_string()),
+            None => match st.intervals.as_ref().unwrap_or(&Ok(Vec::new())) {
+                Ok(sum) => (sum.iter())
+                    .try_for_each(|r| tally.add_wire(r))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.clone()),
+            },
         };
         // One agent's unusable data (a bug, version skew) costs that agent, not the run.
         let (usable, tally) = match added {
@@ -58,12 +63,10 @@ pub(super) fn build_report(
             Some(r) => {
                 results.insert(id.clone(), r.clone());
             }
-            // A lost agent's sum, encoded again (the histograms decoded: it encodes).
+            // A lost agent's sum, as the spool gave it (it was added above, so it adds).
             None if usable => {
-                if let Ok(wire) = tally.to_wire() {
-                    let mut sum = pb::IntervalResult::default();
-                    sum.set_wire_tally(wire);
-                    delivered.insert(id.clone(), sum);
+                if let Some(Ok(sum)) = &st.intervals {
+                    delivered.insert(id.clone(), sum.clone());
                 }
             }
             None => {}
@@ -168,6 +171,9 @@ pub(super) fn build_report(
         hlog: LogFile::None,
     })
 }
+
+#[cfg(test)]
+mod lost_tests;
 
 #[cfg(test)]
 mod tests {

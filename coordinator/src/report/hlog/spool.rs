@@ -6,13 +6,23 @@
 //! Its size is bounded whatever the run's length: once the records appended since the last
 //! compaction pass [`COMPACT_AFTER`] bytes (or [`COMPACT_RECORDS`] records), each agent's
 //! records are summed into one (`Tally`: counts add, histograms add bucket by bucket,
-//! exactly) and written to the spare file, which becomes the one appended to. So the spool
-//! holds at most one summed record per agent plus that many bytes. It costs the thread one
-//! more decode of each interval (as many as writing the intervals' seconds takes). Summing
+//! exactly; a sum is stored as several records when it has more completion-time entries
+//! than one result may carry) and written to the spare file, which becomes the one appended
+//! to; the other is emptied at once. So the spool holds at most one sum per agent plus that
+//! many bytes. A compaction that cannot write the spare (a full disk) leaves the file
+//! appended to as it was, and is tried again as many bytes later. It costs the thread one
+//! more decode of each interval (as many as writing the intervals' seconds takes), in a
+//! burst per compaction (about a second's worth per 5,000 intervals summed); an idle
+//! agent's seconds (no count, no sample) are not spooled at all. Summing
 //! is exact and in order: the report adds an agent's sum as it would have added each
-//! interval. A record whose tally cannot be added is kept as it came after the sum of those
-//! before it (the report then drops that agent, naming the same cause as before), and what
-//! follows it is not summed.
+//! interval.
+//!
+//! One agent's data is that agent's problem, never the spool's: an agent with a record
+//! whose tally cannot be added, or whose sum cannot be encoded (a bucket count past
+//! `i64::MAX`, which two valid intervals can reach), becomes unusable with that cause (the
+//! report drops it, naming it); its records are dropped and what it sends later ignored.
+//! Only the files failing (creation, appending, reading) stop the spool; a stopped spool
+//! removes its files at once, and not again when dropped.
 //!
 //! The two files are created at the start, new and owner-only (never through an existing
 //! name, and a file in the way is left alone), and removed when the spool is dropped.
@@ -22,13 +32,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{self, BufWriter, Seek as _, SeekFrom, Write as _};
-use std::os::unix::fs::FileExt as _;
+use std::io::{self, BufWriter, Write as _};
 use std::path::PathBuf;
 
 use prost::Message as _;
+use stampede_proto::histogram;
 use stampede_proto::pb;
-use stampede_proto::tally::{CarriesTally as _, Tally};
+use stampede_proto::tally::CarriesTally as _;
+
+use self::record::{Stop, encode, put, sum, summed};
+use super::Delivered;
+
+mod record;
 
 /// Bytes appended after which the spool is compacted: 32 MiB (~45,000 intervals, about 45 s
 /// of a 1,000-agent fleet).
@@ -61,6 +76,8 @@ pub(super) struct Spool {
     paths: Vec<PathBuf>,
     /// Each agent's records in the file appended to, in the order they came.
     index: BTreeMap<String, Records>,
+    /// Agents whose records cannot be summed, and why (their records are dropped).
+    unusable: BTreeMap<String, String>,
     /// Bytes in the file appended to.
     len: u64,
     /// Its length right after the last compaction.
@@ -110,6 +127,7 @@ impl Spool {
             sides,
             paths,
             index: BTreeMap::new(),
+            unusable: BTreeMap::new(),
             len: 0,
             compacted: 0,
             appended: 0,
@@ -124,6 +142,9 @@ impl Spool {
         let Some([live, _]) = &mut self.sides else {
             return;
         };
+        if self.unusable.contains_key(agent) || carries_nothing(r) {
+            return;
+        }
         let appended = put(&mut live.file, self.len, agent, &r.encode_to_vec());
         match appended {
             Ok((at, end)) => {
@@ -136,19 +157,14 @@ impl Spool {
                 return self.fail(e);
             }
         }
-        if (self.len - self.compacted > self.compact_after || self.appended >= COMPACT_RECORDS)
-            && let Err(e) = self.compact()
-        {
-            self.fail(e);
+        if self.len - self.compacted > self.compact_after || self.appended >= COMPACT_RECORDS {
+            self.compact();
         }
     }
 
-    /// The intervals `agents` delivered, each agent's summed into one result (followed by
-    /// the first that could not be added, if one could not).
-    pub(super) fn read(
-        &mut self,
-        agents: &BTreeSet<String>,
-    ) -> Result<BTreeMap<String, Vec<pb::IntervalResult>>, String> {
+    /// The intervals `agents` delivered, each agent's summed (as one result), or why that
+    /// agent's cannot be; an error only when the spool itself failed.
+    pub(super) fn read(&mut self, agents: &BTreeSet<String>) -> Result<Delivered, String> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
@@ -159,11 +175,11 @@ impl Spool {
         live.file.flush().map_err(bad)?;
         let mut out = BTreeMap::new();
         for agent in agents {
-            if let Some(records) = self.index.get(agent) {
-                out.insert(
-                    agent.clone(),
-                    sum(live.file.get_ref(), records).map_err(bad)?,
-                );
+            if let Some(why) = self.unusable.get(agent) {
+                out.insert(agent.clone(), Err(why.clone()));
+            } else if let Some(records) = self.index.get(agent) {
+                let sum = sum(live.file.get_ref(), records).map_err(bad)?;
+                out.insert(agent.clone(), sum.and_then(|t| encode(&t)));
             }
         }
         Ok(out)
@@ -175,57 +191,86 @@ impl Spool {
         (self.len, self.compactions)
     }
 
-    /// Sums each agent's records into the spare file, which becomes the one appended to.
-    fn compact(&mut self) -> Result<(), String> {
-        let Some([live, spare]) = &mut self.sides else {
-            return Ok(());
-        };
-        let reading = |e: io::Error| format!("compacting {}: {e}", live.path.display());
-        let writing = |e: io::Error| format!("compacting into {}: {e}", spare.path.display());
-        live.file.flush().map_err(reading)?;
-        spare.file.seek(SeekFrom::Start(0)).map_err(writing)?;
-        spare.file.get_ref().set_len(0).map_err(writing)?;
-        let mut index = BTreeMap::new();
-        let mut len = 0;
-        for (agent, records) in &self.index {
-            let results = match records.as_slice() {
-                // Already one record (a sum, or a single interval): copied as it is.
-                [(at, n)] => vec![message(live.file.get_ref(), *at, *n).map_err(reading)?],
-                _ => sum(live.file.get_ref(), records)
-                    .map_err(reading)?
-                    .iter()
-                    .map(|r| r.encode_to_vec())
-                    .collect(),
-            };
-            let mut kept = Vec::with_capacity(results.len());
-            for msg in results {
-                let (at, end) = put(&mut spare.file, len, agent, &msg).map_err(writing)?;
-                kept.push(at);
-                len = end;
-            }
-            index.insert(agent.clone(), kept);
+    /// Makes one of the files (0: the one appended to, 1: the spare) read-only, so writing
+    /// to it fails as a full disk would (tests).
+    #[cfg(test)]
+    pub(super) fn break_side(&mut self, side: usize) {
+        if let Some(sides) = &mut self.sides {
+            let s = &mut sides[side];
+            s.file = BufWriter::new(File::open(&s.path).expect("the spool's file"));
         }
-        spare.file.flush().map_err(writing)?;
-        self.sides.as_mut().expect("matched above").swap(0, 1);
-        self.index = index;
-        self.len = len;
-        self.compacted = len;
-        self.appended = 0;
-        self.compactions += 1;
-        tracing::debug!(bytes = len, "interval spool compacted");
-        Ok(())
     }
 
-    /// Stops the spool: lost agents' intervals will not be counted, and `read` says why.
+    /// Sums each agent's records into the spare file, which becomes the one appended to (the
+    /// other is emptied at once). Writing the spare failing (a full disk) leaves the file
+    /// appended to as it was, and another compaction is tried once as many bytes again were
+    /// appended; only the file appended to failing to be read stops the spool.
+    fn compact(&mut self) {
+        let Some([live, spare]) = &mut self.sides else {
+            return;
+        };
+        let mut unusable = Vec::new();
+        let summed = summed(live, spare, &self.index, &mut unusable);
+        for (agent, why) in unusable {
+            tracing::warn!(agent = %agent, cause = %why, "an agent's intervals cannot be summed");
+            self.index.remove(&agent);
+            self.unusable.insert(agent, why);
+        }
+        match summed {
+            Ok((index, len)) => {
+                let sides = self.sides.as_mut().expect("matched above");
+                sides.swap(0, 1);
+                // The old file's bytes are of no use now: freed at once.
+                if let Err(e) = sides[1].file.get_ref().set_len(0) {
+                    tracing::debug!(cause = %e, "interval spool: emptying the spare file");
+                }
+                self.index = index;
+                self.len = len;
+                self.compacted = len;
+                self.appended = 0;
+                self.compactions += 1;
+                tracing::debug!(bytes = len, "interval spool compacted");
+            }
+            Err(Stop::Writing(e)) => {
+                tracing::warn!(cause = %e, "interval spool not compacted: it goes on growing \
+                    until the next try");
+                self.compacted = self.len;
+                self.appended = 0;
+            }
+            Err(Stop::Reading(e)) => self.fail(e),
+        }
+    }
+
+    /// Stops the spool: lost agents' intervals will not be counted, and `read` says why. Its
+    /// files are removed, and not again on drop (someone else's may be there by then).
     fn fail(&mut self, e: String) {
         tracing::warn!(cause = %e, "lost agents' intervals will not be counted");
         self.error = Some(e);
         self.sides = None;
         self.index = BTreeMap::new();
-        for p in &self.paths {
+        self.unusable = BTreeMap::new();
+        for p in std::mem::take(&mut self.paths) {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// Whether `r` carries no count and no sample (an idle agent's second): adding it changes
+/// no sum, so it is not spooled (an idle fleet then never fills the spool, nor makes a
+/// compaction decode its empty histograms). Only a message that decodes counts as empty.
+fn carries_nothing(r: &pb::IntervalResult) -> bool {
+    let w = r.wire_tally();
+    let empty =
+        |bytes: &[u8]| bytes.is_empty() || histogram::decode(bytes).is_ok_and(|h| h.is_empty());
+    w.outcomes.is_none_or(|o| *o == pb::Outcomes::default())
+        && w.syn_retransmits.is_empty()
+        && w.ghost_syn_retransmits.is_empty()
+        && w.pending_syn_retransmits.is_empty()
+        && w.errors.is_empty()
+        && w.completion_times.is_empty()
+        && empty(w.connect_latency_hist)
+        && empty(w.ttfb_hist)
+        && empty(w.issue_lag_hist)
 }
 
 impl Drop for Spool {
@@ -235,79 +280,4 @@ impl Drop for Spool {
             let _ = std::fs::remove_file(p);
         }
     }
-}
-
-/// Appends one record to `file`, which holds `len` bytes: where its message is, and the
-/// file's new length.
-fn put(
-    file: &mut BufWriter<File>,
-    len: u64,
-    agent: &str,
-    msg: &[u8],
-) -> io::Result<((u64, u32), u64)> {
-    if agent.len() > MAX_PART || msg.len() > MAX_PART {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!(
-                "a record of {} bytes (at most {MAX_PART})",
-                agent.len().max(msg.len())
-            ),
-        ));
-    }
-    file.write_all(&(agent.len() as u32).to_le_bytes())?;
-    file.write_all(agent.as_bytes())?;
-    file.write_all(&(msg.len() as u32).to_le_bytes())?;
-    file.write_all(msg)?;
-    let at = len + 8 + agent.len() as u64;
-    Ok(((at, msg.len() as u32), at + msg.len() as u64))
-}
-
-/// The message at `at`, `n` bytes long.
-fn message(file: &File, at: u64, n: u32) -> io::Result<Vec<u8>> {
-    let n = n as usize;
-    if n > MAX_PART {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a record of {n} bytes (at most {MAX_PART})"),
-        ));
-    }
-    let mut msg = vec![0u8; n];
-    file.read_exact_at(&mut msg, at)?;
-    Ok(msg)
-}
-
-/// One agent's `records` summed in order: the sum (when any was added), then the first
-/// record that could not be added (when one could not). One record's tally is decoded at a
-/// time.
-fn sum(file: &File, records: &[(u64, u32)]) -> io::Result<Vec<pb::IntervalResult>> {
-    let mut total = Tally::default();
-    let mut added = false;
-    let mut unusable = None;
-    for &(at, n) in records {
-        let r = pb::IntervalResult::decode(message(file, at, n)?.as_slice())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        match Tally::from_wire(&r) {
-            Ok(t) => {
-                total
-                    .merge(&t)
-                    .expect("every tally has the layout of histogram::new_latency");
-                added = true;
-            }
-            Err(_) => {
-                unusable = Some(r);
-                break;
-            }
-        }
-    }
-    let mut out = Vec::with_capacity(2);
-    if added {
-        let wire = total
-            .to_wire()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        let mut r = pb::IntervalResult::default();
-        r.set_wire_tally(wire);
-        out.push(r);
-    }
-    out.extend(unusable);
-    Ok(out)
 }

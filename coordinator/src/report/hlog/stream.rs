@@ -18,7 +18,7 @@ use stampede_proto::{hlog, pb};
 
 use super::spool::COMPACT_AFTER;
 use super::writer::{Job, Setup, Writer};
-use super::{MAX_OPEN_SECONDS, Series, comments};
+use super::{Delivered, MAX_OPEN_SECONDS, Series, comments};
 
 /// Where a run writes its `report.hlog`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,9 +74,9 @@ pub struct IntervalLog {
 pub struct Closed {
     /// The log.
     pub log: LogFile,
-    /// Per agent asked about that delivered any interval: their sum (then the first interval
-    /// that could not be added, if one could not); or why they are unknown.
-    pub delivered: Result<BTreeMap<String, Vec<pb::IntervalResult>>, String>,
+    /// Per agent asked about that delivered any interval: their sum, or why that agent's
+    /// cannot be counted; or why every agent's is unknown (the spool failed).
+    pub delivered: Result<Delivered, String>,
 }
 
 impl IntervalLog {
@@ -107,12 +107,17 @@ impl IntervalLog {
     /// `agents`. A file that cannot be created costs the log, not the run: the thread logs
     /// the error, and [`LogFile::save_to`] returns it.
     pub fn begin(&mut self, run_id: &str, start_at: i64, agents: impl IntoIterator<Item = String>) {
+        // Named by run and process: a file left by a run killed earlier (a container's
+        // PID 1 has the same pid every time) is never in the way of a later run's.
+        let run = file_part(run_id);
         let pid = std::process::id();
-        let temp = |ext: &str| std::env::temp_dir().join(format!("stampede-{run_id}-{pid}.{ext}"));
+        let temp = |ext: &str| std::env::temp_dir().join(format!("stampede-{run}-{pid}.{ext}"));
         // The spool beside the log the user asked for (same disk, same cleanup), else in
         // the temporary directory.
         let spool = match &self.to {
-            HlogTo::File(path) => path.with_file_name(format!(".report.hlog.{pid}.intervals")),
+            HlogTo::File(path) => {
+                path.with_file_name(format!(".report.hlog.{run}.{pid}.intervals"))
+            }
             HlogTo::Off | HlogTo::Spool => temp("intervals"),
         };
         let log = match &self.to {
@@ -273,6 +278,8 @@ impl IntervalLog {
             } => (writer, log, header),
         };
         let closing = writer.finish(unfinished.clone()).await;
+        // From here the log is removed, if temporary, by the `LogFile` made of it.
+        closing.handed.keep();
         let log = match (path, closing.log, header) {
             (None, _, _) => LogFile::None,
             (Some(_), _, Some(e)) | (Some(_), Some(Err(e)), None) => LogFile::Failed(e),
@@ -357,6 +364,17 @@ impl Drop for LogFile {
             let _ = std::fs::remove_file(path);
         }
     }
+}
+
+/// `run_id` as part of a file name: characters other than ASCII letters, digits, `-`, `_`
+/// and `.` replaced by `_`, at most 64.
+fn file_part(run_id: &str) -> String {
+    (run_id.chars().take(64))
+        .map(|c| match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '-' | '_' | '.' => c,
+            _ => '_',
+        })
+        .collect()
 }
 
 /// Where a log bound for `path` is written until it is saved: `.NAME.partial` beside it.

@@ -25,8 +25,13 @@ use std::time::{Duration, Instant};
 use stampede_proto::pb;
 use tokio::sync::oneshot;
 
+pub(super) use self::backlog::Backlog;
+#[cfg(test)]
+pub(super) use self::backlog::Said;
 use super::spool::Spool;
-use super::{Series, second};
+use super::{Delivered, Series, second};
+
+mod backlog;
 
 /// How far behind the thread may fall before it warns.
 pub(super) const BEHIND_WARN: Duration = Duration::from_secs(5);
@@ -49,6 +54,9 @@ pub(super) enum Job {
     /// Answered once everything sent before it is written.
     #[cfg(test)]
     Barrier(mpsc::Sender<()>),
+    /// Panics the thread.
+    #[cfg(test)]
+    Panic,
     /// Holds the thread until `release` sends (or 10 s pass), then tells `held` which.
     #[cfg(test)]
     Hold {
@@ -71,7 +79,29 @@ pub(super) struct Closing {
     /// failed (a temporary log that failed is removed).
     pub(super) log: Option<Result<u64, String>>,
     /// Per lost agent, the sum of what it delivered ([`Spool::read`]), or why unknown.
-    pub(super) delivered: Result<BTreeMap<String, Vec<pb::IntervalResult>>, String>,
+    pub(super) delivered: Result<Delivered, String>,
+    /// The temporary log, removed unless [`Handed::keep`] is called (the answer dropped
+    /// unread: `finish` was cancelled).
+    pub(super) handed: Handed,
+}
+
+/// A temporary log handed over with the answer: removed if dropped before it is kept.
+#[derive(Debug, Default)]
+pub(super) struct Handed(Option<PathBuf>);
+
+impl Handed {
+    /// Its new owner removes it.
+    pub(super) fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Handed {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// The thread and its channel.
@@ -141,6 +171,7 @@ impl Writer {
             Closing {
                 log: Some(Err(e.clone())),
                 delivered: Err(e),
+                handed: Handed::default(),
             }
         });
         // It has answered: it is ending, but its join still is not the runtime's to wait on.
@@ -196,10 +227,25 @@ fn work(setup: Setup, rx: &mpsc::Receiver<Job>, queued: &AtomicUsize, abandoned:
                 }
             }
             Job::Finish { unfinished, reply } => {
+                if abandoned.load(Ordering::Relaxed) {
+                    // `finish` was cancelled: seconds queued before this were dropped.
+                    if let Some(log) = log.filter(|l| !l.temporary && l.created) {
+                        tracing::warn!(path = %log.path.display(),
+                            "report.hlog left incomplete: the run's end was cancelled");
+                    }
+                    return;
+                }
                 let delivered = spool.read(&unfinished);
                 drop(spool);
+                let temporary = log.as_ref().filter(|l| l.temporary).map(|l| l.path.clone());
                 let log = log.map(Log::close);
-                let _ = reply.send(Closing { log, delivered });
+                // Only a log closed whole is handed over (a failed one is removed already).
+                let handed = Handed(temporary.filter(|_| matches!(log, Some(Ok(_)))));
+                let _ = reply.send(Closing {
+                    log,
+                    delivered,
+                    handed,
+                });
                 return;
             }
             #[cfg(test)]
@@ -207,19 +253,20 @@ fn work(setup: Setup, rx: &mpsc::Receiver<Job>, queued: &AtomicUsize, abandoned:
                 let _ = done.send(());
             }
             #[cfg(test)]
+            Job::Panic => panic!("the report.hlog writer panics (test)"),
+            #[cfg(test)]
             Job::Hold { release, held } => {
                 let released = release.recv_timeout(Duration::from_secs(10)).is_ok();
                 let _ = held.send(released);
             }
         }
     }
-    // Closed without Finish: the log was dropped unfinished.
-    if let Some(log) = log {
-        log.discard();
-    }
+    // Closed without Finish: the log was dropped unfinished (a temporary one is removed as
+    // it is dropped, here or when the thread unwinds).
 }
 
-/// The log file being written.
+/// The log file being written; a temporary one is removed when it is dropped (unfinished,
+/// failed, or the thread panicking) unless it was closed whole.
 struct Log {
     path: PathBuf,
     /// A temporary file of ours (removed if it fails or is discarded).
@@ -230,6 +277,8 @@ struct Log {
     /// Why writing stopped, if it did.
     failed: Option<String>,
     undecodable: u64,
+    /// Closed whole: a temporary one is handed over, not removed.
+    kept: bool,
 }
 
 impl Log {
@@ -264,6 +313,7 @@ impl Log {
             file,
             failed,
             undecodable: 0,
+            kept: false,
         }
     }
 
@@ -294,59 +344,19 @@ impl Log {
             self.failed = Some(format!("writing {}: {e}", self.path.display()));
         }
         match self.failed.take() {
-            None => Ok(self.undecodable),
-            Some(e) => {
-                self.discard();
-                Err(e)
+            None => {
+                self.kept = true;
+                Ok(self.undecodable)
             }
+            Some(e) => Err(e),
         }
     }
+}
 
-    /// Removes the file if it is a temporary one.
-    fn discard(self) {
-        if self.temporary && self.created {
+impl Drop for Log {
+    fn drop(&mut self) {
+        if self.temporary && self.created && !self.kept {
             let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
-/// How far behind the thread is, and what it last said about it.
-#[derive(Debug, Default)]
-pub(super) struct Backlog {
-    /// How far behind it was when it last warned (`None`: not behind).
-    warned: Option<Duration>,
-}
-
-/// What [`Backlog::note`] said.
-#[derive(Debug, PartialEq, Eq)]
-pub(super) enum Said {
-    Nothing,
-    Behind,
-    CaughtUp,
-}
-
-impl Backlog {
-    /// A second taken up `lag` after it was handed over, with `waiting` more queued: warns
-    /// past [`BEHIND_WARN`] and each time the lag doubles, and says when it caught up.
-    pub(super) fn note(&mut self, lag: Duration, waiting: usize) -> Said {
-        match self.warned {
-            Some(_) if lag < Duration::from_secs(1) => {
-                self.warned = None;
-                tracing::info!(waiting, "report.hlog's writer has caught up");
-                Said::CaughtUp
-            }
-            Some(last) if lag < last * 2 => Said::Nothing,
-            None if lag < BEHIND_WARN => Said::Nothing,
-            _ => {
-                self.warned = Some(lag);
-                tracing::warn!(
-                    behind_s = lag.as_secs(),
-                    waiting_seconds = waiting,
-                    "report.hlog's writer is behind: the seconds waiting are held in memory \
-                     until written (none is dropped)"
-                );
-                Said::Behind
-            }
         }
     }
 }
