@@ -55,7 +55,14 @@ pub(super) fn build_report(
             Ok(()) => (true, tally),
             Err(e) => {
                 tracing::warn!(agent = %id, cause = %e, "agent data dropped");
-                lost.insert(id.clone(), format!("its results could not be merged: {e}"));
+                // Beside why it was lost, if it was: both are the reader's business.
+                let why = format!("its results could not be merged: {e}");
+                match lost.get_mut(&id) {
+                    Some(was) => *was = format!("{was}; {why}"),
+                    None => {
+                        lost.insert(id.clone(), why);
+                    }
+                }
                 (false, Tally::default())
             }
         };

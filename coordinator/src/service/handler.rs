@@ -65,6 +65,11 @@ impl CoordinatorService {
     ) -> Result<Response<OutStream>, Status> {
         let registry = &self.registry;
         registry.authenticate(&req)?;
+        if registry.closing().is_cancelled() {
+            return Err(Status::unavailable(
+                "the coordinator is done; attach to the next one",
+            ));
+        }
         // The token is proof enough: from here an idle flood cannot evict this connection
         // while its Hello is on the way.
         registry.gate.admit(peer);
@@ -150,10 +155,11 @@ async fn read(
     let reason = loop {
         let next = tokio::select! {
             biased;
-            m = inbound.next() => m,
-            // Its stream ends with an OK status once no sender is left (ours, the
-            // registry's: both go below).
+            // First: the runs are over when it closes, and an agent that keeps sending
+            // must not hold its stream past the close's grace. Its stream ends with an OK
+            // status once no sender is left (ours, the registry's: both go below).
             _ = registry.closing().cancelled() => break "the coordinator is done".to_owned(),
+            m = inbound.next() => m,
         };
         match next {
             Some(Ok(pb::AgentMessage { msg: Some(msg) })) => {

@@ -232,6 +232,12 @@ impl Spool {
                 tracing::debug!(bytes = len, "interval spool compacted");
             }
             Err(Stop::Writing(e)) => {
+                // What the failed pass wrote to the spare would hold the disk that it found
+                // full: freed at once, so the live file can go on growing.
+                let sides = self.sides.as_mut().expect("matched above");
+                if let Err(e) = sides[1].file.get_ref().set_len(0) {
+                    tracing::debug!(cause = %e, "interval spool: emptying the spare file");
+                }
                 tracing::warn!(cause = %e, "interval spool not compacted: it goes on growing \
                     until the next try");
                 self.compacted = self.len;
