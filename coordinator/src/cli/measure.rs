@@ -109,7 +109,7 @@ pub(super) async fn run(
 }
 
 /// How long a finished command waits for its agents' streams to end cleanly.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
+pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// `stampede run` once its endpoint is serving.
 async fn run_served(

@@ -237,8 +237,10 @@ async fn schedule(
     .await?;
     let outcome = prepared
         .run(&args, &coordinator, explicit, shutdown, progress)
-        .await
-        .map_err(Failure::from)?;
+        .await;
+    // Stopped (SIGTERM) or done (--once): each agent reads that the coordinator is done.
+    coordinator.close(measure::CLOSE_GRACE).await;
+    let outcome = outcome.map_err(Failure::from)?;
     Ok(Output::Text {
         text: outcome.summary,
         code: outcome.code,
