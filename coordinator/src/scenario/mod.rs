@@ -200,7 +200,8 @@ pub struct SweepSettings {
     )]
     pub accept_wait_max: Dur,
     /// After the backlog list, bisect between the last unclean and the first clean backlog
-    /// until they are at most TOL apart: backlog slots (16) or a share of the clean one (5%).
+    /// until they are at most TOL apart: backlog slots (16) or a share of the clean one (5%,
+    /// what a bare --refine means).
     #[arg(long, env = "STAMPEDE_REFINE", value_name = "TOL", num_args = 0..=1, default_missing_value = "5%")]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refine: Option<Tolerance>,
