@@ -11,10 +11,13 @@ use proptest::prelude::*;
 use stampede_agent::cidr::Cidr;
 use stampede_agent::session::{self, SessionConfig};
 use stampede_lab::{Netns, kernel_tests_enabled};
-use stampede_proto::clock::unix_nanos_now;
 use stampede_proto::pb::{self, agent_message::Msg as Out, coordinator_message::Msg as In};
 use stampede_proto::plan::Load;
 use tokio_util::sync::CancellationToken;
+
+#[path = "support/fake_coordinator.rs"]
+mod fake_coordinator;
+use fake_coordinator::{Fake, msg, until};
 
 /// Cases per property: enough to find a panic, few enough that the suite takes seconds.
 fn config() -> ProptestConfig {
@@ -116,79 +119,6 @@ proptest! {
     }
 }
 
-/// A coordinator the test scripts: Welcome, clock replies, then whatever the test sends.
-struct Scripted {
-    attached: tokio::sync::mpsc::UnboundedSender<Stream>,
-}
-
-/// One agent's stream, as the scripted coordinator holds it.
-struct Stream {
-    inbound: tonic::Streaming<pb::AgentMessage>,
-    out: tokio::sync::mpsc::Sender<Result<pb::CoordinatorMessage, tonic::Status>>,
-}
-
-#[tonic::async_trait]
-impl pb::coordinator_server::Coordinator for Scripted {
-    type AttachStream =
-        tokio_stream::wrappers::ReceiverStream<Result<pb::CoordinatorMessage, tonic::Status>>;
-
-    async fn attach(
-        &self,
-        req: tonic::Request<tonic::Streaming<pb::AgentMessage>>,
-    ) -> Result<tonic::Response<Self::AttachStream>, tonic::Status> {
-        let mut inbound = req.into_inner();
-        inbound.message().await?; // Hello
-        let (out, rx) = tokio::sync::mpsc::channel(16);
-        let welcome = In::Welcome(pb::Welcome {
-            protocol_version: stampede_proto::PROTOCOL_VERSION,
-            heartbeat_interval_ms: 100,
-            liveness_ms: 0,
-        });
-        let _ = out
-            .send(Ok(pb::CoordinatorMessage { msg: Some(welcome) }))
-            .await;
-        let _ = self.attached.send(Stream {
-            inbound,
-            out: out.clone(),
-        });
-        Ok(tonic::Response::new(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        ))
-    }
-
-    async fn clock(
-        &self,
-        req: tonic::Request<pb::ClockProbe>,
-    ) -> Result<tonic::Response<pb::ClockReply>, tonic::Status> {
-        let now = unix_nanos_now();
-        Ok(tonic::Response::new(pb::ClockReply {
-            t0_unix_nanos: req.into_inner().t0_unix_nanos,
-            t1_unix_nanos: now,
-            t2_unix_nanos: now,
-        }))
-    }
-}
-
-/// Reads the agent's messages until `pick` takes one (10 s at most).
-async fn until<T>(s: &mut Stream, mut pick: impl FnMut(Out) -> Option<T>) -> T {
-    let read = async {
-        loop {
-            match s.inbound.message().await {
-                Ok(Some(pb::AgentMessage { msg: Some(m) })) => {
-                    if let Some(t) = pick(m) {
-                        return t;
-                    }
-                }
-                Ok(Some(_)) => {}
-                other => panic!("the agent's stream ended (did its session panic?): {other:?}"),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(10), read)
-        .await
-        .expect("the agent answered within 10 s")
-}
-
 /// A Start whose instant is absurd (i64::MIN ns, the year -292 billion) is answered with a
 /// refusal: before, `local_start - now` overflowed, which panicked the session in debug
 /// builds (the agent's stream just ended) and in release wrapped into a wait of centuries
@@ -206,8 +136,9 @@ fn an_absurd_start_instant_is_refused_not_a_panic() {
         let stop = CancellationToken::new();
         tokio::spawn(
             tonic::transport::Server::builder()
-                .add_service(pb::coordinator_server::CoordinatorServer::new(Scripted {
+                .add_service(pb::coordinator_server::CoordinatorServer::new(Fake {
                     attached,
+                    liveness_ms: 0,
                 }))
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -224,9 +155,8 @@ fn an_absurd_start_instant_is_refused_not_a_panic() {
             .await
             .expect("the agent attaches within 10 s")
             .unwrap();
-        let run = |m| pb::CoordinatorMessage { msg: Some(m) };
         let prepare = Load::burst("127.0.0.1:9".parse().unwrap(), 1).to_prepare("absurd");
-        s.out.send(Ok(run(In::Prepare(prepare)))).await.unwrap();
+        s.out.send(Ok(msg(In::Prepare(prepare)))).await.unwrap();
         until(&mut s, |m| match m {
             Out::Ready(_) => Some(()),
             Out::Rejected(r) => panic!("plan rejected: {}", r.reason),
@@ -237,7 +167,7 @@ fn an_absurd_start_instant_is_refused_not_a_panic() {
             run_id: "absurd".into(),
             start_at_unix_nanos: i64::MIN,
         };
-        s.out.send(Ok(run(In::Start(start)))).await.unwrap();
+        s.out.send(Ok(msg(In::Start(start)))).await.unwrap();
         let reason = until(&mut s, |m| match m {
             Out::Rejected(r) => Some(r.reason),
             _ => None,

@@ -1,7 +1,7 @@
 //! A coordinator a test scripts message by message (tonic): it answers Attach with a Welcome
 //! (heartbeat every [`HEARTBEAT_MS`], liveness as configured) and clock probes with its clock,
-//! and hands each attached stream to the test. Shared by the daemon tests `liveness.rs` and
-//! `prestart.rs` (included with `#[path]`: the other tests do not use it).
+//! and hands each attached stream to the test. Shared by the daemon tests `liveness.rs`,
+//! `prestart.rs` and `decoders.rs` (included with `#[path]`: the other tests do not use it).
 
 use std::time::Duration;
 
