@@ -258,19 +258,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_batch_is_judged_against_the_latest_clean_run_of_its_scenario() {
-        let dir = std::env::temp_dir().join(format!("stampede-judge-{}", std::process::id()));
+    /// A new history in a directory of its own (`stampede-NAME-PID`), and the entry the
+    /// tests record runs of.
+    fn fresh_store(name: &str) -> (std::path::PathBuf, std::path::PathBuf, Store, Entry) {
+        let dir = std::env::temp_dir().join(format!("stampede-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("h.db");
         let _ = std::fs::remove_file(&path);
-        let mut store = Store::open(&path).unwrap();
+        let store = Store::open(&path).unwrap();
         let entry = Entry {
             name: "web".into(),
             kind: Kind::Run,
             scenario_name: "burst".into(),
             scenario: serde_json::json!({"connections": 100}),
         };
+        (dir, path, store, entry)
+    }
+
+    #[test]
+    fn a_batch_is_judged_against_the_latest_clean_run_of_its_scenario() {
+        let (dir, _, mut store, entry) = fresh_store("judge");
         let t = Thresholds::default();
         let add = |store: &mut Store, e: &Entry, r: Report| {
             let id = r.run_id.clone();
@@ -337,17 +344,7 @@ mod tests {
     /// unjudged; once the verdict can be stored the run is there with it.
     #[test]
     fn a_run_is_never_written_without_its_verdict() {
-        let dir = std::env::temp_dir().join(format!("stampede-atomic-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("h.db");
-        let _ = std::fs::remove_file(&path);
-        let mut store = Store::open(&path).unwrap();
-        let entry = Entry {
-            name: "web".into(),
-            kind: Kind::Run,
-            scenario_name: "burst".into(),
-            scenario: serde_json::json!({"connections": 100}),
-        };
+        let (dir, path, mut store, entry) = fresh_store("atomic");
         let row = entry.record("a", "2026-01-01T00:00:00Z", Ran::Run(&report("a", 1000, 0)));
         let other = rusqlite::Connection::open(&path).unwrap();
         other
