@@ -113,8 +113,9 @@ fn main() {
     let runs = match capture::run(options, print_run) {
         Ok(runs) => runs,
         Err(e) => {
-            eprintln!("{e}");
-            return;
+            // A failed run is no figure: the bench says so and fails.
+            eprintln!("capture bench: {e}");
+            std::process::exit(1);
         }
     };
     let report: Vec<f64> = runs
