@@ -17,6 +17,10 @@
 //! first of its wave and the issue lag is each wave's start error.
 //!
 //! Run (needs root): `cargo bench -p stampede-agent --bench ramp`
+//! Before and after the pairs, `stampede_lab::stalls::probe` spins a pinned thread on each
+//! CPU for `BENCH_STALL_SECS` (default 3; 0: not at all) and prints the time it lost: the
+//! machine's own floor under both sides' tails.
+//!
 //! Environment: `BENCH_N` (default 10000), `BENCH_PAIRS` (default 5), `BENCH_RATES`
 //! (comma-separated, default 5000,10000,20000,40000), `BENCH_WORKERS` (the engine's workers;
 //! default: the plan's own choice).
@@ -251,6 +255,7 @@ fn main() {
         .map(|r| r.trim().parse().expect("BENCH_RATES: numbers"))
         .collect();
     stampede_agent::raise_fd_limit().expect("fd limit");
+    machine_stalls("before");
     let ns = Netns::new("rampb").expect("creating a network namespace");
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     println!(
@@ -310,6 +315,23 @@ fn main() {
         );
         drop(acceptor);
     });
+    machine_stalls("after");
+}
+
+/// What a thread spinning on each CPU loses on this machine (`stampede_lab::stalls`): the
+/// floor under any paced loop's tail, the C loop's and the engine's alike.
+fn machine_stalls(when: &str) {
+    let secs = env("BENCH_STALL_SECS", 3);
+    if secs == 0 {
+        return;
+    }
+    let cpus = stampede_lab::cpu::cpus().expect("reading this process's CPUs");
+    println!("\nthe machine {when}, a pinned thread spinning {secs} s on each CPU (gaps > 20 µs):");
+    let probe =
+        stampede_lab::stalls::probe(&cpus, Duration::from_secs(secs as u64)).expect("stall probe");
+    for line in probe.to_string().lines() {
+        println!("  {line}");
+    }
 }
 
 fn ramp(rate: f64, n: usize) -> Pattern {

@@ -110,6 +110,13 @@ fn main() {
         stampede_lab::cpu::cpus().unwrap_or_default(),
         load()
     );
+    // The machine's own stalls first: on a VM whose virtual CPUs stop together, two agents
+    // "on cores of their own" are released by the same host events (BENCHMARKS.md).
+    let cpus = stampede_lab::cpu::cpus().unwrap_or_default();
+    match stampede_lab::stalls::probe(&cpus, std::time::Duration::from_secs(2)) {
+        Ok(probe) => println!("the machine: a pinned thread spinning 2 s on each CPU\n{probe}"),
+        Err(e) => println!("the machine: stall probe failed: {e}"),
+    }
     let runs = match capture::run(options, print_run) {
         Ok(runs) => runs,
         Err(e) => {

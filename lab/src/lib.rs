@@ -46,6 +46,7 @@ pub mod cpu;
 pub mod gate;
 mod hosts;
 mod relay;
+pub mod stalls;
 pub use acceptor::Acceptor;
 pub use bins::sibling_bin;
 pub use capture::{Capture, Captured, Syn, parse_syn};
