@@ -32,9 +32,10 @@ const RUN_LIVENESS: Duration = Duration::from_secs(10);
 
 /// The agent's firing threads (`stampede-wN`), counted in `/proc/PID/task`.
 fn firing_threads(pid: u32) -> usize {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
+    // The agent lives through the whole test: an unreadable task list is a dead agent,
+    // never "no firing threads".
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap_or_else(|e| panic!("the agent (pid {pid}) is gone: {e}"));
     tasks
         .filter_map(Result::ok)
         .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
