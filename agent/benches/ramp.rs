@@ -17,6 +17,7 @@
 //! first of its wave and the issue lag is each wave's start error.
 //!
 //! Run (needs root): `cargo bench -p stampede-agent --bench ramp`
+//!
 //! Before and after the pairs, `stampede_lab::stalls::probe` spins a pinned thread on each
 //! CPU for `BENCH_STALL_SECS` (default 3; 0: not at all) and prints the time it lost: the
 //! machine's own floor under both sides' tails.

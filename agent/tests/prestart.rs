@@ -32,8 +32,15 @@ const RUN_LIVENESS: Duration = Duration::from_secs(10);
 
 /// The agent's firing threads (`stampede-wN`), counted in `/proc/PID/task`.
 fn firing_threads(pid: u32) -> usize {
-    // The agent lives through the whole test: an unreadable task list is a dead agent,
-    // never "no firing threads".
+    // The agent lives through the whole test: a dead one (gone, or a zombie not yet reaped,
+    // whose task list shows its leader alone) is never "no firing threads".
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("the agent (pid {pid}) is gone: {e}"));
+    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+    assert!(
+        !matches!(state.and_then(|r| r.chars().next()), Some('Z' | 'X')),
+        "the agent (pid {pid}) has exited"
+    );
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .unwrap_or_else(|e| panic!("the agent (pid {pid}) is gone: {e}"));
     tasks

@@ -11,6 +11,7 @@
 //! Run: `cargo bench -p stampede --bench capture` (`STAMPEDE_CAPTURE_RUNS=N`, default 20;
 //! `STAMPEDE_CAPTURE_PER_AGENT=N` connections per agent, default 500;
 //! `STAMPEDE_CAPTURE_PIN=0` leaves the agents unpinned, for comparison;
+//! `STAMPEDE_CAPTURE_STALL_SECS=N` the machine's stall probe before the runs, default 2, 0: none;
 //! `STAMPEDE_CAPTURE_RT=1` also runs the agents' threads as `SCHED_FIFO`, so that a machine
 //! busy with other work cannot take an agent's core from it).
 
@@ -112,10 +113,15 @@ fn main() {
     );
     // The machine's own stalls first: on a VM whose virtual CPUs stop together, two agents
     // "on cores of their own" are released by the same host events (BENCHMARKS.md).
-    let cpus = stampede_lab::cpu::cpus().unwrap_or_default();
-    match stampede_lab::stalls::probe(&cpus, std::time::Duration::from_secs(2)) {
-        Ok(probe) => println!("the machine: a pinned thread spinning 2 s on each CPU\n{probe}"),
-        Err(e) => println!("the machine: stall probe failed: {e}"),
+    let secs = env("STAMPEDE_CAPTURE_STALL_SECS", 2);
+    if secs > 0 {
+        let cpus = stampede_lab::cpu::cpus().expect("reading this process's CPUs");
+        match stampede_lab::stalls::probe(&cpus, std::time::Duration::from_secs(secs)) {
+            Ok(probe) => println!(
+                "the machine: a pinned thread spinning {secs} s on each CPU {cpus:?}\n{probe}"
+            ),
+            Err(e) => println!("the machine: stall probe failed: {e}"),
+        }
     }
     let runs = match capture::run(options, print_run) {
         Ok(runs) => runs,

@@ -23,6 +23,10 @@
 //! [`Capture`] records when TCP SYNs crossed an interface (an `AF_PACKET` socket with the
 //! kernel's timestamps): the independent observer of when agents really started.
 //!
+//! [`stalls`] measures what the machine takes from a thread that spins on each CPU (time
+//! lost, the longest gaps, gaps that start together on several CPUs): the floor under any
+//! paced loop's tail, printed by the ramp and capture benches.
+//!
 //! [`sibling_bin`] finds the agent and target binaries a test or bench runs (building them
 //! when missing, and for a bench when stale).
 //!

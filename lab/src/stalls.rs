@@ -5,13 +5,16 @@
 //! step between two readings longer than [`GAP`] is time the thread did not run. The kernel
 //! says how much of that it spent running other threads of this machine (the thread's
 //! runqueue wait, `/proc/thread-self/schedstat`); the rest went to interrupts or, on a
-//! virtual machine, to the host (steal: the virtual CPU itself was not running). A paced
-//! loop on that CPU loses the same time at the same moments, whatever it is written in.
+//! virtual machine, to the host (steal: the virtual CPU itself was not running). The split is
+//! approximate (a wait may overlap steal). Any loop on that CPU loses the interrupt and host
+//! share at the same moments, whatever it is written in; what goes to other threads depends
+//! on the loop's own scheduling (a sleeping thread, or one in the real-time class, fares
+//! differently from a spinning one).
 //!
-//! The threads share one clock origin, so their gaps can be compared: on a machine whose
-//! CPUs are its own, gaps on two CPUs start together only by chance; on a virtual machine
-//! whose virtual CPUs the host stops and resumes as one, most do ([`Probe::together`]).
-//! Two agents "each on its own core" there are released by the same host events.
+//! The threads share one clock origin, so their gaps can be compared ([`Probe::together`]):
+//! how many start within a microsecond on two CPUs, against what chance would give. On a
+//! kernel whose scheduler ticks are aligned across CPUs (no `skew_tick`), a tick that costs
+//! more than [`GAP`] shows as such a pair on every tick.
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -33,15 +36,15 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Of the first CPU's gaps, how many started within `within` of a gap on another CPU,
-    /// and how many that would be by chance (the other CPUs' gap rate over a window of
-    /// 2 × `within`); `None` with fewer than two CPUs.
+    /// Of the first CPU's gaps (those kept), how many started within `within` of a gap on
+    /// another CPU, and how many would by chance (each with probability 1 − e^(−rate × 2 ×
+    /// `within`), the other CPUs' gaps spread evenly); `None` with fewer than two CPUs.
     pub fn together(&self, within: Duration) -> Option<(usize, f64)> {
         let (first, rest) = self.cpus.split_first()?;
         if rest.is_empty() {
             return None;
         }
-        let w = within.as_nanos() as u64;
+        let w = u64::try_from(within.as_nanos()).unwrap_or(u64::MAX);
         let others: Vec<u64> = {
             let mut v: Vec<u64> = rest
                 .iter()
@@ -54,13 +57,14 @@ impl Probe {
             .gap_starts_ns
             .iter()
             .filter(|&&t| {
-                let i = others.partition_point(|&o| o + w < t);
-                others.get(i).is_some_and(|&o| o <= t + w)
+                // The first gap elsewhere that starts no earlier than `w` before this one.
+                let i = others.partition_point(|&o| o.saturating_add(w) < t);
+                others.get(i).is_some_and(|&o| o <= t.saturating_add(w))
             })
             .count();
         let wall = first.wall.as_nanos().max(1) as f64;
-        let chance = first.gap_starts_ns.len() as f64 * others.len() as f64 * (2 * w) as f64 / wall;
-        Some((hits, chance))
+        let per_gap = 1.0 - (-(others.len() as f64) * 2.0 * w as f64 / wall).exp();
+        Some((hits, first.gap_starts_ns.len() as f64 * per_gap))
     }
 }
 
@@ -94,8 +98,9 @@ pub struct CpuStalls {
     pub gaps_over_1ms: u32,
     /// The longest gap.
     pub max_gap: Duration,
-    /// Time the kernel ran other threads of this machine on the thread's CPU while it
-    /// waited (its runqueue wait); the rest of `lost` went to interrupts or to the host.
+    /// The thread's runqueue wait over the probe: time the kernel ran other threads of this
+    /// machine on its CPU while it was ready to run. Approximate as a share of `lost`: it
+    /// includes waits shorter than [`GAP`] and may overlap steal.
     pub other_threads: Duration,
     /// When each gap started, ns after the probe's common origin (the first
     /// [`KEPT_STARTS`]).
@@ -138,7 +143,7 @@ pub fn probe(cpus: &[usize], duration: Duration) -> io::Result<Probe> {
     let cpus = std::thread::scope(|s| {
         let handles: Vec<_> = cpus
             .iter()
-            .map(|&c| s.spawn(move || spin_on(c, origin, duration)))
+            .map(|&c| s.spawn(move || spin_on(c, origin, duration, &|| {})))
             .collect();
         handles
             .into_iter()
@@ -149,13 +154,21 @@ pub fn probe(cpus: &[usize], duration: Duration) -> io::Result<Probe> {
 }
 
 /// The probe on the calling thread, pinned to `cpu` for `duration`; gap starts are counted
-/// from `origin`.
-fn spin_on(cpu: usize, origin: Instant, duration: Duration) -> io::Result<CpuStalls> {
-    cpu::pin_current_thread(cpu)?;
-    let waited_before = runqueue_wait()?;
-    let mut gap_starts_ns = Vec::with_capacity(4096);
+/// from `origin`; `on_start` is called once the thread runs on `cpu`, as it starts timing.
+fn spin_on(
+    cpu: usize,
+    origin: Instant,
+    duration: Duration,
+    on_start: &dyn Fn(),
+) -> io::Result<CpuStalls> {
+    let on_cpu = |e: io::Error| io::Error::other(format!("stall probe on cpu{cpu}: {e}"));
+    cpu::pin_current_thread(cpu).map_err(on_cpu)?;
+    let waited_before = runqueue_wait().map_err(on_cpu)?;
+    // Sized for the longest probe at ~1,000 gaps a second, so the loop seldom allocates.
+    let mut gap_starts_ns = Vec::with_capacity(65_536);
     let start = Instant::now();
     let end = start + duration;
+    on_start();
     let mut last = start;
     let (mut lost, mut max_gap, mut gaps_over_1ms) = (Duration::ZERO, Duration::ZERO, 0u32);
     // Bounded by `end`.
@@ -172,7 +185,9 @@ fn spin_on(cpu: usize, origin: Instant, duration: Duration) -> io::Result<CpuSta
         }
         last = now;
     }
-    let other_threads = runqueue_wait()?.saturating_sub(waited_before);
+    let other_threads = runqueue_wait()
+        .map_err(on_cpu)?
+        .saturating_sub(waited_before);
     Ok(CpuStalls {
         cpu,
         wall: last - start,
@@ -211,17 +226,21 @@ mod tests {
         }
         let cpu = *cpu::cpus().unwrap().last().unwrap();
         let hog = Duration::from_millis(20);
-        let (started_tx, started_rx) = std::sync::mpsc::channel();
+        let spinning = std::sync::atomic::AtomicBool::new(false);
         let stalls = std::thread::scope(|s| {
-            let probing = s.spawn(move || {
-                started_tx.send(()).unwrap();
-                spin_on(cpu, Instant::now(), Duration::from_millis(300))
+            let probing = s.spawn(|| {
+                spin_on(cpu, Instant::now(), Duration::from_millis(300), &|| {
+                    spinning.store(true, std::sync::atomic::Ordering::SeqCst)
+                })
             });
-            started_rx.recv().unwrap();
-            s.spawn(move || {
+            s.spawn(|| {
                 cpu::pin_current_thread(cpu).unwrap();
-                // Let the probe get going on the CPU first.
-                std::thread::sleep(Duration::from_millis(50));
+                // The event: the probe runs on the CPU and is timing (5 s at most).
+                let until = Instant::now() + Duration::from_secs(5);
+                while !spinning.load(std::sync::atomic::Ordering::SeqCst) {
+                    assert!(Instant::now() < until, "the probe never started");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
                 let param = libc::sched_param { sched_priority: 1 };
                 // SAFETY: sets the calling thread's policy from a valid sched_param.
                 let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
@@ -245,6 +264,11 @@ mod tests {
             stalls.other_threads >= hog - Duration::from_millis(1),
             "the hog's time not counted as another thread's: {stalls}"
         );
+        // The runqueue wait, not the time on the CPU (schedstat's first field, ~280 ms here).
+        assert!(
+            stalls.other_threads <= stalls.lost + Duration::from_millis(5),
+            "more waiting than lost time: {stalls}"
+        );
         assert!(!stalls.gap_starts_ns.is_empty());
     }
 
@@ -265,15 +289,25 @@ mod tests {
     fn gaps_that_start_together_on_two_cpus_are_counted() {
         let probe = Probe {
             cpus: vec![
-                cpu_with_gaps(0, &[100, 5_000, 9_000, 20_000]),
-                cpu_with_gaps(1, &[100, 5_001, 9_010, 30_000]),
+                cpu_with_gaps(0, &[100, 5_000, 9_000, 20_000, 40_000]),
+                // 39,997 is outside the window and 39,999.5 inside: the search must not
+                // stop at the first gap before.
+                cpu_with_gaps(1, &[99, 5_001, 9_010, 30_000, 39_997]),
+                cpu_with_gaps(2, &[]),
             ],
         };
+        let mut probe = probe;
+        probe.cpus[2].gap_starts_ns.push(39_999_500);
         let (hits, chance) = probe.together(Duration::from_micros(1)).unwrap();
-        assert_eq!(hits, 2, "100 and 5,000/5,001 together, 9,000/9,010 not");
-        // 4 × 4 gaps over 1 s with a 2 µs window.
-        assert!((chance - 4.0 * 4.0 * 2e-6).abs() < 1e-9, "{chance}");
-        assert_eq!(probe.together(Duration::from_micros(10)).unwrap().0, 3);
+        assert_eq!(
+            hits, 3,
+            "100/99 (before), 5,000/5,001 (after) and 40,000/39,999.5 together; 9,000/9,010 not"
+        );
+        // 5 gaps, each meeting one of 6 others within 2 µs of 1 s by chance.
+        let expected = 5.0 * (1.0 - (-6.0f64 * 2e-6).exp());
+        assert!((chance - expected).abs() < 1e-12, "{chance}");
+        assert_eq!(probe.together(Duration::from_micros(10)).unwrap().0, 4);
+        assert_eq!(probe.together(Duration::MAX).unwrap().0, 5, "no overflow");
         let alone = Probe {
             cpus: vec![cpu_with_gaps(0, &[1])],
         };
