@@ -111,8 +111,8 @@ fn main() {
         stampede_lab::cpu::cpus().unwrap_or_default(),
         load()
     );
-    // The machine's own stalls first: on a VM whose virtual CPUs stop together, two agents
-    // "on cores of their own" are released by the same host events (BENCHMARKS.md).
+    // The machine's own stalls first: what it takes from each CPU, and how often both CPUs
+    // stop at the same instant (BENCHMARKS.md "What the machine takes away").
     let secs = env("STAMPEDE_CAPTURE_STALL_SECS", 2);
     if secs > 0 {
         let cpus = stampede_lab::cpu::cpus().expect("reading this process's CPUs");

@@ -7,7 +7,8 @@
 //!
 //! Run: `cargo bench -p stampede --bench fleet`. `STAMPEDE_FLEET_AGENTS=N` changes the
 //! burst's fleet, `STAMPEDE_FLEET_RUNS=N` its repetitions (default 3),
-//! `STAMPEDE_FLEET_MINUTES=M` the long run (0 skips it).
+//! `STAMPEDE_FLEET_MINUTES=M` the long run (0 skips it), `STAMPEDE_FLEET_STALL_SECS=S` the
+//! machine's stall probe before the runs (`stampede_lab::stalls`; default 2, 0 skips it).
 
 use std::time::Duration;
 
@@ -79,6 +80,17 @@ fn main() {
         "fleet bench, {} UTC",
         stampede_proto::clock::rfc3339(stampede_proto::clock::unix_nanos_now())
     );
+    // What the machine itself takes from each CPU, before the fleet adds its own load.
+    let secs_probe = env("STAMPEDE_FLEET_STALL_SECS", 2);
+    if secs_probe > 0 {
+        let cpus = stampede_lab::cpu::cpus().expect("reading this process's CPUs");
+        match stampede_lab::stalls::probe(&cpus, Duration::from_secs(secs_probe)) {
+            Ok(probe) => println!(
+                "the machine: a pinned thread spinning {secs_probe} s on each CPU {cpus:?}\n{probe}"
+            ),
+            Err(e) => println!("the machine: stall probe failed: {e}"),
+        }
+    }
     for run in 1..=runs {
         let f = Fleet {
             agents,

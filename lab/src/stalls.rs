@@ -37,8 +37,9 @@ pub struct Probe {
 
 impl Probe {
     /// Of the first CPU's gaps (those kept), how many started within `within` of a gap on
-    /// another CPU, and how many would by chance (each with probability 1 − e^(−rate × 2 ×
-    /// `within`), the other CPUs' gaps spread evenly); `None` with fewer than two CPUs.
+    /// another CPU, and how many would by chance: each with probability 1 − e^(−rate × 2 ×
+    /// `within`), where rate is the other CPUs' gap count over the first CPU's wall time
+    /// (gaps placed at random, Poisson). `None` with fewer than two CPUs.
     pub fn together(&self, within: Duration) -> Option<(usize, f64)> {
         let (first, rest) = self.cpus.split_first()?;
         if rest.is_empty() {
@@ -290,8 +291,8 @@ mod tests {
         let probe = Probe {
             cpus: vec![
                 cpu_with_gaps(0, &[100, 5_000, 9_000, 20_000, 40_000]),
-                // 39,997 is outside the window and 39,999.5 inside: the search must not
-                // stop at the first gap before.
+                // 39,997 (cpu1) is outside the window, 39,999.5 (cpu2) inside: every other
+                // CPU's gaps are searched together.
                 cpu_with_gaps(1, &[99, 5_001, 9_010, 30_000, 39_997]),
                 cpu_with_gaps(2, &[]),
             ],
