@@ -322,17 +322,11 @@ fn main() {
 /// What a thread spinning on each CPU loses on this machine (`stampede_lab::stalls`): the
 /// floor under any paced loop's tail, the C loop's and the engine's alike.
 fn machine_stalls(when: &str) {
-    let secs = env("BENCH_STALL_SECS", 3);
-    if secs == 0 {
-        return;
+    let secs = env("BENCH_STALL_SECS", 3u64);
+    if secs > 0 {
+        println!();
     }
-    let cpus = stampede_lab::cpu::cpus().expect("reading this process's CPUs");
-    println!("\nthe machine {when}, a pinned thread spinning {secs} s on each CPU (gaps > 20 µs):");
-    let probe =
-        stampede_lab::stalls::probe(&cpus, Duration::from_secs(secs as u64)).expect("stall probe");
-    for line in probe.to_string().lines() {
-        println!("  {line}");
-    }
+    stampede_lab::stalls::print_probe(&format!("the machine {when}"), Duration::from_secs(secs));
 }
 
 fn ramp(rate: f64, n: usize) -> Pattern {

@@ -113,16 +113,10 @@ fn main() {
     );
     // The machine's own stalls first: what it takes from each CPU, and how often both CPUs
     // stop at the same instant (BENCHMARKS.md "What the machine takes away").
-    let secs = env("STAMPEDE_CAPTURE_STALL_SECS", 2);
-    if secs > 0 {
-        let cpus = stampede_lab::cpu::cpus().expect("reading this process's CPUs");
-        match stampede_lab::stalls::probe(&cpus, std::time::Duration::from_secs(secs)) {
-            Ok(probe) => println!(
-                "the machine: a pinned thread spinning {secs} s on each CPU {cpus:?}\n{probe}"
-            ),
-            Err(e) => println!("the machine: stall probe failed: {e}"),
-        }
-    }
+    stampede_lab::stalls::print_probe(
+        "the machine",
+        std::time::Duration::from_secs(env("STAMPEDE_CAPTURE_STALL_SECS", 2)),
+    );
     let runs = match capture::run(options, print_run) {
         Ok(runs) => runs,
         Err(e) => {

@@ -81,16 +81,10 @@ fn main() {
         stampede_proto::clock::rfc3339(stampede_proto::clock::unix_nanos_now())
     );
     // What the machine itself takes from each CPU, before the fleet adds its own load.
-    let secs_probe = env("STAMPEDE_FLEET_STALL_SECS", 2);
-    if secs_probe > 0 {
-        let cpus = stampede_lab::cpu::cpus().expect("reading this process's CPUs");
-        match stampede_lab::stalls::probe(&cpus, Duration::from_secs(secs_probe)) {
-            Ok(probe) => println!(
-                "the machine: a pinned thread spinning {secs_probe} s on each CPU {cpus:?}\n{probe}"
-            ),
-            Err(e) => println!("the machine: stall probe failed: {e}"),
-        }
-    }
+    stampede_lab::stalls::print_probe(
+        "the machine",
+        std::time::Duration::from_secs(env("STAMPEDE_FLEET_STALL_SECS", 2)),
+    );
     for run in 1..=runs {
         let f = Fleet {
             agents,

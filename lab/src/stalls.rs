@@ -154,6 +154,26 @@ pub fn probe(cpus: &[usize], duration: Duration) -> io::Result<Probe> {
     Ok(Probe { cpus })
 }
 
+/// For benches: probes every CPU this process may run on for `duration` (none when zero) and
+/// prints what it saw under `heading`, indented; a probe that fails is printed, not fatal.
+pub fn print_probe(heading: &str, duration: Duration) {
+    if duration.is_zero() {
+        return;
+    }
+    let probed = cpu::cpus().and_then(|cpus| {
+        println!(
+            "{heading}: a pinned thread spinning {:.0} s on each CPU {cpus:?} (gaps > {} µs)",
+            duration.as_secs_f64(),
+            GAP.as_micros()
+        );
+        probe(&cpus, duration)
+    });
+    match probed {
+        Ok(p) => p.to_string().lines().for_each(|l| println!("  {l}")),
+        Err(e) => println!("{heading}: stall probe failed: {e}"),
+    }
+}
+
 /// The probe on the calling thread, pinned to `cpu` for `duration`; gap starts are counted
 /// from `origin`; `on_start` is called once the thread runs on `cpu`, as it starts timing.
 fn spin_on(
