@@ -44,13 +44,18 @@ impl TokenBucket {
         }
     }
 
-    /// When the next token is available (`now` or later).
-    fn ready_at(&mut self, now: Instant) -> Instant {
+    /// Adds what accrued since the last look, up to `burst`.
+    fn refill(&mut self, now: Instant) {
         if now > self.last {
             let refill = (now - self.last).as_secs_f64() * self.rate;
             self.tokens = (self.tokens + refill).min(self.burst);
             self.last = now;
         }
+    }
+
+    /// When the next token is available (`now` or later).
+    fn ready_at(&mut self, now: Instant) -> Instant {
+        self.refill(now);
         if self.tokens >= 1.0 {
             now
         } else {
@@ -58,7 +63,11 @@ impl TokenBucket {
         }
     }
 
-    fn take(&mut self) {
+    /// One accept at `now`. The bucket is topped up to `now` first: a wait for a connection
+    /// (the accept loop idle on an empty queue) accrues nothing past a full bucket, so the
+    /// next token is a whole interval after this accept, not at once.
+    fn take(&mut self, now: Instant) {
+        self.refill(now);
         self.tokens -= 1.0;
     }
 }
@@ -118,12 +127,14 @@ pub(crate) async fn run(
                     Ok(()) => break,
                     Err(_) => return,
                 },
-                accepted = shared.listener.tokio().accept() => match accepted {
+                accepted = shared.listener.accept(|q| {
+                    shared.queue_max.fetch_max(q.len, Ordering::Relaxed);
+                }) => match accepted {
                     Ok((stream, _peer)) => {
                         error_backoff = Duration::from_millis(1);
                         shared.accepted.fetch_add(1, Ordering::Relaxed);
                         if let Some(b) = bucket.as_mut() {
-                            b.take();
+                            b.take(Instant::now());
                         }
                         let action = *shared.on_accept.lock().expect("on_accept lock poisoned");
                         action::start(stream, action, &conns, &conn_cancel);
@@ -163,8 +174,23 @@ mod tests {
             assert_eq!(at - t0, Duration::from_millis(expected_ms));
             tokio::time::sleep_until(at).await;
             assert_eq!(b.ready_at(Instant::now()), Instant::now());
-            b.take();
+            b.take(Instant::now());
         }
+    }
+
+    /// A bucket that was full while the loop waited for a connection allows one accept at
+    /// once, then the next an interval later (it gave two at once before: what accrued during
+    /// the wait was counted after the accept).
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_wait_accrues_no_extra_token() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(50.0, 1, t0);
+        assert_eq!(b.ready_at(t0), t0);
+        // The loop now waits 300 ms on an empty queue; a connection comes.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let now = Instant::now();
+        b.take(now);
+        assert_eq!(b.ready_at(now), now + Duration::from_millis(20));
     }
 
     #[tokio::test(start_paused = true)]

@@ -336,3 +336,63 @@ fn observe_serves_a_foreign_listener_over_control() {
         drop(clients);
     });
 }
+
+/// A queue peak that an accept ends is seen even when no sample falls inside it: the target
+/// reads the queue just before each accept(). Backlog 3 (A+1 = 4), one accept a second: the
+/// first client is accepted at once, the next four fill the queue to 4 while the target
+/// waits for its next token, and the accept a second later ends the peak. The sampler ticks
+/// once at the start (waited for) and then not for 10 s, and nothing else reads the queue
+/// until the end (when it holds 3), so only the read before that accept can report 4.
+#[test]
+fn a_peak_ended_by_an_accept_is_seen_between_samples() {
+    if !kernel_tests_enabled("a_peak_ended_by_an_accept_is_seen_between_samples") {
+        return;
+    }
+    let ns = Netns::new("peak").unwrap();
+    ns.block_on(async {
+        use tokio::io::AsyncReadExt as _;
+        let mut config = local_config(
+            3,
+            AcceptPolicy {
+                rate_per_sec: Some(1.0),
+                ..Default::default()
+            },
+        );
+        config.sample_every = Duration::from_secs(10);
+        let (handle, stop, join, _) = start_target(config);
+        let addr = handle.local_addr();
+        // The event: the sampler's first tick (each of our reads is a sample too), so that no
+        // tick falls inside the peak (5 s at most).
+        let until = std::time::Instant::now() + Duration::from_secs(5);
+        for reads in 1u64.. {
+            if handle.stats().unwrap().samples > reads {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "the sampler never ticked"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let mut clients = Vec::new();
+        for _ in 0..5 {
+            // On loopback the handshake completes inside connect.
+            clients.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // The event: the second client's greeting, sent when the target accepts it (about a
+        // second after the first, by the rate); 5 s at most.
+        let mut greeting = [0u8; 8];
+        tokio::time::timeout(Duration::from_secs(5), clients[1].read_exact(&mut greeting))
+            .await
+            .expect("the second client accepted within 5 s")
+            .expect("its greeting");
+        stop.cancel();
+        let stats = join.await.unwrap();
+        assert!(stats.accepted >= Some(2), "{stats:?}");
+        assert_eq!(stats.backlog_effective, 3, "{stats:?}");
+        assert_eq!(
+            stats.accept_queue_max, 4,
+            "the peak the accept ended: {stats:?}"
+        );
+    });
+}
