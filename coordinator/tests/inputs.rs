@@ -4,7 +4,6 @@
 //! an unusable `--out` is found before the run and results that still cannot be written land
 //! in a named fallback directory with the summary printed.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -428,25 +427,17 @@ fn sweep_results_that_cannot_be_written_go_to_a_named_fallback() {
     std::fs::create_dir_all(out_dir.join("sweep.json")).unwrap();
     // A namespace of its own: fixed ports collide with nothing.
     let ns = Netns::new("sweepfb").unwrap();
-    let mut target = ChildGuard::spawn(
-        ns.command(sibling_bin("stampede-target"))
-            .args(["--listen", "127.0.0.1:8000", "--control", "127.0.0.1:8001"])
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped()),
-    )
-    .unwrap();
     // The sweep configures the target first: start it once the target says it listens.
-    let mut lines = BufReader::new(target.0.stderr.take().unwrap()).lines();
-    for line in lines.by_ref() {
-        if line
-            .expect("target exited before listening")
-            .contains("listening")
-        {
-            break;
-        }
-    }
-    // Keep reading its log: a closed pipe would fail its next log line.
-    std::thread::spawn(move || lines.for_each(drop));
+    let _target = ChildGuard::spawn_until_logged(
+        ns.command(sibling_bin("stampede-target")).args([
+            "--listen",
+            "127.0.0.1:8000",
+            "--control",
+            "127.0.0.1:8001",
+        ]),
+        "listening",
+        Duration::from_secs(60),
+    );
     let _agent = ChildGuard::spawn(
         ns.command(sibling_bin("stampede-agent"))
             .args(["--coordinator", "http://127.0.0.1:7700", "--id", "a1"])

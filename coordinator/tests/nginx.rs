@@ -13,10 +13,9 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use stampede_lab::{ChildGuard, Netns, SIGTERM, kernel_tests_enabled, run_within};
 use support::sibling_bin;
@@ -107,7 +106,8 @@ fn nginx_is_sized_under_supervise() {
     let ns = Netns::new("ngx").unwrap();
     assert_eq!(nstat_overflows(&ns), 0, "a fresh namespace");
 
-    let mut child = ChildGuard::spawn(
+    // Ready once it says it supervises (nginx listens with its backlog by then).
+    let child = ChildGuard::spawn_until_logged(
         ns.command(sibling_bin("stampede-target"))
             .args(["supervise", "--port", "8080", "--control", "127.0.0.1:9000"])
             .arg("--template")
@@ -117,28 +117,10 @@ fn nginx_is_sized_under_supervise() {
             .arg("-p")
             .arg(&dir.0)
             .args(["-e", "stderr", "-c"])
-            .arg(&conf)
-            .env_remove("RUST_LOG")
-            .stderr(Stdio::piped()),
-    )
-    .unwrap();
-    // Ready once it says it supervises (nginx listens with its backlog by then).
-    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
-    let started = Instant::now();
-    let mut seen = Vec::new();
-    loop {
-        let line = lines
-            .next()
-            .unwrap_or_else(|| panic!("supervise exited before supervising: {seen:#?}"))
-            .unwrap();
-        if line.contains("supervising") {
-            break;
-        }
-        seen.push(line);
-        assert!(started.elapsed() < Duration::from_secs(60), "{seen:#?}");
-    }
-    // Keep reading its log: a closed pipe would fail its next log line.
-    std::thread::spawn(move || lines.for_each(drop));
+            .arg(&conf),
+        "supervising",
+        Duration::from_secs(60),
+    );
     let _supervise = Supervise {
         child,
         pid_file: dir.0.join("nginx.pid"),

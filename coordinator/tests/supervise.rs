@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -26,24 +25,15 @@ fn a_server_that_dies_at_a_step_stops_the_sweep_saying_why() {
          exec {} --listen 127.0.0.1:8080 --backlog {{backlog}} --on-accept close",
         target.display()
     );
-    let mut supervise = ChildGuard::spawn(
+    // Its own bound (10 s to listen) ends it if it never gets there, and the wait with it.
+    let mut supervise = ChildGuard::spawn_until_logged(
         ns.command(&target)
             .args(["supervise", "--port", "8080", "--control", "127.0.0.1:9000"])
             .args(["--backlog", "8", "--", "sh", "-c", &script])
-            .env_remove("RUST_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped()),
-    )
-    .unwrap();
-    let mut lines = BufReader::new(supervise.0.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    // Its own bound (10 s to listen) ends it if it never gets there: the loop ends then.
-    let supervising = lines.by_ref().map_while(Result::ok).any(|line| {
-        seen.push(line.clone());
-        line.contains("supervising")
-    });
-    assert!(supervising, "{seen:#?}");
-    std::thread::spawn(move || lines.for_each(drop));
+            .stdout(Stdio::null()),
+        "supervising",
+        Duration::from_secs(60),
+    );
     let _agent = ChildGuard::spawn(
         ns.command(sibling_bin("stampede-agent"))
             .args(["--coordinator", "http://127.0.0.1:7700", "--id", "a1"])

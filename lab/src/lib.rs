@@ -196,6 +196,42 @@ impl ChildGuard {
         cmd.spawn().map(ChildGuard)
     }
 
+    /// Spawns `cmd` (without `RUST_LOG`, so its log is at its default level) with its stderr
+    /// piped, and returns once a line of that log contains `needle`; the rest of its stderr is
+    /// drained from then on (a closed pipe would fail its next log line). Panics, with the
+    /// lines seen, if the child closes its stderr first (it exited) or if more than `within`
+    /// passes before the needle; a child that logs nothing at all is ended by its own bounds.
+    pub fn spawn_until_logged(
+        cmd: &mut Command,
+        needle: &str,
+        within: std::time::Duration,
+    ) -> ChildGuard {
+        use std::io::BufRead as _;
+        let mut child = ChildGuard::spawn(cmd.env_remove("RUST_LOG").stderr(Stdio::piped()))
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let stderr = child.0.stderr.take().expect("piped");
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let started = std::time::Instant::now();
+        let mut seen = Vec::new();
+        // Bounded by the child: it ends (its stderr with it) or logs the needle.
+        loop {
+            let line = lines
+                .next()
+                .and_then(Result::ok)
+                .unwrap_or_else(|| panic!("{cmd:?} exited before logging {needle:?}: {seen:#?}"));
+            if line.contains(needle) {
+                break;
+            }
+            seen.push(line);
+            assert!(
+                started.elapsed() < within,
+                "{cmd:?} did not log {needle:?} within {within:?}: {seen:#?}"
+            );
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        child
+    }
+
     /// Sends `sig` (`libc::SIGSTOP`, `libc::SIGCONT`, `libc::SIGTERM` ...) to the child.
     pub fn signal(&self, sig: libc::c_int) -> io::Result<()> {
         let pid = self.0.id() as libc::pid_t;
@@ -269,6 +305,28 @@ impl Drop for ChildGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The child's log is read up to the needle, and the child runs on.
+    #[test]
+    fn spawn_until_logged_returns_at_the_needle_with_the_child_running() {
+        let mut child = ChildGuard::spawn_until_logged(
+            Command::new("sh").args(["-c", "echo one >&2; echo ready now >&2; sleep 30"]),
+            "ready",
+            std::time::Duration::from_secs(30),
+        );
+        assert!(matches!(child.0.try_wait(), Ok(None)), "still running");
+    }
+
+    /// A child that exits without the needle is a failure that names what it logged.
+    #[test]
+    #[should_panic(expected = "exited before logging \"ready\"")]
+    fn spawn_until_logged_fails_when_the_child_exits_first() {
+        ChildGuard::spawn_until_logged(
+            Command::new("sh").args(["-c", "echo something else >&2"]),
+            "ready",
+            std::time::Duration::from_secs(30),
+        );
+    }
 
     #[test]
     fn namespace_is_isolated_and_removed() {

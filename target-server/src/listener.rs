@@ -8,13 +8,12 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
-
 use std::sync::Mutex;
-use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
 
 use socket2::{Domain, Protocol, SockRef, Socket, Type};
 use stampede_proto::tcp_info::{ListenerQueue, listener_queue};
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 
 /// A bound, listening TCP socket plus what the kernel made of its backlog.
 #[derive(Debug)]

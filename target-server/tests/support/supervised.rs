@@ -3,8 +3,7 @@
 //! for until it says it is supervising, then stopped with SIGTERM and required to exit 0;
 //! between the two, a Configure that must restart its server at a new backlog.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use stampede_lab::{ChildGuard, SIGTERM};
@@ -14,16 +13,7 @@ use stampede_proto::pb::{self, target_control_client::TargetControlClient};
 /// once its log says "supervising"; its stderr is drained from then on. Its own bounds
 /// (`--listen-timeout`) end it if it never gets there, and the wait with it.
 pub(crate) fn start(cmd: &mut Command) -> ChildGuard {
-    let mut child = ChildGuard::spawn(cmd.env_remove("RUST_LOG").stderr(Stdio::piped())).unwrap();
-    let mut lines = BufReader::new(child.0.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let supervising = lines.by_ref().map_while(Result::ok).any(|line| {
-        seen.push(line.clone());
-        line.contains("supervising")
-    });
-    assert!(supervising, "{seen:#?}");
-    std::thread::spawn(move || lines.for_each(drop));
-    child
+    ChildGuard::spawn_until_logged(cmd, "supervising", Duration::from_secs(60))
 }
 
 /// SIGTERM, and a clean exit within 30 s.
